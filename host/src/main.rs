@@ -1,0 +1,124 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hxp_events::plugin::PluginEngine;
+use hxp_events::plugin_cli;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Real-time event processing with sandboxed WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "hxp-events", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show a plugin file's world, WIT version and metadata.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a plugin offline on recorded events (NDJSON, one event per line as
+    /// sent to POST /process); the plugin's clock follows the events' times.
+    /// Prints one JSON line per batch.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
+        /// Service config (YAML); the plugin gets its section of it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Analytics stage feeding a responses plugin.
+        #[arg(long, default_value = "target/plugins/analytics.wasm")]
+        analytics: PathBuf,
+        /// Correlation stage feeding a responses plugin.
+        #[arg(long, default_value = "target/plugins/correlation.wasm")]
+        correlation: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Inspect { file, json }) => {
+            let engine = PluginEngine::new(None)?;
+            let info = plugin_cli::inspect(&engine, &file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let md = &info["metadata"];
+                println!("file:        {} ({} bytes)", file.display(), info["size_bytes"]);
+                println!("sha256:      {}", info["sha256"].as_str().unwrap_or_default());
+                println!("world:       {}", info["world"].as_str().unwrap_or_default());
+                println!("wit version: {}", info["wit_version"].as_str().unwrap_or_default());
+                println!(
+                    "plugin:      {} {} (state version {}, wants payload: {}, fresh start ok: {})",
+                    md["name"].as_str().unwrap_or_default(),
+                    md["version"].as_str().unwrap_or_default(),
+                    md["state_version"],
+                    md["wants_payload"],
+                    md["fresh_start_ok"]
+                );
+                println!("config:      section `{}`", info["config_section"].as_str().unwrap_or_default());
+                for (label, key) in [("imports", "imports"), ("exports", "exports")] {
+                    println!("{label}:");
+                    for n in info[key].as_array().into_iter().flatten() {
+                        println!("  {}", n.as_str().unwrap_or_default());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Test {
+            file,
+            events,
+            config,
+            batch_size,
+            analytics,
+            correlation,
+        }) => {
+            anyhow::ensure!(batch_size > 0, "--batch-size must be at least 1");
+            let engine = PluginEngine::new(None)?;
+            let opts = plugin_cli::TestOptions {
+                file,
+                events,
+                config,
+                batch_size,
+                analytics,
+                correlation,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            plugin_cli::test(&engine, &opts, &mut out).context("plugin test")
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `hxp-events plugin inspect` and `hxp-events plugin test`: tools for
+//! plugin authors that run a component offline with the real runtime.
+
+use crate::event;
+use crate::plugin::{Clock, Limits, Plugin, PluginEngine, PluginKind, convert, types};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The config section each kind of plugin receives.
+pub fn config_section(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Analytics => "real_time_analytics",
+        PluginKind::Correlation => "event_correlation",
+        PluginKind::Responses => "automated_response",
+    }
+}
+
+/// Describe a plugin file: world, WIT version, metadata, imports, exports.
+pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value> {
+    let loaded = engine.load_file(file)?;
+    let plugin = Plugin::new(engine.clone(), loaded.clone(), Limits::default(), Clock::System)?;
+    let md = plugin.metadata();
+    Ok(json!({
+        "file": file.display().to_string(),
+        "size_bytes": loaded.size,
+        "sha256": loaded.hash,
+        "world": format!("hxp:events/{}@{}", loaded.kind.world(), loaded.wit_version),
+        "wit_version": loaded.wit_version,
+        "stage": loaded.kind,
+        "config_section": config_section(loaded.kind),
+        "metadata": md,
+        "imports": loaded.imports,
+        "exports": loaded.exports,
+        "compile_ms": loaded.load_time.as_secs_f64() * 1000.0,
+        "compile_cache_hit": loaded.from_cache,
+    }))
+}
+
+/// Read a service config file (YAML) and return one section as JSON text.
+pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{} is not valid YAML", path.display()))?;
+    let v = yaml.get(section).cloned().unwrap_or(serde_yaml::Value::Null);
+    if v.is_null() {
+        return Ok(String::new());
+    }
+    let json: Value = serde_json::to_value(v).context("config section is not representable as JSON")?;
+    Ok(json.to_string())
+}
+
+/// Options of `plugin test`.
+pub struct TestOptions {
+    pub file: PathBuf,
+    pub events: PathBuf,
+    pub config: Option<PathBuf>,
+    pub batch_size: usize,
+    /// Upstream stages a responses plugin needs.
+    pub analytics: PathBuf,
+    pub correlation: PathBuf,
+}
+
+fn load(engine: &Arc<PluginEngine>, file: &Path, clock: &Clock, config: Option<&Path>) -> anyhow::Result<Plugin> {
+    let loaded = engine.load_file(file)?;
+    let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone())?;
+    if let Some(path) = config {
+        let section = section_from_file(path, config_section(p.kind()))?;
+        p.configure(&section)?;
+    }
+    Ok(p)
+}
+
+/// Run a plugin on recorded events with the clock following the events'
+/// times; write one JSON line per batch to `out`.
+pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    let clock = Clock::manual(0);
+    let mut main = load(engine, &opts.file, &clock, opts.config.as_deref())?;
+    let mut upstream = None;
+    if main.kind() == PluginKind::Responses {
+        let a = load(engine, &opts.analytics, &clock, opts.config.as_deref())
+            .with_context(|| format!("loading the analytics stage {}", opts.analytics.display()))?;
+        let c = load(engine, &opts.correlation, &clock, opts.config.as_deref())
+            .with_context(|| format!("loading the correlation stage {}", opts.correlation.display()))?;
+        upstream = Some((a, c));
+    }
+
+    let file = std::fs::File::open(&opts.events).with_context(|| format!("opening {}", opts.events.display()))?;
+    let mut events: Vec<types::Event> = Vec::new();
+    let mut last_time = chrono::Utc::now().timestamp_millis();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", opts.events.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev = event::parse(line.as_bytes(), last_time, &[true; 5])
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", opts.events.display(), n + 1))?;
+        last_time = ev.time_ms;
+        let mut typed = ev.typed;
+        typed.seq = events.len() as u64 + 1;
+        if main.metadata().wants_payload {
+            typed.payload = ev.data;
+        }
+        events.push(typed);
+    }
+    if events.is_empty() {
+        bail!("{} holds no events", opts.events.display());
+    }
+
+    // Batches: consecutive events in the same second of event time, at most
+    // batch_size each; the clock is the batch's last event time.
+    let mut batch_no = 0;
+    let mut start = 0;
+    while start < events.len() {
+        let sec = events[start].time_ms.div_euclid(1000);
+        let mut end = start + 1;
+        while end < events.len() && end - start < opts.batch_size && events[end].time_ms.div_euclid(1000) == sec {
+            end += 1;
+        }
+        let batch = &events[start..end];
+        let now = batch.iter().map(|e| e.time_ms).max().expect("non-empty");
+        clock.set_ms(now);
+        batch_no += 1;
+        let time = chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let mut line = json!({ "batch": batch_no, "time": time, "events": batch.len() });
+        match main.kind() {
+            PluginKind::Analytics => {
+                main.analytics_process(batch)?;
+                let s = convert::snapshot_to_sdk(main.analytics_snapshot()?);
+                line["snapshot"] = serde_json::to_value(s)?;
+            }
+            PluginKind::Correlation => {
+                let r = main.correlation_process(batch)?;
+                let findings: Vec<_> = r.findings.into_iter().map(convert::finding_to_sdk).collect();
+                line["findings"] = serde_json::to_value(findings)?;
+                line["correlation_score"] = json!(r.correlation_score);
+            }
+            PluginKind::Responses => {
+                let (a, c) = upstream.as_mut().expect("loaded for responses");
+                a.analytics_process(batch)?;
+                let findings = c.correlation_process(batch)?.findings;
+                let input = types::ResponseInput {
+                    time_ms: now,
+                    analytics: a.analytics_snapshot()?,
+                    findings,
+                };
+                let actions: Vec<_> = main
+                    .responses_decide(&input)?
+                    .into_iter()
+                    .map(convert::action_to_sdk)
+                    .collect();
+                line["actions"] = serde_json::to_value(actions)?;
+            }
+        }
+        writeln!(out, "{line}")?;
+        start = end;
+    }
+    Ok(())
+}

@@ -1,0 +1,626 @@
+//! Windowed real-time analytics: throughput, requests per second, latency
+//! (average, p50, p95, p99), error rate, user satisfaction, business value and
+//! cost per request, per event type and overall, over a sliding window of
+//! `real_time_analytics.window_size` seconds.
+//!
+//! Events are placed in one-second slots by the host clock at the time they
+//! are processed (processing time). A slot leaves the window when it is
+//! `window_size` seconds old. Memory does not grow with the number of events:
+//! each slot keeps counters and a sparse latency histogram, and the window
+//! keeps one dense histogram per type (see [`hist`] for its accuracy).
+//! While the window holds at most [`EXACT_LIMIT`] latencies the raw values are
+//! kept too and quantiles are exact (linear interpolation between the closest
+//! ranks, as NumPy's default); beyond that they come from the histogram and
+//! `latency_exact` is false.
+//!
+//! Definitions (all over the window):
+//! - `throughput`: events / covered seconds; `requests_per_second`: the same
+//!   for `llm_request` events. Covered seconds are the window length, or the
+//!   whole seconds since the first event ever seen if that is shorter.
+//! - `error_rate`: errors / events that carry an outcome (`llm_request` with
+//!   its `success` flag, `error_event` always an error).
+//! - `user_satisfaction`: mean satisfaction score; `business_value`: sum;
+//!   `cost_per_request`: mean cost of the events that carry a cost.
+
+pub mod hist;
+#[cfg(target_arch = "wasm32")]
+mod guest;
+
+use hist::{Dense, Sparse, bucket_of, exact_quantile};
+use hxp_plugin_sdk::{Event, EventKind, Health, Metadata, ServiceHealth, Snapshot, Stats};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Raw latencies kept per window for exact quantiles.
+pub const EXACT_LIMIT: usize = 4096;
+/// Services whose last health report is remembered.
+pub const MAX_SERVICES: usize = 10_000;
+/// Layout version of [`Analytics::save_state`].
+pub const STATE_VERSION: u32 = 1;
+const KINDS: usize = 5;
+
+/// The plugin's section of the config (`real_time_analytics`). Keys the
+/// plugin does not use (enabled, update_interval, ...) belong to the host.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Window length in seconds (requirements: 300).
+    pub window_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { window_size: 300 }
+    }
+}
+
+impl Config {
+    pub fn parse(json: &str) -> Result<Config, String> {
+        if json.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let c: Config =
+            serde_json::from_str(json).map_err(|e| format!("real_time_analytics: {e}"))?;
+        if c.window_size == 0 || c.window_size > 86_400 {
+            return Err(format!(
+                "real_time_analytics.window_size: {} is out of range (1..=86400 seconds)",
+                c.window_size
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// Counters of one event type in one second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct KindSlot {
+    count: u64,
+    latency_count: u64,
+    latency_sum: f64,
+    outcome: u64,
+    errors: u64,
+    sat_count: u64,
+    sat_sum: f64,
+    bv_sum: f64,
+    cost_count: u64,
+    cost_sum: f64,
+    hist: Sparse,
+    /// Raw latencies, complete unless `raw_dropped`.
+    raw: Vec<f64>,
+    raw_dropped: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Slot {
+    /// Unix second this slot holds; meaningful only when `live`.
+    sec: i64,
+    live: bool,
+    kinds: [KindSlot; KINDS],
+}
+
+/// Serialized form (only live slots).
+#[derive(Serialize, Deserialize)]
+struct State {
+    first_sec: Option<i64>,
+    head_sec: i64,
+    slots: Vec<Slot>,
+    services: Vec<(String, Health, i64)>,
+}
+
+pub struct Analytics {
+    config: Config,
+    ring: Vec<Slot>,
+    /// Latest second seen; slots older than `head_sec - window + 1` are gone.
+    head_sec: i64,
+    first_sec: Option<i64>,
+    dense: [Dense; KINDS],
+    overall: Dense,
+    raw_total: usize,
+    /// Live slots per type whose raw latencies are incomplete.
+    dropped: [usize; KINDS],
+    services: BTreeMap<String, (Health, i64)>,
+}
+
+impl Default for Analytics {
+    fn default() -> Self {
+        Analytics::new(Config::default())
+    }
+}
+
+impl Analytics {
+    pub fn new(config: Config) -> Analytics {
+        Analytics {
+            ring: vec![Slot::default(); config.window_size as usize],
+            config,
+            head_sec: i64::MIN,
+            first_sec: None,
+            dense: Default::default(),
+            overall: Dense::default(),
+            raw_total: 0,
+            dropped: [0; KINDS],
+            services: BTreeMap::new(),
+        }
+    }
+
+    pub fn metadata() -> Metadata {
+        Metadata {
+            name: "analytics".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state_version: STATE_VERSION,
+            wants_payload: false,
+            fresh_start_ok: false,
+        }
+    }
+
+    /// Apply a new config section; a new window size keeps the slots that
+    /// still fit.
+    pub fn configure(&mut self, json: &str) -> Result<(), String> {
+        let config = Config::parse(json)?;
+        if config != self.config {
+            let state = self.save_state();
+            *self = Analytics::new(config);
+            self.load_state(STATE_VERSION, &state)?;
+        }
+        Ok(())
+    }
+
+    fn window(&self) -> i64 {
+        self.config.window_size as i64
+    }
+
+    /// Move the window forward to `now_sec`, dropping slots that left it.
+    fn advance(&mut self, now_sec: i64) {
+        if self.head_sec == i64::MIN {
+            self.head_sec = now_sec;
+            return;
+        }
+        if now_sec <= self.head_sec {
+            return;
+        }
+        let w = self.window();
+        let oldest_kept = now_sec - w + 1;
+        let from = (self.head_sec - w + 1).max(oldest_kept - w);
+        for sec in from..oldest_kept {
+            let idx = sec.rem_euclid(w) as usize;
+            if self.ring[idx].live && self.ring[idx].sec < oldest_kept {
+                self.evict(idx);
+            }
+        }
+        self.head_sec = now_sec;
+    }
+
+    fn evict(&mut self, idx: usize) {
+        let slot = std::mem::take(&mut self.ring[idx]);
+        for (k, ks) in slot.kinds.iter().enumerate() {
+            self.dense[k].subtract(&ks.hist);
+            self.overall.subtract(&ks.hist);
+            self.raw_total -= ks.raw.len();
+            if ks.raw_dropped {
+                self.dropped[k] -= 1;
+            }
+        }
+    }
+
+    /// The slot for `sec` (at most `head_sec`), opened if needed.
+    fn slot_index(&mut self, sec: i64) -> usize {
+        let idx = sec.rem_euclid(self.window()) as usize;
+        let slot = &mut self.ring[idx];
+        if !slot.live {
+            slot.live = true;
+            slot.sec = sec;
+        }
+        idx
+    }
+
+    /// Fold a batch into the window at host time `now_ms`.
+    pub fn process(&mut self, events: &[Event], now_ms: i64) {
+        if events.is_empty() {
+            return;
+        }
+        let now_sec = now_ms.div_euclid(1000);
+        self.advance(now_sec);
+        // A clock that went backwards files events under the latest second.
+        let sec = now_sec.max(self.head_sec);
+        if self.first_sec.is_none() {
+            self.first_sec = Some(sec);
+        }
+        let idx = self.slot_index(sec);
+        for e in events {
+            let k = e.kind.index();
+            let ks = &mut self.ring[idx].kinds[k];
+            ks.count += 1;
+            if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
+                ks.latency_count += 1;
+                ks.latency_sum += l;
+                let b = bucket_of(l);
+                ks.hist.add(b);
+                self.dense[k].add(b);
+                self.overall.add(b);
+                if ks.raw_dropped {
+                    // already incomplete
+                } else if self.raw_total < EXACT_LIMIT {
+                    ks.raw.push(l);
+                    self.raw_total += 1;
+                } else {
+                    ks.raw_dropped = true;
+                    self.dropped[k] += 1;
+                }
+            }
+            if let Some(ok) = e.success {
+                ks.outcome += 1;
+                if !ok {
+                    ks.errors += 1;
+                }
+            }
+            if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
+                ks.sat_count += 1;
+                ks.sat_sum += s;
+            }
+            if let Some(v) = e.business_value.filter(|v| v.is_finite()) {
+                ks.bv_sum += v;
+            }
+            if let Some(c) = e.cost.filter(|c| c.is_finite()) {
+                ks.cost_count += 1;
+                ks.cost_sum += c;
+            }
+            if let (Some(h), Some(svc)) = (e.health, &e.service) {
+                match self.services.get_mut(svc.as_str()) {
+                    Some(entry) => *entry = (h, e.time_ms),
+                    None => {
+                        self.services.insert(svc.clone(), (h, e.time_ms));
+                    }
+                }
+            }
+        }
+        if self.services.len() > MAX_SERVICES {
+            self.trim_services(i64::MAX);
+        }
+    }
+
+    /// Forget services not heard from within the window, and the oldest ones
+    /// beyond [`MAX_SERVICES`].
+    fn trim_services(&mut self, cutoff_ms: i64) {
+        self.services.retain(|_, (_, t)| *t >= cutoff_ms);
+        if self.services.len() > MAX_SERVICES {
+            let mut times: Vec<i64> = self.services.values().map(|(_, t)| *t).collect();
+            times.sort_unstable();
+            let cut = times[times.len() - MAX_SERVICES];
+            self.services.retain(|_, (_, t)| *t >= cut);
+        }
+    }
+
+    /// Aggregates over the window as of host time `now_ms`.
+    pub fn snapshot(&mut self, now_ms: i64) -> Snapshot {
+        let now_sec = now_ms.div_euclid(1000);
+        self.advance(now_sec);
+        let w = self.window();
+        let covered = match self.first_sec {
+            Some(f) => (self.head_sec - f + 1).clamp(1, w) as f64,
+            None => 0.0,
+        };
+        let mut agg: [KindSlot; KINDS] = Default::default();
+        for slot in self.ring.iter().filter(|s| s.live) {
+            for (a, ks) in agg.iter_mut().zip(&slot.kinds) {
+                a.count += ks.count;
+                a.latency_count += ks.latency_count;
+                a.latency_sum += ks.latency_sum;
+                a.outcome += ks.outcome;
+                a.errors += ks.errors;
+                a.sat_count += ks.sat_count;
+                a.sat_sum += ks.sat_sum;
+                a.bv_sum += ks.bv_sum;
+                a.cost_count += ks.cost_count;
+                a.cost_sum += ks.cost_sum;
+            }
+        }
+        let mut per_kind = Vec::new();
+        let mut total = KindSlot::default();
+        for kind in EventKind::ALL {
+            let k = kind.index();
+            let a = &agg[k];
+            total.count += a.count;
+            total.latency_count += a.latency_count;
+            total.latency_sum += a.latency_sum;
+            total.outcome += a.outcome;
+            total.errors += a.errors;
+            total.sat_count += a.sat_count;
+            total.sat_sum += a.sat_sum;
+            total.bv_sum += a.bv_sum;
+            total.cost_count += a.cost_count;
+            total.cost_sum += a.cost_sum;
+            if a.count == 0 {
+                continue;
+            }
+            let exact = self.dropped[k] == 0;
+            let raw = if exact { self.raw_of(&[k]) } else { Vec::new() };
+            let llm = if kind == EventKind::LlmRequest { a.count } else { 0 };
+            per_kind.push((kind, stats(a, llm, covered, &self.dense[k], exact, &raw)));
+        }
+        let exact = self.dropped.iter().all(|&d| d == 0);
+        let raw = if exact {
+            self.raw_of(&[0, 1, 2, 3, 4])
+        } else {
+            Vec::new()
+        };
+        let llm = agg[EventKind::LlmRequest.index()].count;
+        let overall = stats(&total, llm, covered, &self.overall, exact, &raw);
+        self.trim_services(now_ms - w * 1000);
+        let services = self
+            .services
+            .iter()
+            .map(|(s, (h, t))| ServiceHealth {
+                service: s.clone(),
+                health: *h,
+                time_ms: *t,
+            })
+            .collect();
+        Snapshot {
+            time_ms: now_ms,
+            window_secs: self.config.window_size,
+            covered_secs: covered,
+            overall,
+            per_kind,
+            services,
+        }
+    }
+
+    /// Sorted raw latencies of the given types.
+    fn raw_of(&self, kinds: &[usize]) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .ring
+            .iter()
+            .filter(|s| s.live)
+            .flat_map(|s| kinds.iter().flat_map(move |&k| s.kinds[k].raw.iter().copied()))
+            .collect();
+        v.sort_unstable_by(f64::total_cmp);
+        v
+    }
+
+    pub fn save_state(&self) -> Vec<u8> {
+        let state = State {
+            first_sec: self.first_sec,
+            head_sec: self.head_sec,
+            slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
+            services: self
+                .services
+                .iter()
+                .map(|(s, (h, t))| (s.clone(), *h, *t))
+                .collect(),
+        };
+        postcard::to_allocvec(&state).expect("state serializes")
+    }
+
+    /// Replace the state with one saved by `save_state` (of this or an older
+    /// state version).
+    pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
+        if version != STATE_VERSION {
+            return Err(format!(
+                "analytics state version {version} is not supported (this plugin reads version {STATE_VERSION})"
+            ));
+        }
+        let state: State = postcard::from_bytes(bytes)
+            .map_err(|e| format!("analytics state is unreadable: {e}"))?;
+        *self = Analytics::new(self.config.clone());
+        self.first_sec = state.first_sec;
+        self.head_sec = state.head_sec;
+        let oldest_kept = state.head_sec.saturating_sub(self.window() - 1);
+        for mut slot in state.slots.into_iter().filter(|s| s.live && s.sec >= oldest_kept) {
+            let idx = slot.sec.rem_euclid(self.window()) as usize;
+            for (k, ks) in slot.kinds.iter_mut().enumerate() {
+                self.dense[k].merge(&ks.hist);
+                self.overall.merge(&ks.hist);
+                if !ks.raw_dropped && self.raw_total + ks.raw.len() > EXACT_LIMIT {
+                    ks.raw = Vec::new();
+                    ks.raw_dropped = true;
+                }
+                self.raw_total += ks.raw.len();
+                if ks.raw_dropped {
+                    self.dropped[k] += 1;
+                }
+            }
+            self.ring[idx] = slot;
+        }
+        self.services = state
+            .services
+            .into_iter()
+            .map(|(s, h, t)| (s, (h, t)))
+            .collect();
+        Ok(())
+    }
+}
+
+fn stats(a: &KindSlot, llm: u64, covered: f64, dense: &Dense, exact: bool, raw: &[f64]) -> Stats {
+    let per_sec = |n: u64| if covered > 0.0 { n as f64 / covered } else { 0.0 };
+    let mean = |sum: f64, n: u64| (n > 0).then(|| sum / n as f64);
+    let q = |q: f64| {
+        if exact {
+            exact_quantile(raw, q)
+        } else {
+            dense.quantile(q)
+        }
+    };
+    Stats {
+        count: a.count,
+        throughput: per_sec(a.count),
+        requests_per_second: per_sec(llm),
+        latency_count: a.latency_count,
+        latency_avg: mean(a.latency_sum, a.latency_count),
+        latency_p50: q(0.50),
+        latency_p95: q(0.95),
+        latency_p99: q(0.99),
+        latency_exact: exact,
+        outcome_count: a.outcome,
+        error_count: a.errors,
+        error_rate: if a.outcome > 0 {
+            a.errors as f64 / a.outcome as f64
+        } else {
+            0.0
+        },
+        user_satisfaction: mean(a.sat_sum, a.sat_count),
+        satisfaction_count: a.sat_count,
+        business_value: a.bv_sum,
+        cost_per_request: mean(a.cost_sum, a.cost_count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llm(seq: u64, latency: f64, ok: bool) -> Event {
+        let mut e = Event::new(seq, EventKind::LlmRequest, 0);
+        e.latency_ms = Some(latency);
+        e.success = Some(ok);
+        e.cost = Some(0.01);
+        e
+    }
+
+    fn kind_stats(s: &Snapshot, k: EventKind) -> &Stats {
+        &s.per_kind.iter().find(|(kk, _)| *kk == k).unwrap().1
+    }
+
+    #[test]
+    fn ten_requests_by_hand() {
+        // latencies 100..1000 step 100; two errors.
+        let mut a = Analytics::default();
+        let events: Vec<Event> = (1..=10)
+            .map(|i| llm(i, i as f64 * 100.0, i % 5 != 0))
+            .collect();
+        a.process(&events, 1_000_000);
+        let s = a.snapshot(1_000_500);
+        let o = &s.overall;
+        assert_eq!(o.count, 10);
+        assert_eq!(o.latency_avg, Some(550.0));
+        // NumPy: percentile([100..1000], 50) = 550, 95 = 955, 99 = 991
+        assert_eq!(o.latency_p50, Some(550.0));
+        assert!((o.latency_p95.unwrap() - 955.0).abs() < 1e-9);
+        assert!((o.latency_p99.unwrap() - 991.0).abs() < 1e-9);
+        assert!(o.latency_exact);
+        assert_eq!(o.error_rate, 0.2);
+        assert_eq!(s.covered_secs, 1.0);
+        assert_eq!(o.throughput, 10.0);
+        assert_eq!(o.requests_per_second, 10.0);
+        assert!((o.cost_per_request.unwrap() - 0.01).abs() < 1e-12);
+        assert_eq!(kind_stats(&s, EventKind::LlmRequest), o);
+    }
+
+    #[test]
+    fn window_slides_and_covers() {
+        let mut a = Analytics::new(Config { window_size: 10 });
+        for sec in 0..20i64 {
+            let events: Vec<Event> = (0..5).map(|i| llm(i, 10.0, true)).collect();
+            a.process(&events, sec * 1000 + 10);
+            let s = a.snapshot(sec * 1000 + 999);
+            let secs = (sec + 1).min(10);
+            assert_eq!(s.overall.count, 5 * secs as u64, "at second {sec}");
+            assert_eq!(s.covered_secs, secs as f64);
+            assert_eq!(s.overall.throughput, 5.0);
+        }
+        // nothing for 9 seconds: one slot left, then none.
+        let s = a.snapshot(28_000);
+        assert_eq!(s.overall.count, 5);
+        let s = a.snapshot(29_000);
+        assert_eq!(s.overall.count, 0);
+        assert_eq!(s.overall.latency_p50, None);
+        assert!(s.per_kind.is_empty());
+    }
+
+    #[test]
+    fn memory_is_bounded_and_quantiles_stay_within_one_percent() {
+        let mut a = Analytics::new(Config { window_size: 60 });
+        // 600k latencies over 60 s, uniform 1..=1000 ms.
+        let mut seq = 0;
+        for sec in 0..60i64 {
+            let events: Vec<Event> = (0..10_000)
+                .map(|i| {
+                    seq += 1;
+                    llm(seq, (i % 1000 + 1) as f64, true)
+                })
+                .collect();
+            a.process(&events, sec * 1000);
+        }
+        assert!(a.raw_total <= EXACT_LIMIT);
+        let s = a.snapshot(59_500);
+        assert!(!s.overall.latency_exact);
+        for (got, want) in [
+            (s.overall.latency_p50, 500.5),
+            (s.overall.latency_p95, 950.05),
+            (s.overall.latency_p99, 990.01),
+        ] {
+            let got = got.unwrap();
+            assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
+        }
+        let slot_entries: usize = a
+            .ring
+            .iter()
+            .map(|s| s.kinds.iter().map(|k| k.hist.0.len()).sum::<usize>())
+            .sum();
+        assert!(slot_entries <= 60 * hist::BUCKETS);
+        assert_eq!(s.overall.latency_avg, Some(500.5));
+    }
+
+    #[test]
+    fn satisfaction_value_cost_and_health() {
+        let mut a = Analytics::default();
+        let mut fb = Event::new(1, EventKind::UserFeedback, 0);
+        fb.satisfaction = Some(8.0);
+        let mut fb2 = Event::new(2, EventKind::UserFeedback, 0);
+        fb2.satisfaction = Some(6.0);
+        let mut biz = Event::new(3, EventKind::BusinessEvent, 0);
+        biz.business_value = Some(120.5);
+        let mut err = Event::new(4, EventKind::ErrorEvent, 0);
+        err.success = Some(false);
+        let mut m = Event::new(5, EventKind::SystemMetric, 77);
+        m.service = Some("gateway".into());
+        m.health = Some(Health::Failed);
+        a.process(&[fb, fb2, biz, err, m], 5_000);
+        let s = a.snapshot(5_000);
+        assert_eq!(s.overall.user_satisfaction, Some(7.0));
+        assert_eq!(s.overall.business_value, 120.5);
+        assert_eq!(s.overall.error_rate, 1.0);
+        assert_eq!(s.overall.requests_per_second, 0.0);
+        assert_eq!(
+            s.services,
+            vec![ServiceHealth {
+                service: "gateway".into(),
+                health: Health::Failed,
+                time_ms: 77
+            }]
+        );
+        assert_eq!(kind_stats(&s, EventKind::ErrorEvent).error_rate, 1.0);
+    }
+
+    #[test]
+    fn state_round_trip_continues_exactly() {
+        let mut a = Analytics::new(Config { window_size: 30 });
+        for sec in 0..40i64 {
+            let events: Vec<Event> = (0..200)
+                .map(|i| llm(i, (i * 7 % 300) as f64 + sec as f64, i % 9 != 0))
+                .collect();
+            a.process(&events, sec * 1000);
+        }
+        let mut b = Analytics::new(Config { window_size: 30 });
+        b.load_state(STATE_VERSION, &a.save_state()).unwrap();
+        assert_eq!(a.snapshot(40_000), b.snapshot(40_000));
+        let more: Vec<Event> = (0..50).map(|i| llm(i, 5.0, false)).collect();
+        a.process(&more, 41_000);
+        b.process(&more, 41_000);
+        assert_eq!(a.snapshot(45_000), b.snapshot(45_000));
+        assert!(b.load_state(2, &[]).unwrap_err().contains("version 2"));
+        assert!(b.load_state(1, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn reconfigure_keeps_what_fits() {
+        let mut a = Analytics::new(Config { window_size: 300 });
+        for sec in 0..100i64 {
+            a.process(&[llm(sec as u64, 1.0, true)], sec * 1000);
+        }
+        a.configure(r#"{"window_size": 10, "enabled": true}"#).unwrap();
+        assert_eq!(a.snapshot(99_000).overall.count, 10);
+        let err = a.configure(r#"{"window_size": 0}"#).unwrap_err();
+        assert!(err.contains("window_size"), "{err}");
+        let err = a.configure(r#"{"window_size": "x"}"#).unwrap_err();
+        assert!(err.contains("real_time_analytics"), "{err}");
+    }
+}
