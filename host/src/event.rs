@@ -13,19 +13,36 @@
 //! - `model`, `service`, `user` ← `model`, `service`, `user_id`
 //! - `health` ← system_metric `health`
 
-use crate::plugin::types;
-use hxp_plugin_sdk::EventKind;
+use hxp_plugin_sdk::{Event, EventKind, Health};
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
 /// The published schemas: (file name, text). The envelope first.
 pub const SCHEMAS: [(&str, &str); 6] = [
-    ("event.json", include_str!("../../config/schemas/event.json")),
-    ("llm_request.json", include_str!("../../config/schemas/llm_request.json")),
-    ("user_feedback.json", include_str!("../../config/schemas/user_feedback.json")),
-    ("system_metric.json", include_str!("../../config/schemas/system_metric.json")),
-    ("business_event.json", include_str!("../../config/schemas/business_event.json")),
-    ("error_event.json", include_str!("../../config/schemas/error_event.json")),
+    (
+        "event.json",
+        include_str!("../../config/schemas/event.json"),
+    ),
+    (
+        "llm_request.json",
+        include_str!("../../config/schemas/llm_request.json"),
+    ),
+    (
+        "user_feedback.json",
+        include_str!("../../config/schemas/user_feedback.json"),
+    ),
+    (
+        "system_metric.json",
+        include_str!("../../config/schemas/system_metric.json"),
+    ),
+    (
+        "business_event.json",
+        include_str!("../../config/schemas/business_event.json"),
+    ),
+    (
+        "error_event.json",
+        include_str!("../../config/schemas/error_event.json"),
+    ),
 ];
 
 /// Why an event was refused. The message names the problem; `field` names
@@ -78,7 +95,7 @@ pub struct ValidEvent {
     /// The `data` object as JSON text (stored as sent, re-serialized).
     pub data: String,
     /// Typed fields for the plugins (`seq` and `payload` are filled later).
-    pub typed: types::Event,
+    pub typed: Event,
 }
 
 struct Validators {
@@ -108,12 +125,15 @@ pub fn data_schema(kind: EventKind) -> &'static str {
     SCHEMAS[1 + kind.index()].1
 }
 
-
 /// First schema violation as an error naming the field.
 fn schema_error(v: &jsonschema::Validator, instance: &Value, prefix: &str) -> Option<EventError> {
     let e = v.iter_errors(instance).next()?;
     let path = format!("{prefix}{}", e.instance_path());
-    let field = if path.is_empty() { None } else { Some(path.clone()) };
+    let field = if path.is_empty() {
+        None
+    } else {
+        Some(path.clone())
+    };
     let at = if path.is_empty() {
         String::new()
     } else {
@@ -177,15 +197,16 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
     if let Some(e) = schema_error(&vals.data[kind.index()], &data, "/data") {
         return Err(e);
     }
-    let id = match obj.get("event_id") {
-        Some(Value::String(s)) => uuid::Uuid::parse_str(s)
-            .map_err(|e| {
-                EventError::invalid(format!("event_id is not a UUID: {e}"), Some("/event_id".into()))
-            })?
-            .hyphenated()
-            .to_string(),
-        _ => uuid::Uuid::new_v4().hyphenated().to_string(),
+    let event_uuid = match obj.get("event_id") {
+        Some(Value::String(s)) => uuid::Uuid::parse_str(s).map_err(|e| {
+            EventError::invalid(
+                format!("event_id is not a UUID: {e}"),
+                Some("/event_id".into()),
+            )
+        })?,
+        _ => uuid::Uuid::new_v4(),
     };
+    let id = event_uuid.hyphenated().to_string();
     let time_ms = match obj.get("timestamp") {
         Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|e| {
@@ -200,7 +221,7 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
     let Value::Object(data) = data else {
         unreachable!("schema requires an object")
     };
-    let typed = typed(kind, &data, &id, time_ms);
+    let typed = typed(kind, &data, event_uuid.as_u128(), time_ms);
     Ok(ValidEvent {
         kind,
         id,
@@ -239,7 +260,7 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// The typed fields the plugins get (see the module docs).
-pub fn typed(kind: EventKind, data: &Map<String, Value>, id: &str, time_ms: i64) -> types::Event {
+pub fn typed(kind: EventKind, data: &Map<String, Value>, id: u128, time_ms: i64) -> Event {
     let num = |k: &str| data.get(k).and_then(Value::as_f64);
     let text = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_string);
     let (latency_ms, success, satisfaction, business_value, cost) = match kind {
@@ -248,8 +269,17 @@ pub fn typed(kind: EventKind, data: &Map<String, Value>, id: &str, time_ms: i64)
                 .get("error")
                 .and_then(Value::as_str)
                 .is_some_and(|s| !s.is_empty());
-            let success = data.get("success").and_then(Value::as_bool).unwrap_or(!failed_msg);
-            (num("latency_ms"), Some(success), None, None, num("cost_usd"))
+            let success = data
+                .get("success")
+                .and_then(Value::as_bool)
+                .unwrap_or(!failed_msg);
+            (
+                num("latency_ms"),
+                Some(success),
+                None,
+                None,
+                num("cost_usd"),
+            )
         }
         EventKind::UserFeedback => (None, None, num("satisfaction"), None, None),
         EventKind::SystemMetric => (num("latency_ms"), None, None, None, None),
@@ -257,18 +287,16 @@ pub fn typed(kind: EventKind, data: &Map<String, Value>, id: &str, time_ms: i64)
         EventKind::ErrorEvent => (None, Some(false), None, None, None),
     };
     let health = match kind {
-        EventKind::SystemMetric => match data.get("health").and_then(Value::as_str) {
-            Some("healthy") => Some(types::Health::Healthy),
-            Some("degraded") => Some(types::Health::Degraded),
-            Some("failed") => Some(types::Health::Failed),
-            _ => None,
-        },
+        EventKind::SystemMetric => data
+            .get("health")
+            .and_then(Value::as_str)
+            .and_then(Health::parse),
         _ => None,
     };
-    types::Event {
+    Event {
         seq: 0,
-        kind: crate::plugin::convert::kind_to_wit(kind),
-        id: id.to_string(),
+        kind,
+        id,
         time_ms,
         latency_ms,
         success,
@@ -279,7 +307,7 @@ pub fn typed(kind: EventKind, data: &Map<String, Value>, id: &str, time_ms: i64)
         service: text("service"),
         user: text("user_id"),
         health,
-        payload: String::new(),
+        payload: None,
     }
 }
 
@@ -321,12 +349,13 @@ mod tests {
         assert_eq!(e.typed.user.as_deref(), Some("u1"));
         assert_eq!(e.typed.service.as_deref(), Some("gw"));
         let m = ok(r#"{"event_type":"system_metric","data":{"service":"vllm","health":"failed"}}"#);
-        assert_eq!(m.typed.health, Some(types::Health::Failed));
+        assert_eq!(m.typed.health, Some(Health::Failed));
         let f = ok(r#"{"event_type":"user_feedback","data":{"satisfaction":6.5}}"#);
         assert_eq!(f.typed.satisfaction, Some(6.5));
         let b = ok(r#"{"event_type":"business_event","data":{"name":"renewal","value":-12}}"#);
         assert_eq!(b.typed.business_value, Some(-12.0));
-        let x = ok(r#"{"event_type":"error_event","data":{"service":"db","error_type":"timeout"}}"#);
+        let x =
+            ok(r#"{"event_type":"error_event","data":{"service":"db","error_type":"timeout"}}"#);
         assert_eq!(x.typed.success, Some(false));
     }
 
@@ -334,14 +363,23 @@ mod tests {
     fn errors_name_the_problem() {
         assert_eq!(err("{").kind, EventErrorKind::MalformedJson);
         let e = err(r#"{"event_type":"llm_requests","data":{}}"#);
-        assert!(e.message.contains("unknown event_type 'llm_requests'"), "{e}");
+        assert!(
+            e.message.contains("unknown event_type 'llm_requests'"),
+            "{e}"
+        );
         let e = err(r#"{"data":{}}"#);
-        assert!(e.message.contains("missing required field 'event_type'"), "{e}");
+        assert!(
+            e.message.contains("missing required field 'event_type'"),
+            "{e}"
+        );
         let e = err(r#"{"event_type":"llm_request","data":{"model":"m","latency_ms":"fast"}}"#);
         assert_eq!(e.field.as_deref(), Some("/data/latency_ms"));
         assert!(e.message.contains("not of type \"number\""), "{e}");
         let e = err(r#"{"event_type":"llm_request","data":{}}"#);
-        assert!(e.message.contains("\"model\" is a required property"), "{e}");
+        assert!(
+            e.message.contains("\"model\" is a required property"),
+            "{e}"
+        );
         let e = err(r#"{"event_type":"user_feedback","data":{"satisfaction":11}}"#);
         assert!(e.message.contains("maximum of 10"), "{e}");
         let e = err(r#"{"event_type":"llm_request","data":{"model":"m"},"event_id":"nope"}"#);
@@ -350,9 +388,16 @@ mod tests {
         assert!(e.message.contains("extra"), "{e}");
         let e = err(r#"[1,2]"#);
         assert!(e.message.contains("not an array"), "{e}");
-        let e = parse(br#"{"event_type":"error_event","data":{}}"#, 0, &[true, true, true, true, false])
-            .unwrap_err();
+        let e = parse(
+            br#"{"event_type":"error_event","data":{}}"#,
+            0,
+            &[true, true, true, true, false],
+        )
+        .unwrap_err();
         assert_eq!(e.kind, EventErrorKind::Disabled);
-        assert!(e.message.contains("event_consumers.error_events_enabled"), "{e}");
+        assert!(
+            e.message.contains("event_consumers.error_events_enabled"),
+            "{e}"
+        );
     }
 }

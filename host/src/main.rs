@@ -76,10 +76,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 let md = &info["metadata"];
-                println!("file:        {} ({} bytes)", file.display(), info["size_bytes"]);
-                println!("sha256:      {}", info["sha256"].as_str().unwrap_or_default());
-                println!("world:       {}", info["world"].as_str().unwrap_or_default());
-                println!("wit version: {}", info["wit_version"].as_str().unwrap_or_default());
+                println!(
+                    "file:        {} ({} bytes)",
+                    file.display(),
+                    info["size_bytes"]
+                );
+                println!(
+                    "sha256:      {}",
+                    info["sha256"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "world:       {}",
+                    info["world"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "wit version: {}",
+                    info["wit_version"].as_str().unwrap_or_default()
+                );
                 println!(
                     "plugin:      {} {} (state version {}, wants payload: {}, fresh start ok: {})",
                     md["name"].as_str().unwrap_or_default(),
@@ -88,7 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     md["wants_payload"],
                     md["fresh_start_ok"]
                 );
-                println!("config:      section `{}`", info["config_section"].as_str().unwrap_or_default());
+                println!(
+                    "config:      section `{}`",
+                    info["config_section"].as_str().unwrap_or_default()
+                );
                 for (label, key) in [("imports", "imports"), ("exports", "exports")] {
                     println!("{label}:");
                     for n in info[key].as_array().into_iter().flatten() {

@@ -21,7 +21,12 @@ pub fn config_section(kind: PluginKind) -> &'static str {
 /// Describe a plugin file: world, WIT version, metadata, imports, exports.
 pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value> {
     let loaded = engine.load_file(file)?;
-    let plugin = Plugin::new(engine.clone(), loaded.clone(), Limits::default(), Clock::System)?;
+    let plugin = Plugin::new(
+        engine.clone(),
+        loaded.clone(),
+        Limits::default(),
+        Clock::System,
+    )?;
     let md = plugin.metadata();
     Ok(json!({
         "file": file.display().to_string(),
@@ -41,14 +46,19 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
 
 /// Read a service config file (YAML) and return one section as JSON text.
 pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not valid YAML", path.display()))?;
-    let v = yaml.get(section).cloned().unwrap_or(serde_yaml::Value::Null);
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not valid YAML", path.display()))?;
+    let v = yaml
+        .get(section)
+        .cloned()
+        .unwrap_or(serde_yaml::Value::Null);
     if v.is_null() {
         return Ok(String::new());
     }
-    let json: Value = serde_json::to_value(v).context("config section is not representable as JSON")?;
+    let json: Value =
+        serde_json::to_value(v).context("config section is not representable as JSON")?;
     Ok(json.to_string())
 }
 
@@ -63,7 +73,12 @@ pub struct TestOptions {
     pub correlation: PathBuf,
 }
 
-fn load(engine: &Arc<PluginEngine>, file: &Path, clock: &Clock, config: Option<&Path>) -> anyhow::Result<Plugin> {
+fn load(
+    engine: &Arc<PluginEngine>,
+    file: &Path,
+    clock: &Clock,
+    config: Option<&Path>,
+) -> anyhow::Result<Plugin> {
     let loaded = engine.load_file(file)?;
     let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone())?;
     if let Some(path) = config {
@@ -75,20 +90,30 @@ fn load(engine: &Arc<PluginEngine>, file: &Path, clock: &Clock, config: Option<&
 
 /// Run a plugin on recorded events with the clock following the events'
 /// times; write one JSON line per batch to `out`.
-pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn test(
+    engine: &Arc<PluginEngine>,
+    opts: &TestOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let clock = Clock::manual(0);
     let mut main = load(engine, &opts.file, &clock, opts.config.as_deref())?;
     let mut upstream = None;
     if main.kind() == PluginKind::Responses {
         let a = load(engine, &opts.analytics, &clock, opts.config.as_deref())
             .with_context(|| format!("loading the analytics stage {}", opts.analytics.display()))?;
-        let c = load(engine, &opts.correlation, &clock, opts.config.as_deref())
-            .with_context(|| format!("loading the correlation stage {}", opts.correlation.display()))?;
+        let c =
+            load(engine, &opts.correlation, &clock, opts.config.as_deref()).with_context(|| {
+                format!(
+                    "loading the correlation stage {}",
+                    opts.correlation.display()
+                )
+            })?;
         upstream = Some((a, c));
     }
 
-    let file = std::fs::File::open(&opts.events).with_context(|| format!("opening {}", opts.events.display()))?;
-    let mut events: Vec<types::Event> = Vec::new();
+    let file = std::fs::File::open(&opts.events)
+        .with_context(|| format!("opening {}", opts.events.display()))?;
+    let mut events: Vec<hxp_plugin_sdk::Event> = Vec::new();
     let mut last_time = chrono::Utc::now().timestamp_millis();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", opts.events.display()))?;
@@ -101,7 +126,7 @@ pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions, out: &mut dyn Write)
         let mut typed = ev.typed;
         typed.seq = events.len() as u64 + 1;
         if main.metadata().wants_payload {
-            typed.payload = ev.data;
+            typed.payload = Some(ev.data);
         }
         events.push(typed);
     }
@@ -116,17 +141,21 @@ pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions, out: &mut dyn Write)
     while start < events.len() {
         let sec = events[start].time_ms.div_euclid(1000);
         let mut end = start + 1;
-        while end < events.len() && end - start < opts.batch_size && events[end].time_ms.div_euclid(1000) == sec {
+        while end < events.len()
+            && end - start < opts.batch_size
+            && events[end].time_ms.div_euclid(1000) == sec
+        {
             end += 1;
         }
-        let batch = &events[start..end];
-        let now = batch.iter().map(|e| e.time_ms).max().expect("non-empty");
+        let rows = &events[start..end];
+        let now = rows.iter().map(|e| e.time_ms).max().expect("non-empty");
+        let batch = &convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(rows));
         clock.set_ms(now);
         batch_no += 1;
         let time = chrono::DateTime::from_timestamp_millis(now)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default();
-        let mut line = json!({ "batch": batch_no, "time": time, "events": batch.len() });
+        let mut line = json!({ "batch": batch_no, "time": time, "events": rows.len() });
         match main.kind() {
             PluginKind::Analytics => {
                 main.analytics_process(batch)?;
@@ -135,7 +164,11 @@ pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions, out: &mut dyn Write)
             }
             PluginKind::Correlation => {
                 let r = main.correlation_process(batch)?;
-                let findings: Vec<_> = r.findings.into_iter().map(convert::finding_to_sdk).collect();
+                let findings: Vec<_> = r
+                    .findings
+                    .into_iter()
+                    .map(convert::finding_to_sdk)
+                    .collect();
                 line["findings"] = serde_json::to_value(findings)?;
                 line["correlation_score"] = json!(r.correlation_score);
             }

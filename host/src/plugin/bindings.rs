@@ -35,8 +35,8 @@ pub mod responses {
     });
 }
 
-pub use analytics::hxp::events::host;
 pub use analytics::convert;
+pub use analytics::hxp::events::host;
 pub use analytics::hxp::events::types;
 
 /// The WIT package version this host implements.

@@ -167,16 +167,22 @@ impl PluginEngine {
         check_header(bytes, origin)?;
         let hash = hex::encode(Sha256::digest(bytes));
         let started = Instant::now();
-        let (component, from_cache) = self.compile(bytes, &hash).map_err(|e| LoadError::Invalid {
-            path: origin_s.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let (component, from_cache) =
+            self.compile(bytes, &hash).map_err(|e| LoadError::Invalid {
+                path: origin_s.clone(),
+                message: format!("{e:#}"),
+            })?;
         let load_time = started.elapsed();
 
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let export_names: Vec<String> =
-            ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let export_names: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
 
         // Which world, and which version of our package?
         let ours: Vec<(String, String)> = export_names
@@ -261,13 +267,18 @@ impl PluginEngine {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let path = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
-        if path.exists() {
+        // Read into memory rather than mmap: a cache file replaced or
+        // truncated behind our back must not fault a running service.
+        if let Ok(artifact) = std::fs::read(&path) {
             // SAFETY: the file was written by `precompile_component` of an
             // engine with the same compatibility hash, into a directory only
-            // this service writes to.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            // this service writes to; wasmtime checks its header and
+            // compatibility before using it.
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling")
+                }
             }
         }
         let compiled = self.engine.precompile_component(bytes)?;
@@ -292,7 +303,8 @@ fn split_name(name: &str) -> Option<(String, String, String)> {
 /// Plugins may import WASI (which the host links with no capabilities) and
 /// our host interface; nothing else.
 fn import_allowed(name: &str) -> bool {
-    name.starts_with("wasi:") || name == format!("{WIT_PACKAGE}/host@{WIT_VERSION}")
+    name.starts_with("wasi:")
+        || name == format!("{WIT_PACKAGE}/host@{WIT_VERSION}")
         || name == format!("{WIT_PACKAGE}/types@{WIT_VERSION}")
 }
 

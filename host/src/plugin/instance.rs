@@ -144,7 +144,11 @@ impl Plugin {
         })?;
         let md = convert::metadata_to_sdk(md);
         if md.name.is_empty() || md.name.len() > 128 {
-            return Err(p.fail("metadata", Failure::BadOutput, "plugin name must be 1 to 128 characters".into()));
+            return Err(p.fail(
+                "metadata",
+                Failure::BadOutput,
+                "plugin name must be 1 to 128 characters".into(),
+            ));
         }
         p.name = Arc::from(md.name.as_str());
         if let Some(live) = &mut p.live {
@@ -184,7 +188,10 @@ impl Plugin {
 
     /// Log lines the plugin wrote beyond its per-call allowance.
     pub fn logs_dropped(&self) -> u64 {
-        self.live.as_ref().map(|l| l.store.data().logs_dropped).unwrap_or(0)
+        self.live
+            .as_ref()
+            .map(|l| l.store.data().logs_dropped)
+            .unwrap_or(0)
     }
 
     fn fail(&mut self, call: &'static str, failure: Failure, message: String) -> PluginError {
@@ -213,7 +220,11 @@ impl Plugin {
     fn new_store(&self) -> Store<HostState> {
         let mut store = Store::new(
             self.engine.engine(),
-            HostState::new(self.name.clone(), self.clock.clone(), self.limits.memory_bytes()),
+            HostState::new(
+                self.name.clone(),
+                self.clock.clone(),
+                self.limits.memory_bytes(),
+            ),
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
@@ -348,7 +359,11 @@ impl Plugin {
             return Err(self.fail(
                 "save-state",
                 Failure::BadOutput,
-                format!("state of {} bytes is over the {} byte limit", bytes.len(), MAX_STATE_BYTES),
+                format!(
+                    "state of {} bytes is over the {} byte limit",
+                    bytes.len(),
+                    MAX_STATE_BYTES
+                ),
             ));
         }
         Ok((self.metadata.state_version, bytes))
@@ -376,7 +391,7 @@ impl Plugin {
     }
 
     /// analytics.process
-    pub fn analytics_process(&mut self, events: &[types::Event]) -> Result<(), PluginError> {
+    pub fn analytics_process(&mut self, events: &types::EventBatch) -> Result<(), PluginError> {
         if self.kind() != PluginKind::Analytics {
             return Err(self.wrong_kind("process", PluginKind::Analytics));
         }
@@ -412,7 +427,7 @@ impl Plugin {
     /// correlation.process
     pub fn correlation_process(
         &mut self,
-        events: &[types::Event],
+        events: &types::EventBatch,
     ) -> Result<types::CorrelationResult, PluginError> {
         if self.kind() != PluginKind::Correlation {
             return Err(self.wrong_kind("process", PluginKind::Correlation));
@@ -421,7 +436,12 @@ impl Plugin {
             Inst::Correlation(w) => w.hxp_events_correlation().call_process(store, events),
             _ => unreachable!("kind checked"),
         })?;
-        let evidence = r.findings.iter().map(|f| f.evidence.len()).max().unwrap_or(0);
+        let evidence = r
+            .findings
+            .iter()
+            .map(|f| f.evidence.len())
+            .max()
+            .unwrap_or(0);
         if r.findings.len() > MAX_FINDINGS || evidence > MAX_EVIDENCE {
             return Err(self.fail(
                 "process",
@@ -433,7 +453,11 @@ impl Plugin {
             ));
         }
         if !r.correlation_score.is_finite() {
-            return Err(self.fail("process", Failure::BadOutput, "correlation score is not a number".into()));
+            return Err(self.fail(
+                "process",
+                Failure::BadOutput,
+                "correlation score is not a number".into(),
+            ));
         }
         Ok(r)
     }

@@ -59,7 +59,12 @@ pub struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
             return Ok(false);
@@ -67,7 +72,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -141,11 +151,17 @@ impl host::Host for HostState {
             .collect();
         let plugin = &*self.plugin;
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "plugin", plugin, "{message}{fields}"),
-            types::LogLevel::Debug => tracing::debug!(target: "plugin", plugin, "{message}{fields}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "plugin", plugin, "{message}{fields}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "plugin", plugin, "{message}{fields}")
+            }
             types::LogLevel::Info => tracing::info!(target: "plugin", plugin, "{message}{fields}"),
             types::LogLevel::Warn => tracing::warn!(target: "plugin", plugin, "{message}{fields}"),
-            types::LogLevel::Error => tracing::error!(target: "plugin", plugin, "{message}{fields}"),
+            types::LogLevel::Error => {
+                tracing::error!(target: "plugin", plugin, "{message}{fields}")
+            }
         }
     }
 

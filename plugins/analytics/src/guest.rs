@@ -38,8 +38,11 @@ impl plugin::Guest for Component {
 }
 
 impl analytics::Guest for Component {
-    fn process(events: Vec<types::Event>) {
-        let events = convert::events(events);
+    fn process(events: types::EventBatch) {
+        let events = convert::batch(events);
+        if let Err(e) = events.check() {
+            panic!("malformed event batch from the host: {e}");
+        }
         let now = host::now_ms();
         STATE.with_borrow_mut(|a| a.process(&events, now));
     }

@@ -24,7 +24,9 @@ const BLOCKS: usize = BUCKETS.div_ceil(BLOCK);
 /// Bucket index of a latency in milliseconds.
 #[inline]
 pub fn bucket_of(v: f64) -> u16 {
-    if v.is_nan() || v < f64::powi(2.0, MIN_EXP as i32) {
+    // 2^MIN_EXP, spelled out so no pow call is left in wasm code.
+    const MIN_VALUE: f64 = 1.0 / 1024.0;
+    if v.is_nan() || v < MIN_VALUE {
         return 0;
     }
     let bits = v.to_bits();
@@ -42,9 +44,11 @@ pub fn bucket_value(b: u16) -> f64 {
         return 0.0;
     }
     let i = b as usize - 1;
-    let exp = (i / SUB) as i32 + MIN_EXP as i32;
+    let exp = (i / SUB) as i64 + MIN_EXP;
     let sub = (i % SUB) as f64;
-    f64::powi(2.0, exp) * (1.0 + (sub + 0.5) / SUB as f64)
+    // 2^exp built from its bits (exp is within the normal range).
+    let pow2 = f64::from_bits(((exp + 1023) as u64) << 52);
+    pow2 * (1.0 + (sub + 0.5) / SUB as f64)
 }
 
 /// Sparse histogram of one time slot: sorted (bucket, count) pairs.
@@ -118,37 +122,54 @@ impl Dense {
         self.total
     }
 
-    /// Value at 0-based rank `rank` (0..total), as its bucket's midpoint.
-    fn at_rank(&self, rank: u64) -> f64 {
+    /// Values at the given 0-based ranks (ascending, each < total), as
+    /// bucket midpoints, in one pass over the histogram.
+    fn at_ranks<const N: usize>(&self, ranks: [u64; N]) -> [f64; N] {
+        let mut out = [bucket_value((BUCKETS - 1) as u16); N];
+        let mut next = 0;
         let mut seen = 0u64;
-        for (bi, &bc) in self.blocks.iter().enumerate() {
-            if seen + bc > rank {
-                for b in bi * BLOCK..((bi + 1) * BLOCK).min(BUCKETS) {
-                    seen += self.counts[b] as u64;
-                    if seen > rank {
-                        return bucket_value(b as u16);
-                    }
+        'blocks: for (bi, &bc) in self.blocks.iter().enumerate() {
+            if next == N {
+                break;
+            }
+            if seen + bc <= ranks[next] {
+                seen += bc;
+                continue;
+            }
+            for b in bi * BLOCK..((bi + 1) * BLOCK).min(BUCKETS) {
+                seen += self.counts[b] as u64;
+                while next < N && seen > ranks[next] {
+                    out[next] = bucket_value(b as u16);
+                    next += 1;
+                }
+                if next == N {
+                    break 'blocks;
                 }
             }
-            seen += bc;
         }
-        bucket_value((BUCKETS - 1) as u16)
+        out
     }
 
-    /// Quantile `q` (0..=1), interpolating between the two closest ranks
-    /// like the exact path does.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    /// Quantiles `qs` (ascending, 0..=1), each interpolated between the two
+    /// closest ranks like the exact path does.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> Option<[f64; N]> {
         if self.total == 0 {
             return None;
         }
-        let h = (self.total - 1) as f64 * q;
-        let lo = h.floor() as u64;
-        let a = self.at_rank(lo);
-        if lo + 1 >= self.total {
-            return Some(a);
+        let last = self.total - 1;
+        let h = qs.map(|q| last as f64 * q);
+        let lo = h.map(|h| h.floor() as u64);
+        let lo_v = self.at_ranks(lo);
+        let hi_v = self.at_ranks(lo.map(|l| (l + 1).min(last)));
+        let mut out = [0.0; N];
+        for i in 0..N {
+            out[i] = lo_v[i] + (h[i] - lo[i] as f64) * (hi_v[i] - lo_v[i]);
         }
-        let b = self.at_rank(lo + 1);
-        Some(a + (h - lo as f64) * (b - a))
+        Some(out)
+    }
+
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.quantiles([q]).map(|[v]| v)
     }
 }
 

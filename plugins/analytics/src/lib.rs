@@ -21,18 +21,26 @@
 //!   its `success` flag, `error_event` always an error).
 //! - `user_satisfaction`: mean satisfaction score; `business_value`: sum;
 //!   `cost_per_request`: mean cost of the events that carry a cost.
+//!
+//! Window totals are kept as running sums, added when an event arrives and
+//! subtracted when its slot leaves, so a snapshot costs the same whatever the
+//! window holds. The sums are fixed-point integers (latency in µs,
+//! satisfaction in millionths, business value in thousandths, cost in
+//! billionths) so that adding and subtracting never drifts: averages are
+//! exact to those units. Inputs are clamped to plausible ranges (latency up
+//! to 10^9 ms, |business value| and cost up to 10^12 and 10^6 per event).
 
-pub mod hist;
 #[cfg(target_arch = "wasm32")]
 mod guest;
+pub mod hist;
 
 use hist::{Dense, Sparse, bucket_of, exact_quantile};
-use hxp_plugin_sdk::{Event, EventKind, Health, Metadata, ServiceHealth, Snapshot, Stats};
+use hxp_plugin_sdk::{EventBatch, EventKind, Health, Metadata, ServiceHealth, Snapshot, Stats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Raw latencies kept per window for exact quantiles.
-pub const EXACT_LIMIT: usize = 4096;
+pub const EXACT_LIMIT: usize = 1024;
 /// Services whose last health report is remembered.
 pub const MAX_SERVICES: usize = 10_000;
 /// Layout version of [`Analytics::save_state`].
@@ -71,19 +79,71 @@ impl Config {
     }
 }
 
-/// Counters of one event type in one second.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct KindSlot {
+/// Fixed-point scales of the running sums, and the largest magnitude kept
+/// per event.
+const LATENCY_SCALE: f64 = 1e3; // µs
+const LATENCY_MAX: f64 = 1e9;
+const SAT_SCALE: f64 = 1e6;
+const SAT_MAX: f64 = 1e3;
+const VALUE_SCALE: f64 = 1e3;
+const VALUE_MAX: f64 = 1e12;
+const COST_SCALE: f64 = 1e9;
+const COST_MAX: f64 = 1e6;
+
+/// `v` clamped to ±`max`, in fixed point (rounding half to even, a single
+/// instruction in wasm). Sums use wrapping arithmetic, so adding a slot and
+/// later subtracting it restores the total exactly.
+fn fixed(v: f64, scale: f64, max: f64) -> i64 {
+    (v.clamp(-max, max) * scale).round_ties_even() as i64
+}
+
+/// Counters and fixed-point sums, of one type in one slot or in the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Sums {
     count: u64,
     latency_count: u64,
-    latency_sum: f64,
+    latency: i64,
     outcome: u64,
     errors: u64,
     sat_count: u64,
-    sat_sum: f64,
-    bv_sum: f64,
+    sat: i64,
+    value: i64,
     cost_count: u64,
-    cost_sum: f64,
+    cost: i64,
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums) {
+        self.count += o.count;
+        self.latency_count += o.latency_count;
+        self.latency = self.latency.wrapping_add(o.latency);
+        self.outcome += o.outcome;
+        self.errors += o.errors;
+        self.sat_count += o.sat_count;
+        self.sat = self.sat.wrapping_add(o.sat);
+        self.value = self.value.wrapping_add(o.value);
+        self.cost_count += o.cost_count;
+        self.cost = self.cost.wrapping_add(o.cost);
+    }
+
+    fn sub(&mut self, o: &Sums) {
+        self.count -= o.count;
+        self.latency_count -= o.latency_count;
+        self.latency = self.latency.wrapping_sub(o.latency);
+        self.outcome -= o.outcome;
+        self.errors -= o.errors;
+        self.sat_count -= o.sat_count;
+        self.sat = self.sat.wrapping_sub(o.sat);
+        self.value = self.value.wrapping_sub(o.value);
+        self.cost_count -= o.cost_count;
+        self.cost = self.cost.wrapping_sub(o.cost);
+    }
+}
+
+/// One event type in one second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct KindSlot {
+    sums: Sums,
     hist: Sparse,
     /// Raw latencies, complete unless `raw_dropped`.
     raw: Vec<f64>,
@@ -98,7 +158,7 @@ struct Slot {
     kinds: [KindSlot; KINDS],
 }
 
-/// Serialized form (only live slots).
+/// Serialized form (only live slots; totals are rebuilt from them).
 #[derive(Serialize, Deserialize)]
 struct State {
     first_sec: Option<i64>,
@@ -113,6 +173,7 @@ pub struct Analytics {
     /// Latest second seen; slots older than `head_sec - window + 1` are gone.
     head_sec: i64,
     first_sec: Option<i64>,
+    totals: [Sums; KINDS],
     dense: [Dense; KINDS],
     overall: Dense,
     raw_total: usize,
@@ -134,6 +195,7 @@ impl Analytics {
             config,
             head_sec: i64::MIN,
             first_sec: None,
+            totals: Default::default(),
             dense: Default::default(),
             overall: Dense::default(),
             raw_total: 0,
@@ -192,6 +254,7 @@ impl Analytics {
     fn evict(&mut self, idx: usize) {
         let slot = std::mem::take(&mut self.ring[idx]);
         for (k, ks) in slot.kinds.iter().enumerate() {
+            self.totals[k].sub(&ks.sums);
             self.dense[k].subtract(&ks.hist);
             self.overall.subtract(&ks.hist);
             self.raw_total -= ks.raw.len();
@@ -201,19 +264,27 @@ impl Analytics {
         }
     }
 
-    /// The slot for `sec` (at most `head_sec`), opened if needed.
-    fn slot_index(&mut self, sec: i64) -> usize {
-        let idx = sec.rem_euclid(self.window()) as usize;
-        let slot = &mut self.ring[idx];
-        if !slot.live {
-            slot.live = true;
-            slot.sec = sec;
+    /// Add a slot's contents to the window (used when loading state).
+    fn admit(&mut self, mut slot: Slot) {
+        let idx = slot.sec.rem_euclid(self.window()) as usize;
+        for (k, ks) in slot.kinds.iter_mut().enumerate() {
+            self.totals[k].add(&ks.sums);
+            self.dense[k].merge(&ks.hist);
+            self.overall.merge(&ks.hist);
+            if !ks.raw_dropped && self.raw_total + ks.raw.len() > EXACT_LIMIT {
+                ks.raw = Vec::new();
+                ks.raw_dropped = true;
+            }
+            self.raw_total += ks.raw.len();
+            if ks.raw_dropped {
+                self.dropped[k] += 1;
+            }
         }
-        idx
+        self.ring[idx] = slot;
     }
 
     /// Fold a batch into the window at host time `now_ms`.
-    pub fn process(&mut self, events: &[Event], now_ms: i64) {
+    pub fn process(&mut self, events: &EventBatch, now_ms: i64) {
         if events.is_empty() {
             return;
         }
@@ -224,14 +295,21 @@ impl Analytics {
         if self.first_sec.is_none() {
             self.first_sec = Some(sec);
         }
-        let idx = self.slot_index(sec);
-        for e in events {
+        let idx = sec.rem_euclid(self.window()) as usize;
+        if !self.ring[idx].live {
+            self.ring[idx].live = true;
+            self.ring[idx].sec = sec;
+        }
+        for e in events.iter() {
             let k = e.kind.index();
+            let mut d = Sums {
+                count: 1,
+                ..Sums::default()
+            };
             let ks = &mut self.ring[idx].kinds[k];
-            ks.count += 1;
             if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
-                ks.latency_count += 1;
-                ks.latency_sum += l;
+                d.latency_count = 1;
+                d.latency = fixed(l, LATENCY_SCALE, LATENCY_MAX);
                 let b = bucket_of(l);
                 ks.hist.add(b);
                 self.dense[k].add(b);
@@ -247,37 +325,37 @@ impl Analytics {
                 }
             }
             if let Some(ok) = e.success {
-                ks.outcome += 1;
-                if !ok {
-                    ks.errors += 1;
-                }
+                d.outcome = 1;
+                d.errors = u64::from(!ok);
             }
             if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
-                ks.sat_count += 1;
-                ks.sat_sum += s;
+                d.sat_count = 1;
+                d.sat = fixed(s, SAT_SCALE, SAT_MAX);
             }
             if let Some(v) = e.business_value.filter(|v| v.is_finite()) {
-                ks.bv_sum += v;
+                d.value = fixed(v, VALUE_SCALE, VALUE_MAX);
             }
             if let Some(c) = e.cost.filter(|c| c.is_finite()) {
-                ks.cost_count += 1;
-                ks.cost_sum += c;
+                d.cost_count = 1;
+                d.cost = fixed(c, COST_SCALE, COST_MAX);
             }
-            if let (Some(h), Some(svc)) = (e.health, &e.service) {
-                match self.services.get_mut(svc.as_str()) {
+            ks.sums.add(&d);
+            self.totals[k].add(&d);
+            if let (Some(h), Some(svc)) = (e.health, e.service) {
+                match self.services.get_mut(svc) {
                     Some(entry) => *entry = (h, e.time_ms),
                     None => {
-                        self.services.insert(svc.clone(), (h, e.time_ms));
+                        self.services.insert(svc.to_string(), (h, e.time_ms));
                     }
                 }
             }
         }
         if self.services.len() > MAX_SERVICES {
-            self.trim_services(i64::MAX);
+            self.trim_services(i64::MIN);
         }
     }
 
-    /// Forget services not heard from within the window, and the oldest ones
+    /// Forget services not heard from since `cutoff_ms`, and the oldest ones
     /// beyond [`MAX_SERVICES`].
     fn trim_services(&mut self, cutoff_ms: i64) {
         self.services.retain(|_, (_, t)| *t >= cutoff_ms);
@@ -295,55 +373,31 @@ impl Analytics {
         self.advance(now_sec);
         let w = self.window();
         let covered = match self.first_sec {
-            Some(f) => (self.head_sec - f + 1).clamp(1, w) as f64,
-            None => 0.0,
+            Some(f) if self.head_sec != i64::MIN => (self.head_sec - f + 1).clamp(1, w) as f64,
+            _ => 0.0,
         };
-        let mut agg: [KindSlot; KINDS] = Default::default();
-        for slot in self.ring.iter().filter(|s| s.live) {
-            for (a, ks) in agg.iter_mut().zip(&slot.kinds) {
-                a.count += ks.count;
-                a.latency_count += ks.latency_count;
-                a.latency_sum += ks.latency_sum;
-                a.outcome += ks.outcome;
-                a.errors += ks.errors;
-                a.sat_count += ks.sat_count;
-                a.sat_sum += ks.sat_sum;
-                a.bv_sum += ks.bv_sum;
-                a.cost_count += ks.cost_count;
-                a.cost_sum += ks.cost_sum;
-            }
-        }
+        let llm = self.totals[EventKind::LlmRequest.index()].count;
         let mut per_kind = Vec::new();
-        let mut total = KindSlot::default();
+        let mut total = Sums::default();
         for kind in EventKind::ALL {
             let k = kind.index();
-            let a = &agg[k];
-            total.count += a.count;
-            total.latency_count += a.latency_count;
-            total.latency_sum += a.latency_sum;
-            total.outcome += a.outcome;
-            total.errors += a.errors;
-            total.sat_count += a.sat_count;
-            total.sat_sum += a.sat_sum;
-            total.bv_sum += a.bv_sum;
-            total.cost_count += a.cost_count;
-            total.cost_sum += a.cost_sum;
-            if a.count == 0 {
+            let t = &self.totals[k];
+            total.add(t);
+            if t.count == 0 {
                 continue;
             }
             let exact = self.dropped[k] == 0;
-            let raw = if exact { self.raw_of(&[k]) } else { Vec::new() };
-            let llm = if kind == EventKind::LlmRequest { a.count } else { 0 };
-            per_kind.push((kind, stats(a, llm, covered, &self.dense[k], exact, &raw)));
+            let q = quantiles(&self.dense[k], exact, || self.raw_of(&[k]));
+            let kind_llm = if kind == EventKind::LlmRequest {
+                llm
+            } else {
+                0
+            };
+            per_kind.push((kind, stats(t, kind_llm, covered, q, exact)));
         }
         let exact = self.dropped.iter().all(|&d| d == 0);
-        let raw = if exact {
-            self.raw_of(&[0, 1, 2, 3, 4])
-        } else {
-            Vec::new()
-        };
-        let llm = agg[EventKind::LlmRequest.index()].count;
-        let overall = stats(&total, llm, covered, &self.overall, exact, &raw);
+        let q = quantiles(&self.overall, exact, || self.raw_of(&[0, 1, 2, 3, 4]));
+        let overall = stats(&total, llm, covered, q, exact);
         self.trim_services(now_ms - w * 1000);
         let services = self
             .services
@@ -370,7 +424,11 @@ impl Analytics {
             .ring
             .iter()
             .filter(|s| s.live)
-            .flat_map(|s| kinds.iter().flat_map(move |&k| s.kinds[k].raw.iter().copied()))
+            .flat_map(|s| {
+                kinds
+                    .iter()
+                    .flat_map(move |&k| s.kinds[k].raw.iter().copied())
+            })
             .collect();
         v.sort_unstable_by(f64::total_cmp);
         v
@@ -404,21 +462,12 @@ impl Analytics {
         self.first_sec = state.first_sec;
         self.head_sec = state.head_sec;
         let oldest_kept = state.head_sec.saturating_sub(self.window() - 1);
-        for mut slot in state.slots.into_iter().filter(|s| s.live && s.sec >= oldest_kept) {
-            let idx = slot.sec.rem_euclid(self.window()) as usize;
-            for (k, ks) in slot.kinds.iter_mut().enumerate() {
-                self.dense[k].merge(&ks.hist);
-                self.overall.merge(&ks.hist);
-                if !ks.raw_dropped && self.raw_total + ks.raw.len() > EXACT_LIMIT {
-                    ks.raw = Vec::new();
-                    ks.raw_dropped = true;
-                }
-                self.raw_total += ks.raw.len();
-                if ks.raw_dropped {
-                    self.dropped[k] += 1;
-                }
-            }
-            self.ring[idx] = slot;
+        for slot in state
+            .slots
+            .into_iter()
+            .filter(|s| s.live && s.sec >= oldest_kept)
+        {
+            self.admit(slot);
         }
         self.services = state
             .services
@@ -429,43 +478,63 @@ impl Analytics {
     }
 }
 
-fn stats(a: &KindSlot, llm: u64, covered: f64, dense: &Dense, exact: bool, raw: &[f64]) -> Stats {
-    let per_sec = |n: u64| if covered > 0.0 { n as f64 / covered } else { 0.0 };
-    let mean = |sum: f64, n: u64| (n > 0).then(|| sum / n as f64);
-    let q = |q: f64| {
-        if exact {
-            exact_quantile(raw, q)
+/// p50, p95, p99: exact from the raw values when complete, else from the
+/// histogram.
+fn quantiles(dense: &Dense, exact: bool, raw: impl FnOnce() -> Vec<f64>) -> Option<[f64; 3]> {
+    const QS: [f64; 3] = [0.50, 0.95, 0.99];
+    if exact {
+        let raw = raw();
+        Some(
+            QS.map(|q| exact_quantile(&raw, q))
+                .map(|v| v.unwrap_or(f64::NAN)),
+        )
+        .filter(|_| !raw.is_empty())
+    } else {
+        dense.quantiles(QS)
+    }
+}
+
+fn stats(t: &Sums, llm: u64, covered: f64, q: Option<[f64; 3]>, exact: bool) -> Stats {
+    let per_sec = |n: u64| {
+        if covered > 0.0 {
+            n as f64 / covered
         } else {
-            dense.quantile(q)
+            0.0
         }
     };
+    let mean = |sum: i64, n: u64, scale: f64| (n > 0).then(|| sum as f64 / scale / n as f64);
     Stats {
-        count: a.count,
-        throughput: per_sec(a.count),
+        count: t.count,
+        throughput: per_sec(t.count),
         requests_per_second: per_sec(llm),
-        latency_count: a.latency_count,
-        latency_avg: mean(a.latency_sum, a.latency_count),
-        latency_p50: q(0.50),
-        latency_p95: q(0.95),
-        latency_p99: q(0.99),
+        latency_count: t.latency_count,
+        latency_avg: mean(t.latency, t.latency_count, LATENCY_SCALE),
+        latency_p50: q.map(|q| q[0]),
+        latency_p95: q.map(|q| q[1]),
+        latency_p99: q.map(|q| q[2]),
         latency_exact: exact,
-        outcome_count: a.outcome,
-        error_count: a.errors,
-        error_rate: if a.outcome > 0 {
-            a.errors as f64 / a.outcome as f64
+        outcome_count: t.outcome,
+        error_count: t.errors,
+        error_rate: if t.outcome > 0 {
+            t.errors as f64 / t.outcome as f64
         } else {
             0.0
         },
-        user_satisfaction: mean(a.sat_sum, a.sat_count),
-        satisfaction_count: a.sat_count,
-        business_value: a.bv_sum,
-        cost_per_request: mean(a.cost_sum, a.cost_count),
+        user_satisfaction: mean(t.sat, t.sat_count, SAT_SCALE),
+        satisfaction_count: t.sat_count,
+        business_value: t.value as f64 / VALUE_SCALE,
+        cost_per_request: mean(t.cost, t.cost_count, COST_SCALE),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hxp_plugin_sdk::Event;
+
+    fn batch(events: &[Event]) -> EventBatch {
+        EventBatch::from_events(events)
+    }
 
     fn llm(seq: u64, latency: f64, ok: bool) -> Event {
         let mut e = Event::new(seq, EventKind::LlmRequest, 0);
@@ -486,7 +555,7 @@ mod tests {
         let events: Vec<Event> = (1..=10)
             .map(|i| llm(i, i as f64 * 100.0, i % 5 != 0))
             .collect();
-        a.process(&events, 1_000_000);
+        a.process(&batch(&events), 1_000_000);
         let s = a.snapshot(1_000_500);
         let o = &s.overall;
         assert_eq!(o.count, 10);
@@ -509,7 +578,7 @@ mod tests {
         let mut a = Analytics::new(Config { window_size: 10 });
         for sec in 0..20i64 {
             let events: Vec<Event> = (0..5).map(|i| llm(i, 10.0, true)).collect();
-            a.process(&events, sec * 1000 + 10);
+            a.process(&batch(&events), sec * 1000 + 10);
             let s = a.snapshot(sec * 1000 + 999);
             let secs = (sec + 1).min(10);
             assert_eq!(s.overall.count, 5 * secs as u64, "at second {sec}");
@@ -537,7 +606,7 @@ mod tests {
                     llm(seq, (i % 1000 + 1) as f64, true)
                 })
                 .collect();
-            a.process(&events, sec * 1000);
+            a.process(&batch(&events), sec * 1000);
         }
         assert!(a.raw_total <= EXACT_LIMIT);
         let s = a.snapshot(59_500);
@@ -573,7 +642,7 @@ mod tests {
         let mut m = Event::new(5, EventKind::SystemMetric, 77);
         m.service = Some("gateway".into());
         m.health = Some(Health::Failed);
-        a.process(&[fb, fb2, biz, err, m], 5_000);
+        a.process(&batch(&[fb, fb2, biz, err, m]), 5_000);
         let s = a.snapshot(5_000);
         assert_eq!(s.overall.user_satisfaction, Some(7.0));
         assert_eq!(s.overall.business_value, 120.5);
@@ -597,14 +666,14 @@ mod tests {
             let events: Vec<Event> = (0..200)
                 .map(|i| llm(i, (i * 7 % 300) as f64 + sec as f64, i % 9 != 0))
                 .collect();
-            a.process(&events, sec * 1000);
+            a.process(&batch(&events), sec * 1000);
         }
         let mut b = Analytics::new(Config { window_size: 30 });
         b.load_state(STATE_VERSION, &a.save_state()).unwrap();
         assert_eq!(a.snapshot(40_000), b.snapshot(40_000));
         let more: Vec<Event> = (0..50).map(|i| llm(i, 5.0, false)).collect();
-        a.process(&more, 41_000);
-        b.process(&more, 41_000);
+        a.process(&batch(&more), 41_000);
+        b.process(&batch(&more), 41_000);
         assert_eq!(a.snapshot(45_000), b.snapshot(45_000));
         assert!(b.load_state(2, &[]).unwrap_err().contains("version 2"));
         assert!(b.load_state(1, &[1, 2, 3]).is_err());
@@ -614,9 +683,10 @@ mod tests {
     fn reconfigure_keeps_what_fits() {
         let mut a = Analytics::new(Config { window_size: 300 });
         for sec in 0..100i64 {
-            a.process(&[llm(sec as u64, 1.0, true)], sec * 1000);
+            a.process(&batch(&[llm(sec as u64, 1.0, true)]), sec * 1000);
         }
-        a.configure(r#"{"window_size": 10, "enabled": true}"#).unwrap();
+        a.configure(r#"{"window_size": 10, "enabled": true}"#)
+            .unwrap();
         assert_eq!(a.snapshot(99_000).overall.count, 10);
         let err = a.configure(r#"{"window_size": 0}"#).unwrap_err();
         assert!(err.contains("window_size"), "{err}");

@@ -38,12 +38,19 @@ impl plugin::Guest for Component {
 }
 
 impl correlation::Guest for Component {
-    fn process(events: Vec<types::Event>) -> types::CorrelationResult {
-        let events = convert::events(events);
+    fn process(events: types::EventBatch) -> types::CorrelationResult {
+        let events = convert::batch(events);
+        if let Err(e) = events.check() {
+            panic!("malformed event batch from the host: {e}");
+        }
         let now = host::now_ms();
         let r = STATE.with_borrow_mut(|c| c.process(&events, now));
         types::CorrelationResult {
-            findings: r.findings.into_iter().map(convert::finding_to_wit).collect(),
+            findings: r
+                .findings
+                .into_iter()
+                .map(convert::finding_to_wit)
+                .collect(),
             correlation_score: r.correlation_score,
         }
     }

@@ -37,7 +37,7 @@
 mod guest;
 
 use hxp_plugin_sdk::expr::{self, Expr, Value, ValueType};
-use hxp_plugin_sdk::{CorrelationResult, Event, Finding, Metadata};
+use hxp_plugin_sdk::{CorrelationResult, EventBatch, EventRef, Finding, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -194,7 +194,7 @@ fn resolve(name: &str) -> Option<(Metric, ValueType)> {
 }
 
 /// Whether event `e` feeds `m` (and so can be an occurrence of a rule on it).
-fn feeds(m: Metric, e: &Event) -> bool {
+fn feeds(m: Metric, e: &EventRef) -> bool {
     use Metric::*;
     match m {
         Latency | AvgLatency => e.latency_ms.is_some(),
@@ -430,7 +430,7 @@ impl Correlation {
         }
     }
 
-    fn value<'e>(&self, m: Metric, e: &'e Event) -> Option<Value<'e>> {
+    fn value<'e>(&self, m: Metric, e: &EventRef<'e>) -> Option<Value<'e>> {
         use Metric::*;
         let t = &self.totals;
         let mean = |s: f64, n: u64| (n > 0).then(|| Value::Num(s / n as f64));
@@ -440,9 +440,9 @@ impl Correlation {
             BusinessValue => e.business_value.map(Value::Num),
             Cost => e.cost.map(Value::Num),
             Success => e.success.map(Value::Bool),
-            Model => e.model.as_deref().map(Value::Str),
-            Service => e.service.as_deref().map(Value::Str),
-            User => e.user.as_deref().map(Value::Str),
+            Model => e.model.map(Value::Str),
+            Service => e.service.map(Value::Str),
+            User => e.user.map(Value::Str),
             EventType => Some(Value::Str(e.kind.as_str())),
             Health => e.health.map(|h| Value::Str(h.as_str())),
             ErrorRate => (t.outcome > 0).then(|| Value::Num(t.errors as f64 / t.outcome as f64)),
@@ -459,7 +459,7 @@ impl Correlation {
 
     /// Fold a batch into the window at host time `now_ms` and report the
     /// active findings.
-    pub fn process(&mut self, events: &[Event], now_ms: i64) -> CorrelationResult {
+    pub fn process(&mut self, events: &EventBatch, now_ms: i64) -> CorrelationResult {
         let now_sec = now_ms.div_euclid(1000);
         self.advance(now_sec);
         let sec = now_sec.max(self.head_sec);
@@ -471,7 +471,7 @@ impl Correlation {
             self.ring[idx].live = true;
             self.ring[idx].sec = sec;
         }
-        for e in events {
+        for e in events.iter() {
             let mut d = Totals {
                 count: 1,
                 ..Totals::default()
@@ -480,11 +480,11 @@ impl Correlation {
                 d.outcome = 1;
                 if !ok {
                     d.errors = 1;
-                    if let Some(s) = &e.service {
+                    if let Some(s) = e.service {
                         *bump(&mut self.ring[idx].service_errors, s) += 1;
                     }
                 }
-                if let Some(m) = &e.model {
+                if let Some(m) = e.model {
                     let entry = bump(&mut self.ring[idx].models, m);
                     entry.0 += 1;
                     if !ok {
@@ -505,10 +505,10 @@ impl Correlation {
             self.totals.add(&d);
             for i in 0..self.rules.len() {
                 let rule = &self.rules[i];
-                if !rule.metrics.iter().any(|&m| feeds(m, e)) {
+                if !rule.metrics.iter().any(|&m| feeds(m, &e)) {
                     continue;
                 }
-                if rule.expr.eval(&|m: &Metric| self.value(*m, e)) {
+                if rule.expr.eval(&|m: &Metric| self.value(*m, &e)) {
                     let name = &self.rules[i].name;
                     let hits = &mut self.ring[idx].rule_hits;
                     match hits.get_mut(name) {
@@ -522,10 +522,10 @@ impl Correlation {
                 }
             }
             if e.success == Some(false) {
-                if let Some(s) = &e.service {
+                if let Some(s) = e.service {
                     push_evidence(&mut self.evidence, "error_burst", s, e.seq);
                 }
-                if let Some(m) = &e.model {
+                if let Some(m) = e.model {
                     push_evidence(&mut self.evidence, "model_divergence", m, e.seq);
                 }
             }
@@ -593,7 +593,9 @@ impl Correlation {
     }
 
     fn live_slots(&self, since_sec: i64) -> impl Iterator<Item = &Slot> {
-        self.ring.iter().filter(move |s| s.live && s.sec >= since_sec)
+        self.ring
+            .iter()
+            .filter(move |s| s.live && s.sec >= since_sec)
     }
 
     fn error_bursts(&self, now_sec: i64, out: &mut Vec<Finding>) {
@@ -727,7 +729,11 @@ impl Correlation {
         fresh.head_sec = state.head_sec;
         fresh.first_sec = state.first_sec;
         let oldest_kept = state.head_sec.saturating_sub(fresh.window() - 1);
-        for slot in state.slots.into_iter().filter(|s| s.live && s.sec >= oldest_kept) {
+        for slot in state
+            .slots
+            .into_iter()
+            .filter(|s| s.live && s.sec >= oldest_kept)
+        {
             fresh.totals.add(&slot.totals);
             for (i, r) in fresh.rules.iter().enumerate() {
                 fresh.rule_totals[i] += *slot.rule_hits.get(&r.name).unwrap_or(&0) as u64;
@@ -771,7 +777,12 @@ fn strength(x: f64, threshold: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hxp_plugin_sdk::EventKind;
+    use hxp_plugin_sdk::{Event, EventKind};
+
+    /// `process` on owned events.
+    fn run(c: &mut Correlation, events: &[Event], now_ms: i64) -> CorrelationResult {
+        c.process(&EventBatch::from_events(events), now_ms)
+    }
 
     fn err(seq: u64, service: &str) -> Event {
         let mut e = Event::new(seq, EventKind::ErrorEvent, 0);
@@ -811,10 +822,10 @@ mod tests {
     fn error_burst_alerts_on_the_fifth_occurrence_and_not_before() {
         let mut c = Correlation::default();
         for i in 1..=4 {
-            let r = c.process(&[err(i, "api")], 1000 + i as i64);
+            let r = run(&mut c, &[err(i, "api")], 1000 + i as i64);
             assert!(find(&r, "high_error_rate").is_none(), "after {i}");
         }
-        let r = c.process(&[err(5, "api")], 1005);
+        let r = run(&mut c, &[err(5, "api")], 1005);
         let f = find(&r, "high_error_rate").expect("active after 5");
         assert!(f.alert);
         assert_eq!(f.occurrences, 5);
@@ -825,23 +836,24 @@ mod tests {
         assert_eq!((b.subject.as_str(), b.alert), ("api", true));
         assert!((r.correlation_score - 0.75).abs() < 1e-12);
         // Still active, no new alert.
-        let r = c.process(&[err(6, "api")], 1006);
+        let r = run(&mut c, &[err(6, "api")], 1006);
         let f = find(&r, "high_error_rate").unwrap();
         assert!(!f.alert);
         assert_eq!(f.occurrences, 6);
         // After the 60 s window the occurrences are gone and it re-arms.
-        let r = c.process(&[], 70_000);
+        let r = run(&mut c, &[], 70_000);
         assert!(r.findings.is_empty());
         assert_eq!(r.correlation_score, 0.0);
         for i in 0..5 {
-            let r = c.process(&[err(10 + i, "api")], 71_000);
+            let r = run(&mut c, &[err(10 + i, "api")], 71_000);
             assert_eq!(find(&r, "high_error_rate").is_some(), i == 4);
         }
     }
 
     #[test]
     fn error_rate_counts_events_with_an_outcome_only() {
-        let mut c = Correlation::new(only_rules(&[("high_error_rate", "error_rate > 0.1")])).unwrap();
+        let mut c =
+            Correlation::new(only_rules(&[("high_error_rate", "error_rate > 0.1")])).unwrap();
         // 1 error then 20 successes: the rate is above 0.1 for the error and
         // the next 8 successes (1/2 .. 1/9 > 0.1; 1/10 is not), feedback
         // events without an outcome never count.
@@ -850,7 +862,7 @@ mod tests {
         let mut fb = Event::new(99, EventKind::UserFeedback, 0);
         fb.satisfaction = Some(9.0);
         events.insert(3, fb);
-        let r = c.process(&events, 0);
+        let r = run(&mut c, &events, 0);
         assert_eq!(find(&r, "high_error_rate").unwrap().occurrences, 9);
     }
 
@@ -858,7 +870,10 @@ mod tests {
     fn per_event_rules_with_filters() {
         let mut c = Correlation::new(only_rules(&[
             ("low_satisfaction", "user_satisfaction < 7.0"),
-            ("slow_mixtral", "latency > 2000 and model == \"mixtral-8x7b\""),
+            (
+                "slow_mixtral",
+                "latency > 2000 and model == \"mixtral-8x7b\"",
+            ),
         ]))
         .unwrap();
         let mut events = Vec::new();
@@ -871,7 +886,7 @@ mod tests {
             events.push(req(100 + i, "mixtral-8x7b", true, 2500.0));
             events.push(req(200 + i, "llama", true, 9000.0));
         }
-        let r = c.process(&events, 0);
+        let r = run(&mut c, &events, 0);
         assert_eq!(find(&r, "low_satisfaction").unwrap().occurrences, 5);
         let slow = find(&r, "slow_mixtral").unwrap();
         assert_eq!(slow.occurrences, 5);
@@ -895,17 +910,17 @@ mod tests {
                 .collect()
         };
         for sec in 0..30 {
-            let r = c.process(&batch(10, 100.0), sec * 1000);
+            let r = run(&mut c, &batch(10, 100.0), sec * 1000);
             assert!(find(&r, "latency_spike").is_none());
         }
         // Slightly slower: not a spike.
-        let r = c.process(&batch(10, 110.0), 30_000);
+        let r = run(&mut c, &batch(10, 110.0), 30_000);
         assert!(find(&r, "latency_spike").is_none());
         // The recent part is the last 5 s: one slow second lifts its mean to
         // 164 ms, not yet twice the 102 ms baseline; a second one (224 ms) does.
-        let r = c.process(&batch(10, 400.0), 31_000);
+        let r = run(&mut c, &batch(10, 400.0), 31_000);
         assert!(find(&r, "latency_spike").is_none());
-        let r = c.process(&batch(10, 400.0), 32_000);
+        let r = run(&mut c, &batch(10, 400.0), 32_000);
         let f = find(&r, "latency_spike").expect("spike");
         assert!(f.alert);
         assert_eq!(f.score, 1.0);
@@ -924,7 +939,7 @@ mod tests {
             events.push(req(1000 + i, "good-b", i % 40 != 0, 10.0));
             events.push(req(2000 + i, "bad", i % 3 != 0, 10.0));
         }
-        let r = c.process(&events, 0);
+        let r = run(&mut c, &events, 0);
         let f: Vec<_> = r
             .findings
             .iter()
@@ -958,10 +973,10 @@ mod tests {
     fn reconfigure_keeps_occurrences_by_rule_name() {
         let mut c = Correlation::default();
         for i in 0..4 {
-            c.process(&[err(i, "api")], 0);
+            run(&mut c, &[err(i, "api")], 0);
         }
         c.configure(r#"{"alert_threshold": 3}"#).unwrap();
-        let r = c.process(&[], 0);
+        let r = run(&mut c, &[], 0);
         assert_eq!(find(&r, "high_error_rate").unwrap().occurrences, 4);
     }
 
@@ -969,15 +984,19 @@ mod tests {
     fn state_round_trip_continues_exactly() {
         let mut a = Correlation::default();
         for i in 0..30u64 {
-            a.process(&[err(i, "api"), req(100 + i, "m", i % 2 == 0, 50.0)], i as i64 * 1000);
+            run(
+                &mut a,
+                &[err(i, "api"), req(100 + i, "m", i % 2 == 0, 50.0)],
+                i as i64 * 1000,
+            );
         }
         let mut b = Correlation::default();
         b.load_state(STATE_VERSION, &a.save_state()).unwrap();
         for i in 30..80u64 {
             let batch = [err(i, "db"), req(100 + i, "m", true, 10.0)];
             assert_eq!(
-                a.process(&batch, i as i64 * 1000),
-                b.process(&batch, i as i64 * 1000),
+                run(&mut a, &batch, i as i64 * 1000),
+                run(&mut b, &batch, i as i64 * 1000),
                 "at {i}"
             );
         }

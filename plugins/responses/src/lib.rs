@@ -323,8 +323,12 @@ impl Responses {
             self.active.clear();
             return out;
         }
-        let correlation_score =
-            1.0 - input.findings.iter().map(|f| 1.0 - f.score).product::<f64>();
+        let correlation_score = 1.0
+            - input
+                .findings
+                .iter()
+                .map(|f| 1.0 - f.score)
+                .product::<f64>();
         let base = Ctx {
             analytics: &input.analytics,
             correlation_score,
@@ -432,7 +436,10 @@ fn request(rule: &Rule, ctx: &Ctx, target: &str) -> ActionRequest {
         "category".into(),
         serde_json::to_value(rule.category).expect("enum serializes"),
     );
-    params.insert("observed".into(), serde_json::Value::Object(observed.clone()));
+    params.insert(
+        "observed".into(),
+        serde_json::Value::Object(observed.clone()),
+    );
     if let Some(f) = ctx.finding {
         params.insert(
             "finding".into(),
@@ -490,7 +497,11 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(&out[0].parameters).unwrap();
         assert_eq!(p["observed"]["throughput"], 1500.0);
         assert_eq!(p["category"], "business");
-        assert!(out[0].reason.contains("throughput = 1500"), "{}", out[0].reason);
+        assert!(
+            out[0].reason.contains("throughput = 1500"),
+            "{}",
+            out[0].reason
+        );
         // Still above: no new request until the repeat interval (60 s).
         assert!(r.decide(&input(2000, 1600.0, 0.0)).is_empty());
         assert_eq!(r.decide(&input(61_000, 1600.0, 0.0)).len(), 1);

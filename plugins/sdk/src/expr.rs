@@ -82,7 +82,11 @@ pub enum Value<'a> {
 /// the plugin's metric id after [`Expr::resolve`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr<M = String> {
-    Cmp { metric: M, op: CmpOp, value: Literal },
+    Cmp {
+        metric: M,
+        op: CmpOp,
+        value: Literal,
+    },
     And(Box<Expr<M>>, Box<Expr<M>>),
     Or(Box<Expr<M>>, Box<Expr<M>>),
     Not(Box<Expr<M>>),
@@ -173,7 +177,11 @@ impl Expr<String> {
                         }
                     ));
                 }
-                Expr::Cmp { metric: id, op, value }
+                Expr::Cmp {
+                    metric: id,
+                    op,
+                    value,
+                }
             }
             Expr::And(a, b) => Expr::And(
                 Box::new(a.resolve_inner(resolve)?),
@@ -416,11 +424,19 @@ impl Parser {
         if self.keyword("not") {
             return Ok(Expr::Not(Box::new(self.unary()?)));
         }
-        if matches!(self.peek(), Some(Token { tok: Tok::LParen, .. })) {
+        if matches!(
+            self.peek(),
+            Some(Token {
+                tok: Tok::LParen,
+                ..
+            })
+        ) {
             self.pos += 1;
             let e = self.or()?;
             return match self.peek() {
-                Some(Token { tok: Tok::RParen, .. }) => {
+                Some(Token {
+                    tok: Tok::RParen, ..
+                }) => {
                     self.pos += 1;
                     Ok(e)
                 }
@@ -453,7 +469,9 @@ impl Parser {
         };
         self.pos += 1;
         let op = match self.peek() {
-            Some(Token { tok: Tok::Op(op), .. }) => *op,
+            Some(Token {
+                tok: Tok::Op(op), ..
+            }) => *op,
             Some(t) => {
                 return Err(ParseError {
                     message: format!(
@@ -472,8 +490,12 @@ impl Parser {
         };
         self.pos += 1;
         let value = match self.peek() {
-            Some(Token { tok: Tok::Num(n), .. }) => Literal::Num(*n),
-            Some(Token { tok: Tok::Str(s), .. }) => Literal::Str(s.clone()),
+            Some(Token {
+                tok: Tok::Num(n), ..
+            }) => Literal::Num(*n),
+            Some(Token {
+                tok: Tok::Str(s), ..
+            }) => Literal::Str(s.clone()),
             Some(Token {
                 tok: Tok::Ident(s), ..
             }) if s == "true" || s == "false" => Literal::Bool(s == "true"),
@@ -587,15 +609,26 @@ mod tests {
 
     #[test]
     fn resolve_checks_names_and_types() {
-        let err = parse_rule("r1", "nope > 1", |n| (n == "x").then_some((0u8, ValueType::Num)))
-            .unwrap_err();
-        assert_eq!(err, "rule 'r1': condition \"nope > 1\": unknown metric 'nope'");
+        let err = parse_rule("r1", "nope > 1", |n| {
+            (n == "x").then_some((0u8, ValueType::Num))
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "rule 'r1': condition \"nope > 1\": unknown metric 'nope'"
+        );
         let err = parse_rule("r2", "x == \"a\"", num).unwrap_err();
-        assert!(err.contains("compares a numeric metric with a string"), "{err}");
+        assert!(
+            err.contains("compares a numeric metric with a string"),
+            "{err}"
+        );
         let err = parse_rule("r3", "x > \"a\"", |_| Some(((), ValueType::Str))).unwrap_err();
         assert!(err.contains("compares a text metric"), "{err}");
         let err = parse_rule("r4", "x >", num).unwrap_err();
-        assert!(err.starts_with("rule 'r4': cannot parse condition"), "{err}");
+        assert!(
+            err.starts_with("rule 'r4': cannot parse condition"),
+            "{err}"
+        );
         assert!(parse_rule("ok", "x >= -1.5e3", num).is_ok());
     }
 
@@ -607,6 +640,9 @@ mod tests {
             _ => Some(Value::Str("failed")),
         };
         assert!(e.eval(&get));
-        assert_eq!(e.metrics(), vec![&"model".to_string(), &"health".to_string()]);
+        assert_eq!(
+            e.metrics(),
+            vec![&"model".to_string(), &"health".to_string()]
+        );
     }
 }

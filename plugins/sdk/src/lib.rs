@@ -78,12 +78,14 @@ impl Health {
     }
 }
 
-/// One typed event (see `record event` in `wit/events.wit`).
+/// One event with owned fields: the convenient form for building batches
+/// (tests, the host). Plugins read batches through [`EventRef`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
     pub kind: EventKind,
-    pub id: String,
+    /// The event's UUID as a number.
+    pub id: u128,
     pub time_ms: i64,
     pub latency_ms: Option<f64>,
     pub success: Option<bool>,
@@ -94,7 +96,8 @@ pub struct Event {
     pub service: Option<String>,
     pub user: Option<String>,
     pub health: Option<Health>,
-    pub payload: String,
+    /// The `data` JSON, when the plugin asked for payloads.
+    pub payload: Option<String>,
 }
 
 impl Event {
@@ -103,7 +106,7 @@ impl Event {
         Event {
             seq,
             kind,
-            id: String::new(),
+            id: seq as u128,
             time_ms,
             latency_ms: None,
             success: None,
@@ -114,8 +117,263 @@ impl Event {
             service: None,
             user: None,
             health: None,
-            payload: String::new(),
+            payload: None,
         }
+    }
+}
+
+/// Index value meaning "no string" in the string columns.
+pub const NO_STRING: u32 = u32::MAX;
+
+/// A columnar batch (see `record event-batch` in `wit/events.wit`): one
+/// vector per field, all of the same length.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventBatch {
+    pub seq: Vec<u64>,
+    pub kind: Vec<u8>,
+    pub id_hi: Vec<u64>,
+    pub id_lo: Vec<u64>,
+    pub time_ms: Vec<i64>,
+    pub latency_ms: Vec<f64>,
+    pub outcome: Vec<u8>,
+    pub satisfaction: Vec<f64>,
+    pub business_value: Vec<f64>,
+    pub cost: Vec<f64>,
+    pub health: Vec<u8>,
+    pub strings: Vec<String>,
+    pub model: Vec<u32>,
+    pub service: Vec<u32>,
+    pub user: Vec<u32>,
+    pub payload: Vec<String>,
+}
+
+/// One row of a batch, borrowing its strings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    pub seq: u64,
+    pub kind: EventKind,
+    pub id: u128,
+    pub time_ms: i64,
+    pub latency_ms: Option<f64>,
+    pub success: Option<bool>,
+    pub satisfaction: Option<f64>,
+    pub business_value: Option<f64>,
+    pub cost: Option<f64>,
+    pub health: Option<Health>,
+    pub model: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub payload: Option<&'a str>,
+}
+
+fn opt(v: f64) -> Option<f64> {
+    (!v.is_nan()).then_some(v)
+}
+
+fn unopt(v: Option<f64>) -> f64 {
+    v.filter(|x| !x.is_nan()).unwrap_or(f64::NAN)
+}
+
+impl EventKind {
+    /// The code used in `event-batch.kind`.
+    pub fn from_code(c: u8) -> Option<EventKind> {
+        EventKind::ALL.get(c as usize).copied()
+    }
+}
+
+impl Health {
+    fn from_code(c: u8) -> Option<Health> {
+        match c {
+            1 => Some(Health::Healthy),
+            2 => Some(Health::Degraded),
+            3 => Some(Health::Failed),
+            _ => None,
+        }
+    }
+
+    fn code(h: Option<Health>) -> u8 {
+        match h {
+            None => 0,
+            Some(Health::Healthy) => 1,
+            Some(Health::Degraded) => 2,
+            Some(Health::Failed) => 3,
+        }
+    }
+}
+
+impl EventBatch {
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// Build a batch from owned events.
+    pub fn from_events<'e>(events: impl IntoIterator<Item = &'e Event>) -> EventBatch {
+        let mut b = BatchBuilder::default();
+        for e in events {
+            b.push(e);
+        }
+        b.finish()
+    }
+
+    /// Every column has one entry per event, codes are known and string
+    /// indexes are in range. Checked once when a batch arrives, so that
+    /// [`EventBatch::get`] cannot fail.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.len();
+        let lens = [
+            ("kind", self.kind.len()),
+            ("id-hi", self.id_hi.len()),
+            ("id-lo", self.id_lo.len()),
+            ("time-ms", self.time_ms.len()),
+            ("latency-ms", self.latency_ms.len()),
+            ("outcome", self.outcome.len()),
+            ("satisfaction", self.satisfaction.len()),
+            ("business-value", self.business_value.len()),
+            ("cost", self.cost.len()),
+            ("health", self.health.len()),
+            ("model", self.model.len()),
+            ("service", self.service.len()),
+            ("user", self.user.len()),
+        ];
+        if let Some((name, len)) = lens.iter().find(|(_, l)| *l != n) {
+            return Err(format!("column {name} has {len} entries for {n} events"));
+        }
+        if !self.payload.is_empty() && self.payload.len() != n {
+            return Err(format!("{} payloads for {n} events", self.payload.len()));
+        }
+        if self.kind.iter().any(|&k| k > 4)
+            || self.outcome.iter().any(|&o| o > 2)
+            || self.health.iter().any(|&h| h > 3)
+        {
+            return Err("unknown kind, outcome or health code".into());
+        }
+        let s = self.strings.len() as u32;
+        let bad = |col: &[u32]| col.iter().any(|&i| i != NO_STRING && i >= s);
+        if bad(&self.model) || bad(&self.service) || bad(&self.user) {
+            return Err("string index out of range".into());
+        }
+        Ok(())
+    }
+
+    fn string(&self, i: u32) -> Option<&str> {
+        if i == NO_STRING {
+            None
+        } else {
+            self.strings.get(i as usize).map(String::as_str)
+        }
+    }
+
+    /// Row `i`; the batch must have passed [`EventBatch::check`].
+    #[inline]
+    pub fn get(&self, i: usize) -> EventRef<'_> {
+        EventRef {
+            seq: self.seq[i],
+            kind: EventKind::from_code(self.kind[i]).unwrap_or(EventKind::LlmRequest),
+            id: ((self.id_hi[i] as u128) << 64) | self.id_lo[i] as u128,
+            time_ms: self.time_ms[i],
+            latency_ms: opt(self.latency_ms[i]),
+            success: match self.outcome[i] {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
+            satisfaction: opt(self.satisfaction[i]),
+            business_value: opt(self.business_value[i]),
+            cost: opt(self.cost[i]),
+            health: Health::from_code(self.health[i]),
+            model: self.string(self.model[i]),
+            service: self.string(self.service[i]),
+            user: self.string(self.user[i]),
+            payload: self.payload.get(i).map(String::as_str),
+        }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// Appends events to a batch, storing each distinct string once.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    batch: EventBatch,
+    index: std::collections::HashMap<String, u32>,
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(n: usize) -> BatchBuilder {
+        let mut b = BatchBuilder::default();
+        let e = &mut b.batch;
+        e.seq.reserve(n);
+        e.kind.reserve(n);
+        e.id_hi.reserve(n);
+        e.id_lo.reserve(n);
+        e.time_ms.reserve(n);
+        e.latency_ms.reserve(n);
+        e.outcome.reserve(n);
+        e.satisfaction.reserve(n);
+        e.business_value.reserve(n);
+        e.cost.reserve(n);
+        e.health.reserve(n);
+        e.model.reserve(n);
+        e.service.reserve(n);
+        e.user.reserve(n);
+        b
+    }
+
+    fn intern(&mut self, s: Option<&str>) -> u32 {
+        let Some(s) = s else { return NO_STRING };
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.batch.strings.len() as u32;
+        self.batch.strings.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    pub fn push(&mut self, e: &Event) {
+        let model = self.intern(e.model.as_deref());
+        let service = self.intern(e.service.as_deref());
+        let user = self.intern(e.user.as_deref());
+        let b = &mut self.batch;
+        b.seq.push(e.seq);
+        b.kind.push(e.kind as u8);
+        b.id_hi.push((e.id >> 64) as u64);
+        b.id_lo.push(e.id as u64);
+        b.time_ms.push(e.time_ms);
+        b.latency_ms.push(unopt(e.latency_ms));
+        b.outcome.push(match e.success {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        });
+        b.satisfaction.push(unopt(e.satisfaction));
+        b.business_value.push(unopt(e.business_value));
+        b.cost.push(unopt(e.cost));
+        b.health.push(Health::code(e.health));
+        b.model.push(model);
+        b.service.push(service);
+        b.user.push(user);
+        if let Some(p) = &e.payload {
+            b.payload.push(p.clone());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    pub fn finish(self) -> EventBatch {
+        self.batch
     }
 }
 
@@ -221,4 +479,52 @@ pub struct ResponseInput {
     pub time_ms: i64,
     pub analytics: Snapshot,
     pub findings: Vec<Finding>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trip_and_string_table() {
+        let mut a = Event::new(7, EventKind::LlmRequest, 1000);
+        a.id = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        a.latency_ms = Some(12.5);
+        a.success = Some(false);
+        a.model = Some("m".into());
+        a.service = Some("s".into());
+        let mut b = Event::new(8, EventKind::SystemMetric, 1001);
+        b.health = Some(Health::Failed);
+        b.service = Some("s".into());
+        b.satisfaction = Some(f64::NAN); // NaN is "absent"
+        let batch = EventBatch::from_events([&a, &b]);
+        batch.check().unwrap();
+        assert_eq!(batch.strings, vec!["m".to_string(), "s".to_string()]);
+        let r: Vec<EventRef> = batch.iter().collect();
+        assert_eq!(r[0].id, a.id);
+        assert_eq!(r[0].latency_ms, Some(12.5));
+        assert_eq!(r[0].success, Some(false));
+        assert_eq!(
+            (r[0].model, r[0].service, r[0].user),
+            (Some("m"), Some("s"), None)
+        );
+        assert_eq!(r[1].health, Some(Health::Failed));
+        assert_eq!(r[1].kind, EventKind::SystemMetric);
+        assert_eq!(r[1].satisfaction, None);
+        assert_eq!(r[1].payload, None);
+    }
+
+    #[test]
+    fn check_refuses_inconsistent_batches() {
+        let mut batch = EventBatch::from_events([&Event::new(1, EventKind::ErrorEvent, 0)]);
+        batch.check().unwrap();
+        batch.model[0] = 3;
+        assert_eq!(batch.check().unwrap_err(), "string index out of range");
+        batch.model[0] = NO_STRING;
+        batch.kind[0] = 9;
+        assert!(batch.check().is_err());
+        batch.kind[0] = 0;
+        batch.cost.push(1.0);
+        assert!(batch.check().unwrap_err().starts_with("column cost"));
+    }
 }

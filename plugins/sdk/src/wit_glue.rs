@@ -50,46 +50,46 @@ macro_rules! wit_conversions {
                 }
             }
 
-            pub fn event(e: wit::Event) -> sdk::Event {
-                sdk::Event {
-                    seq: e.seq,
-                    kind: kind_to_sdk(e.kind),
-                    id: e.id,
-                    time_ms: e.time_ms,
-                    latency_ms: e.latency_ms,
-                    success: e.success,
-                    satisfaction: e.satisfaction,
-                    business_value: e.business_value,
-                    cost: e.cost,
-                    model: e.model,
-                    service: e.service,
-                    user: e.user,
-                    health: e.health.map(health_to_sdk),
-                    payload: e.payload,
+            pub fn batch(b: wit::EventBatch) -> sdk::EventBatch {
+                sdk::EventBatch {
+                    seq: b.seq,
+                    kind: b.kind,
+                    id_hi: b.id_hi,
+                    id_lo: b.id_lo,
+                    time_ms: b.time_ms,
+                    latency_ms: b.latency_ms,
+                    outcome: b.outcome,
+                    satisfaction: b.satisfaction,
+                    business_value: b.business_value,
+                    cost: b.cost,
+                    health: b.health,
+                    strings: b.strings,
+                    model: b.model,
+                    service: b.service,
+                    user: b.user,
+                    payload: b.payload,
                 }
             }
 
-            pub fn event_to_wit(e: sdk::Event) -> wit::Event {
-                wit::Event {
-                    seq: e.seq,
-                    kind: kind_to_wit(e.kind),
-                    id: e.id,
-                    time_ms: e.time_ms,
-                    latency_ms: e.latency_ms,
-                    success: e.success,
-                    satisfaction: e.satisfaction,
-                    business_value: e.business_value,
-                    cost: e.cost,
-                    model: e.model,
-                    service: e.service,
-                    user: e.user,
-                    health: e.health.map(health_to_wit),
-                    payload: e.payload,
+            pub fn batch_to_wit(b: sdk::EventBatch) -> wit::EventBatch {
+                wit::EventBatch {
+                    seq: b.seq,
+                    kind: b.kind,
+                    id_hi: b.id_hi,
+                    id_lo: b.id_lo,
+                    time_ms: b.time_ms,
+                    latency_ms: b.latency_ms,
+                    outcome: b.outcome,
+                    satisfaction: b.satisfaction,
+                    business_value: b.business_value,
+                    cost: b.cost,
+                    health: b.health,
+                    strings: b.strings,
+                    model: b.model,
+                    service: b.service,
+                    user: b.user,
+                    payload: b.payload,
                 }
-            }
-
-            pub fn events(v: Vec<wit::Event>) -> Vec<sdk::Event> {
-                v.into_iter().map(event).collect()
             }
 
             pub fn metadata(m: sdk::Metadata) -> wit::PluginMetadata {

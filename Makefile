@@ -1,0 +1,45 @@
+# hxp-events — the operations.
+#   make build   plugins (wasm32-wasip2 components) + the host, release
+#   make run     build, then serve with the embedded defaults (SQLite, bundled plugins)
+#   make test    build, start what the tests need, run every test
+#   make bench   the benchmarks (figures go to BENCHMARKS.md by hand)
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_OUT    := target/$(WASM_TARGET)/release
+PLUGIN_DIR  := target/plugins
+# The default plugins, and the guests the runtime tests load.
+GUESTS      := -p hxp-analytics -p hxp-correlation -p hxp-responses \
+               -p hostile-guest -p future-wit-guest -p not-a-plugin-guest
+
+.PHONY: build run test bench wasm-target plugins lint
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+plugins: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(GUESTS)
+	@mkdir -p $(PLUGIN_DIR)
+	@for p in analytics correlation responses; do \
+		cp $(WASM_OUT)/hxp_$$p.wasm $(PLUGIN_DIR)/.$$p.wasm.tmp && \
+		mv $(PLUGIN_DIR)/.$$p.wasm.tmp $(PLUGIN_DIR)/$$p.wasm; \
+	done
+	@echo "plugins in $(PLUGIN_DIR)/"
+
+build: plugins
+	$(CARGO) build --release -p hxp-events
+
+run: build
+	./target/release/hxp-events serve --config config/event-processing.yaml
+
+test: build
+	$(CARGO) fmt --all --check
+	$(CARGO) test --release --workspace
+
+bench: build
+	$(CARGO) bench -p hxp-events --bench plugin_stages
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(GUESTS) -- -D warnings

@@ -1,0 +1,248 @@
+//! Cost per event of each plugin stage through wasmtime, against the same
+//! Rust logic called natively, at batch sizes 1, 100 and 1000.
+//!
+//! Run with `make bench` (or `cargo bench -p hxp-events --bench
+//! plugin_stages`). Each measurement is the median of several runs over the
+//! same event stream; both sides run in this one process, one after the
+//! other, so the ratio is taken under the same conditions.
+//!
+//! What is timed per batch, as the pipeline does it:
+//! - analytics: `process(batch)` then `snapshot()`;
+//! - correlation: `process(batch)`;
+//! - responses: `decide({snapshot, findings})` once per batch.
+//!
+//! The native side gets the same host-side batch and converts it into the
+//! logic's own types (cloning strings, as lifting into the guest copies
+//! them), then calls the plugin crate directly.
+
+use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
+use hxp_plugin_sdk::{Event, EventBatch, EventKind, Health};
+use std::path::PathBuf;
+use std::time::Instant;
+
+const EVENTS: usize = 100_000;
+const RUNS: usize = 7;
+const BATCHES: [usize; 3] = [1, 100, 1000];
+/// Simulated arrival rate: the clock advances 50 µs per event.
+const US_PER_EVENT: i64 = 50;
+
+fn wasm(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} missing: run `make build`", p.display());
+    p
+}
+
+/// A realistic mix: 60% llm_request (3% failing, 4 models, 3 services),
+/// 15% user_feedback, 10% system_metric, 5% business_event, 10% error_event.
+fn stream() -> Vec<Event> {
+    let models = ["mixtral-8x7b", "llama-3-8b", "qwen-2-7b", "phi-3"];
+    let services = ["inference-gateway", "vllm-mixtral", "vllm-llama"];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    (0..EVENTS as u64)
+        .map(|seq| {
+            let r = next() % 100;
+            let time = 1_767_225_600_000 + seq as i64 * US_PER_EVENT / 1000;
+            let mut e = match r {
+                0..60 => {
+                    let mut e = Event::new(seq, EventKind::LlmRequest, time);
+                    e.latency_ms = Some(50.0 + (next() % 3000) as f64 / 3.0);
+                    e.success = Some(next() % 100 >= 3);
+                    e.cost = Some((next() % 100) as f64 / 10_000.0);
+                    e.user = Some(format!("user-{}", next() % 5000));
+                    e
+                }
+                60..75 => {
+                    let mut e = Event::new(seq, EventKind::UserFeedback, time);
+                    e.satisfaction = Some((next() % 101) as f64 / 10.0);
+                    e.user = Some(format!("user-{}", next() % 5000));
+                    e
+                }
+                75..85 => {
+                    let mut e = Event::new(seq, EventKind::SystemMetric, time);
+                    e.health = Some(if next() % 500 == 0 {
+                        Health::Failed
+                    } else {
+                        Health::Healthy
+                    });
+                    e.latency_ms = Some((next() % 400) as f64);
+                    e
+                }
+                85..90 => {
+                    let mut e = Event::new(seq, EventKind::BusinessEvent, time);
+                    e.business_value = Some((next() % 10_000) as f64 / 100.0);
+                    e
+                }
+                _ => {
+                    let mut e = Event::new(seq, EventKind::ErrorEvent, time);
+                    e.success = Some(false);
+                    e
+                }
+            };
+            e.id = (next() as u128) << 64 | next() as u128;
+            e.model = Some(models[(next() % 4) as usize].to_string());
+            e.service = Some(services[(next() % 3) as usize].to_string());
+            e
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The stream cut into host-side batches, each with the time of its last
+/// event (the clock the plugins see when it is processed).
+fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
+    events
+        .chunks(size)
+        .map(|c| {
+            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
+            (convert::batch_to_wit(EventBatch::from_events(c)), now)
+        })
+        .collect()
+}
+
+/// Time one pass; returns ns per event.
+fn pass(batches: &[(types::EventBatch, i64)], mut f: impl FnMut(&types::EventBatch, i64)) -> f64 {
+    let started = Instant::now();
+    for (b, now) in batches {
+        f(b, *now);
+    }
+    started.elapsed().as_nanos() as f64 / EVENTS as f64
+}
+
+struct Row {
+    stage: &'static str,
+    batch: usize,
+    wasm: f64,
+    native: f64,
+}
+
+fn main() {
+    let events = stream();
+    let engine = PluginEngine::new(None).unwrap();
+    let load = |name: &str, clock: &Clock| {
+        let loaded = engine.load_file(&wasm(name)).unwrap();
+        Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone()).unwrap()
+    };
+    // A snapshot and findings to feed the responses stage, from a warm window.
+    let clock = Clock::manual(0);
+    let mut warm_a = load("hxp_analytics", &clock);
+    let mut warm_c = load("hxp_correlation", &clock);
+    let mut last = None;
+    for (b, now) in batches(&events, 1000) {
+        clock.set_ms(now);
+        warm_a.analytics_process(&b).unwrap();
+        last = Some(warm_c.correlation_process(&b).unwrap());
+    }
+    let response_input = types::ResponseInput {
+        time_ms: clock.now_ms(),
+        analytics: warm_a.analytics_snapshot().unwrap(),
+        findings: last.unwrap().findings,
+    };
+
+    // The native side's equivalent of lowering a batch into a guest: copy
+    // the columns (and the few distinct strings), then move them over.
+    let to_sdk = |b: &types::EventBatch| convert::batch(b.clone());
+    let mut rows = Vec::new();
+    for &size in &BATCHES {
+        let input = batches(&events, size);
+        let (mut aw, mut an, mut cw, mut cn, mut rw, mut rn) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            // analytics
+            let clock = Clock::manual(0);
+            let mut p = load("hxp_analytics", &clock);
+            aw.push(pass(&input, |b, now| {
+                clock.set_ms(now);
+                p.analytics_process(b).unwrap();
+                std::hint::black_box(p.analytics_snapshot().unwrap());
+            }));
+            let mut n = hxp_analytics::Analytics::default();
+            an.push(pass(&input, |b, now| {
+                n.process(&to_sdk(b), now);
+                std::hint::black_box(n.snapshot(now));
+            }));
+            // correlation
+            let clock = Clock::manual(0);
+            let mut p = load("hxp_correlation", &clock);
+            cw.push(pass(&input, |b, now| {
+                clock.set_ms(now);
+                std::hint::black_box(p.correlation_process(b).unwrap());
+            }));
+            let mut n = hxp_correlation::Correlation::default();
+            cn.push(pass(&input, |b, now| {
+                std::hint::black_box(n.process(&to_sdk(b), now));
+            }));
+            // responses: one decision per batch
+            let clock = Clock::manual(0);
+            let mut p = load("hxp_responses", &clock);
+            let mut ri = response_input.clone();
+            rw.push(pass(&input, |_, now| {
+                ri.time_ms = now;
+                std::hint::black_box(p.responses_decide(&ri).unwrap());
+            }));
+            let mut n = hxp_responses::Responses::default();
+            rn.push(pass(&input, |_, now| {
+                ri.time_ms = now;
+                let i = convert::response_input(ri.clone());
+                std::hint::black_box(n.decide(&i));
+            }));
+        }
+        rows.push(Row {
+            stage: "analytics",
+            batch: size,
+            wasm: median(aw),
+            native: median(an),
+        });
+        rows.push(Row {
+            stage: "correlation",
+            batch: size,
+            wasm: median(cw),
+            native: median(cn),
+        });
+        rows.push(Row {
+            stage: "responses",
+            batch: size,
+            wasm: median(rw),
+            native: median(rn),
+        });
+    }
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "machine: {cpu}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!("events per pass: {EVENTS}; median of {RUNS} passes\n");
+    println!("| stage | batch | wasm ns/event | native ns/event | wasm / native |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}× |",
+            r.stage,
+            r.batch,
+            r.wasm,
+            r.native,
+            r.wasm / r.native
+        );
+    }
+}
