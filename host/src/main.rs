@@ -1,7 +1,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hxp_events::config::Config;
 use hxp_events::plugin::PluginEngine;
-use hxp_events::plugin_cli;
+use hxp_events::{app, loadgen, plugin_cli};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,6 +16,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the event-processing-api service.
+    Serve {
+        /// Service config (YAML); without it, built-in defaults. Environment
+        /// variables override either.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Send a realistic mix of events to a running service.
+    Loadgen {
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value = "http://127.0.0.1:9100")]
+        target: String,
+        /// Events per request (POST /events, NDJSON).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// No progress lines, only the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -50,14 +80,21 @@ enum PluginCommand {
     },
 }
 
-fn main() -> ExitCode {
+fn init_logging(default_level: &str) {
+    let level = match default_level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_string(),
+        l => l.to_string(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn"))),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -69,7 +106,46 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config.performance.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.service.workers)
+                .thread_name("http")
+                .enable_all()
+                .build()?;
+            runtime.block_on(app::run(config, app::signals(), None))
+        }
+        Command::Loadgen {
+            rate,
+            duration,
+            target,
+            batch,
+            concurrency,
+            seed,
+            quiet,
+        } => {
+            anyhow::ensure!(rate > 0 && batch > 0 && concurrency > 0, "--rate, --batch and --concurrency must be at least 1");
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = runtime.block_on(loadgen::run(loadgen::Options {
+                target,
+                rate,
+                duration: std::time::Duration::from_secs_f64(duration),
+                batch,
+                concurrency,
+                seed,
+                quiet,
+            }))?;
+            eprintln!(
+                "sent {} events in {:.1} s: {} accepted, {} rejected, {} refused as busy, {} failed; achieved {:.0} events/s",
+                summary["sent"], summary["seconds"].as_f64().unwrap_or(0.0), summary["accepted"], summary["rejected"],
+                summary["busy"], summary["failed"], summary["achieved_rate"].as_f64().unwrap_or(0.0)
+            );
+            println!("{summary}");
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Inspect { file, json }) => {
+            init_logging("warn");
             let engine = PluginEngine::new(None)?;
             let info = plugin_cli::inspect(&engine, &file)?;
             if json {
@@ -123,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             correlation,
         }) => {
             anyhow::ensure!(batch_size > 0, "--batch-size must be at least 1");
+            init_logging("warn");
             let engine = PluginEngine::new(None)?;
             let opts = plugin_cli::TestOptions {
                 file,

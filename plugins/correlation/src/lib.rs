@@ -92,7 +92,7 @@ fn default_action() -> String {
     "alert".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatternConfig {
     pub error_burst: ErrorBurst,
@@ -100,38 +100,46 @@ pub struct PatternConfig {
     pub model_divergence: ModelDivergence,
 }
 
-impl Default for PatternConfig {
+impl Default for ErrorBurst {
     fn default() -> Self {
-        PatternConfig {
-            error_burst: ErrorBurst {
-                window_secs: 10,
-                min_errors: 5,
-            },
-            latency_spike: LatencySpike {
-                recent_secs: 5,
-                min_recent: 5,
-                min_baseline: 20,
-                sigma: 3.0,
-                factor: 2.0,
-            },
-            model_divergence: ModelDivergence {
-                min_requests: 20,
-                min_difference: 0.1,
-                z: 3.0,
-            },
+        ErrorBurst {
+            window_secs: 10,
+            min_errors: 5,
+        }
+    }
+}
+
+impl Default for LatencySpike {
+    fn default() -> Self {
+        LatencySpike {
+            recent_secs: 5,
+            min_recent: 5,
+            min_baseline: 20,
+            sigma: 3.0,
+            factor: 2.0,
+        }
+    }
+}
+
+impl Default for ModelDivergence {
+    fn default() -> Self {
+        ModelDivergence {
+            min_requests: 20,
+            min_difference: 0.1,
+            z: 3.0,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ErrorBurst {
     pub window_secs: u32,
     pub min_errors: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LatencySpike {
     pub recent_secs: u32,
     pub min_recent: u32,
@@ -141,7 +149,7 @@ pub struct LatencySpike {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelDivergence {
     pub min_requests: u32,
     pub min_difference: f64,
@@ -964,9 +972,11 @@ mod tests {
         let err = c.configure(r#"{"alert_threshold": 0}"#).unwrap_err();
         assert!(err.contains("alert_threshold"));
         let err = c
-            .configure(r#"{"patterns": {"error_burst": {"window_secs": 1}}}"#)
+            .configure(r#"{"patterns": {"error_burst": {"window_seconds": 1}}}"#)
             .unwrap_err();
-        assert!(err.contains("min_errors"), "{err}");
+        assert!(err.contains("unknown field `window_seconds`"), "{err}");
+        // Partial pattern settings keep the other defaults.
+        c.configure(r#"{"patterns": {"error_burst": {"min_errors": 2}}}"#).unwrap();
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! `hxp-events serve`: wires the store, the plugins, the pipeline and the
+//! HTTP API, and shuts them down in order.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::pipeline::{self, Stages};
+use crate::plugin::{Clock, Plugin, PluginEngine, PluginKind};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The file each stage's plugin is loaded from, in the plugin directory.
+pub fn plugin_file(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Analytics => "analytics.wasm",
+        PluginKind::Correlation => "correlation.wasm",
+        PluginKind::Responses => "responses.wasm",
+    }
+}
+
+/// Load, check and configure one stage's plugin.
+fn load_stage(
+    engine: &Arc<PluginEngine>,
+    config: &Config,
+    kind: PluginKind,
+    clock: &Clock,
+) -> anyhow::Result<(Plugin, crate::plugin::LoadedComponent)> {
+    let path = config.plugins.directory.join(plugin_file(kind));
+    if !path.exists() {
+        anyhow::bail!(
+            "{} is missing (plugins.directory = {}); `make build` builds the default plugins into target/plugins",
+            path.display(),
+            config.plugins.directory.display()
+        );
+    }
+    let loaded = engine.load_file(&path)?;
+    if loaded.kind != kind {
+        anyhow::bail!("{} is a {} plugin, expected {}", path.display(), loaded.kind, kind);
+    }
+    tracing::info!(
+        file = %path.display(), sha256 = %&loaded.hash[..12], cached = loaded.from_cache,
+        ms = loaded.load_time.as_millis() as u64, "plugin loaded"
+    );
+    let mut plugin = Plugin::new(engine.clone(), loaded.clone(), config.plugins.limits, clock.clone())?;
+    let section = crate::plugin_cli::config_section(kind);
+    plugin
+        .configure(&config.section_json(section))
+        .with_context(|| format!("configuring {} with the `{section}` section", path.display()))?;
+    Ok((plugin, loaded))
+}
+
+/// Run the service until `shutdown` resolves; then stop intake, drain, and
+/// return. `bound` receives the listening address.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = Arc::new(config);
+    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    let ns_text = store
+        .meta_or_insert("processing_namespace", &format!("{:015x}", rand_u64() & ((1 << 60) - 1)))
+        .await?;
+    let namespace = u64::from_str_radix(&ns_text, 16).context("stored processing namespace is not hex")?;
+
+    let engine = PluginEngine::new(Some(config.plugins.cache_dir.clone()))?;
+    let clock = Clock::manual(crate::store::now_ms());
+    let (analytics, _) = load_stage(&engine, &config, PluginKind::Analytics, &clock)?;
+    let (correlation, correlation_component) = load_stage(&engine, &config, PluginKind::Correlation, &clock)?;
+    let (responses, _) = load_stage(&engine, &config, PluginKind::Responses, &clock)?;
+    let stages = Stages {
+        analytics: Some(analytics),
+        correlation: Some(correlation),
+        responses: Some(responses),
+        clock,
+        loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let pipeline = pipeline::start(config.clone(), store.clone(), stages, metrics.clone()).await?;
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        pipeline: pipeline.handle.clone(),
+        live: pipeline.live.clone(),
+        store: store.clone(),
+        metrics,
+        engine,
+        correlation: Some(correlation_component),
+        validators: Arc::new(crate::ingest::pool(config.stream_processing.parallel_workers)?),
+        namespace,
+        started,
+    });
+
+    let addr: SocketAddr = format!("{}:{}", config.service.host, config.service.port)
+        .parse()
+        .or_else(|_| format!("127.0.0.1:{}", config.service.port).parse())
+        .context("service.host/port")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        address = %local, database = ?store.backend(), startup_ms = started.elapsed().as_millis() as u64,
+        "{} listening", config.service.name
+    );
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
+
+    // On shutdown: stop intake at once (new events get 503), let in-flight
+    // requests finish, drain the pipeline.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = pipeline.handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: intake stopped, draining");
+        handle.close();
+        let _ = stop_tx.send(true);
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = axum::serve(listener, api::router(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+    let grace = Duration::from_secs(config.service.timeout + 5);
+    let mut stopped = stop_rx;
+    tokio::select! {
+        r = server => r.context("HTTP server")?,
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("HTTP requests still open after {grace:?}; closing them"),
+    }
+    pipeline.handle.close();
+    pipeline.done.await.context("pipeline writer")?;
+    store.close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn signals() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn rand_u64() -> u64 {
+    let u = uuid::Uuid::new_v4();
+    u.as_u64_pair().0 ^ u.as_u64_pair().1
+}

@@ -1,0 +1,100 @@
+//! Parsing and validating many events at once (bulk HTTP bodies, Kafka
+//! polls) on the `stream_processing.parallel_workers` threads.
+
+use crate::event::{self, EventError, ValidEvent};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Below this many events, validation runs on the calling thread.
+const PARALLEL_MIN: usize = 64;
+
+/// Why one element of a bulk body was refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemError {
+    /// 0-based position in the array, or line number minus one for NDJSON.
+    pub index: usize,
+    #[serde(flatten)]
+    pub error: EventError,
+}
+
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Valid events with their positions.
+    pub valid: Vec<(usize, ValidEvent)>,
+    pub errors: Vec<ItemError>,
+}
+
+/// The validation thread pool.
+pub fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("validate-{i}"))
+        .build()?)
+}
+
+/// Validate a list of raw JSON texts, in parallel when there are many.
+pub fn validate_all(items: &[&[u8]], now_ms: i64, enabled: &[bool; 5], pool: &rayon::ThreadPool) -> Parsed {
+    let check = |(index, text): (usize, &&[u8])| match event::parse(text, now_ms, enabled) {
+        Ok(e) => Ok((index, e)),
+        Err(error) => Err(ItemError { index, error }),
+    };
+    let results: Vec<Result<(usize, ValidEvent), ItemError>> = if items.len() < PARALLEL_MIN {
+        items.iter().enumerate().map(check).collect()
+    } else {
+        pool.install(|| items.par_iter().enumerate().map(check).collect())
+    };
+    let mut parsed = Parsed::default();
+    for r in results {
+        match r {
+            Ok(v) => parsed.valid.push(v),
+            Err(e) => parsed.errors.push(e),
+        }
+    }
+    parsed
+}
+
+/// A bulk body: a JSON array of events, or NDJSON (one event per line).
+/// A malformed array is an error for the whole body; a malformed NDJSON line
+/// is an error for that line only.
+pub fn parse_bulk(
+    body: &[u8],
+    ndjson: bool,
+    now_ms: i64,
+    enabled: &[bool; 5],
+    pool: &rayon::ThreadPool,
+) -> Result<Parsed, EventError> {
+    if ndjson {
+        let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+        // Keep line numbers: blank lines are skipped but still counted.
+        let mut index = Vec::with_capacity(lines.len());
+        let mut texts = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            if l.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            index.push(i);
+            texts.push(l);
+        }
+        let mut parsed = validate_all(&texts, now_ms, enabled, pool);
+        for (i, _) in &mut parsed.valid {
+            *i = index[*i];
+        }
+        for e in &mut parsed.errors {
+            e.index = index[e.index];
+        }
+        Ok(parsed)
+    } else {
+        let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+            let mut err = EventError::malformed(&e);
+            if e.is_data() {
+                err.kind = event::EventErrorKind::Invalid;
+                err.message = "the body must be a JSON array of events (or NDJSON with Content-Type application/x-ndjson)".into();
+            }
+            err
+        })?;
+        let texts: Vec<&[u8]> = raws.iter().map(|r| r.get().as_bytes()).collect();
+        Ok(validate_all(&texts, now_ms, enabled, pool))
+    }
+}

@@ -1,0 +1,207 @@
+//! `hxp-events loadgen`: sends a realistic mix of the five event types to a
+//! running service (POST /events, NDJSON) at a target rate.
+//!
+//! The mix: 60% llm_request (latency around a per-model median with a long
+//! tail, 2% failures), 15% user_feedback (mostly 6 to 10), 10% system_metric
+//! (rarely degraded), 5% business_event, 10% error_event. Every 30 s one
+//! service ("vllm-mixtral") has a 5 s error burst: its requests fail 40% of
+//! the time and it reports extra error events.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub target: String,
+    pub rate: u64,
+    pub duration: Duration,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    failed_requests: AtomicU64,
+    busy: AtomicU64,
+}
+
+/// xorshift64*: deterministic for a seed, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+const MODELS: [&str; 4] = ["mixtral-8x7b", "llama-3-8b", "qwen-2-7b", "phi-3-mini"];
+const SERVICES: [&str; 3] = ["inference-gateway", "vllm-mixtral", "vllm-llama"];
+const BURSTING: &str = "vllm-mixtral";
+
+/// One event as NDJSON text.
+pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
+    let burst = elapsed.as_secs() % 30 < 5 && elapsed.as_secs() >= 5;
+    let r = rng.unit();
+    let v = if r < 0.60 {
+        let model = rng.pick(&MODELS);
+        let median = match model {
+            "mixtral-8x7b" => 900.0,
+            "llama-3-8b" => 350.0,
+            "qwen-2-7b" => 420.0,
+            _ => 150.0,
+        };
+        // Log-normal-ish: median times e^(0.5 z), z roughly normal.
+        let z = (0..4).map(|_| rng.unit()).sum::<f64>() - 2.0;
+        let latency = median * (z * 0.9).exp();
+        let service = if model == "mixtral-8x7b" { BURSTING } else { rng.pick(&SERVICES) };
+        let fail_p = if burst && service == BURSTING { 0.4 } else { 0.02 };
+        let ok = rng.unit() >= fail_p;
+        let tokens = 50 + rng.next() % 800;
+        let mut data = json!({
+            "model": model, "service": service, "user_id": format!("user-{}", rng.next() % 5000),
+            "latency_ms": (latency * 10.0).round() / 10.0, "success": ok,
+            "prompt_tokens": 100 + rng.next() % 1500, "completion_tokens": tokens,
+            "cost_usd": (tokens as f64 * 0.000002 * 1e6).round() / 1e6,
+        });
+        if !ok {
+            data["error"] = json!("upstream error");
+        }
+        json!({"event_type": "llm_request", "data": data})
+    } else if r < 0.75 {
+        let s = (6.0 + rng.unit() * 4.5).min(10.0) - if rng.unit() < 0.1 { 4.0 } else { 0.0 };
+        json!({"event_type": "user_feedback", "data": {
+            "user_id": format!("user-{}", rng.next() % 5000), "model": rng.pick(&MODELS),
+            "satisfaction": (s * 10.0).round() / 10.0,
+        }})
+    } else if r < 0.85 {
+        let health = if rng.unit() < 0.02 { "degraded" } else { "healthy" };
+        json!({"event_type": "system_metric", "data": {
+            "service": rng.pick(&SERVICES), "health": health,
+            "cpu_percent": (rng.unit() * 900.0).round() / 10.0, "memory_percent": (rng.unit() * 900.0).round() / 10.0,
+        }})
+    } else if r < 0.90 {
+        json!({"event_type": "business_event", "data": {
+            "name": rng.pick(&["subscription_renewal", "upgrade", "api_credit_purchase"]),
+            "value": ((rng.unit() * 500.0) * 100.0).round() / 100.0, "currency": "USD",
+            "user_id": format!("user-{}", rng.next() % 5000),
+        }})
+    } else {
+        let service = if burst && rng.unit() < 0.7 { BURSTING } else { rng.pick(&SERVICES) };
+        json!({"event_type": "error_event", "data": {
+            "service": service, "error_type": rng.pick(&["timeout", "http_503", "oom"]),
+            "severity": rng.pick(&["warning", "error", "critical"]),
+        }})
+    };
+    v.to_string()
+}
+
+/// Run the load; prints progress to stderr each second, returns the summary.
+pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/events", opts.target.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let totals = Arc::new(Totals::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.concurrency));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let started = Instant::now();
+    let mut rng = Rng(opts.seed.max(1));
+    let mut due_sent = 0u64;
+    let mut last_report = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let tick = Duration::from_millis(5);
+    while started.elapsed() < opts.duration {
+        let elapsed = started.elapsed();
+        let due = (elapsed.as_secs_f64() * opts.rate as f64) as u64;
+        while due_sent < due {
+            let n = ((due - due_sent) as usize).min(opts.batch);
+            let mut body = String::with_capacity(n * 260);
+            for _ in 0..n {
+                body.push_str(&event(&mut rng, elapsed));
+                body.push('\n');
+            }
+            due_sent += n as u64;
+            let permit = slots.clone().acquire_owned().await?;
+            let (client, url, totals, latencies) = (client.clone(), url.clone(), totals.clone(), latencies.clone());
+            tasks.spawn(async move {
+                let t = Instant::now();
+                totals.sent.fetch_add(n as u64, Ordering::Relaxed);
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        totals.accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        totals.rejected.fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    }
+                    Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                        totals.busy.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        totals.rejected.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        totals.failed_requests.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0);
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        if !opts.quiet && last_report.elapsed() >= Duration::from_secs(1) {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "[{secs:6.1}s] sent {:>9}  accepted {:>9}  rejected {:>6}  busy {:>6}  failed {:>6}  {:>9.0} ev/s",
+                totals.sent.load(Ordering::Relaxed),
+                totals.accepted.load(Ordering::Relaxed),
+                totals.rejected.load(Ordering::Relaxed),
+                totals.busy.load(Ordering::Relaxed),
+                totals.failed_requests.load(Ordering::Relaxed),
+                totals.accepted.load(Ordering::Relaxed) as f64 / secs
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(tick).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    let mut lat = std::mem::take(&mut *latencies.lock().expect("lock"));
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied();
+    Ok(json!({
+        "target": opts.target,
+        "requested_rate": opts.rate,
+        "seconds": secs,
+        "sent": totals.sent.load(Ordering::Relaxed),
+        "accepted": totals.accepted.load(Ordering::Relaxed),
+        "rejected": totals.rejected.load(Ordering::Relaxed),
+        "busy": totals.busy.load(Ordering::Relaxed),
+        "failed": totals.failed_requests.load(Ordering::Relaxed),
+        "achieved_rate": totals.accepted.load(Ordering::Relaxed) as f64 / secs,
+        "request_ms_p50": q(0.5),
+        "request_ms_p99": q(0.99),
+    }))
+}

@@ -1,0 +1,957 @@
+//! The processing pipeline:
+//!
+//! ```text
+//! sources ─submit─▶ batcher ──▶ processor thread ──▶ writer ──▶ acknowledgement
+//!  (HTTP, Kafka)   (seq, dedupe,  (analytics,          (one transaction
+//!                   batches)       correlation,         per batch)
+//!                                  responses)
+//! ```
+//!
+//! - Intake is bounded by `stream_processing.queue_capacity` events: a
+//!   submission that does not fit is refused at once (HTTP answers 503 with
+//!   Retry-After) instead of growing memory. Capacity is given back when the
+//!   events are stored.
+//! - The batcher assigns sequence numbers, drops duplicates of recently seen
+//!   event ids (they are acknowledged with the original's receipt), and closes
+//!   a batch at `batch_size` or as soon as no more input is waiting, so a lone
+//!   event goes straight through and batches grow under load.
+//! - The processor thread owns the plugin instances. Before each batch it sets
+//!   the plugins' clock to the batch's processing time, which is stored, so a
+//!   restart can replay the events after the last checkpoint and continue the
+//!   windows exactly.
+//! - The writer stores each batch in one transaction, retrying while the
+//!   database is away; only then are the events acknowledged.
+
+use crate::config::Config;
+use crate::event::ValidEvent;
+use crate::plugin::{Clock, Plugin, PluginError, PluginKind, convert, types};
+use crate::store::{ActionRow, AlertRow, BatchRow, BatchWrite, EventRow, Store};
+use crate::telemetry::Metrics;
+use hxp_plugin_sdk::{ActionRequest, EventBatch, Finding, Snapshot};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// What a source learns once its events are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence number of the stored event (the original, for a duplicate).
+    pub seq: u64,
+    pub event_id: u128,
+    pub duplicate: bool,
+}
+
+/// Called once with the receipts of a submission, in order, when all its
+/// events are stored.
+pub type Ack = Box<dyn FnOnce(Vec<Receipt>) + Send>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the processing queue is full ({queued} of {capacity} events waiting); retry shortly")]
+    Busy { queued: usize, capacity: usize },
+    #[error("the submission has {events} events, more than the queue holds ({capacity})")]
+    TooLarge { events: usize, capacity: usize },
+    #[error("stream processing is disabled (stream_processing.enabled is false)")]
+    Disabled,
+    #[error("the service is shutting down")]
+    Closed,
+}
+
+/// The latest results, for the API and the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct LiveView {
+    pub snapshot: Option<Snapshot>,
+    pub findings: Vec<Finding>,
+    pub correlation_score: f64,
+    pub last_actions: Vec<ActionRequest>,
+    pub batches: u64,
+    pub events: u64,
+    pub duplicates: u64,
+    pub last_batch_at: Option<i64>,
+    pub last_batch_size: usize,
+    /// Cumulative nanoseconds per stage: analytics, correlation, responses.
+    pub stage_ns: [u64; 3],
+    pub plugins: Vec<PluginStatus>,
+    pub replayed: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub stage: PluginKind,
+    pub version: String,
+    pub wit_version: String,
+    pub sha256: String,
+    pub file: String,
+    pub loaded_at: String,
+    pub limits: crate::plugin::Limits,
+    pub stats: crate::plugin::CallStats,
+    pub enabled: bool,
+}
+
+/// Shared counters the API reads without locks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub queued: AtomicUsize,
+    pub stored: AtomicU64,
+    pub db_failing: AtomicBool,
+    pub db_last_error: Mutex<Option<String>>,
+    pub writer_batches: AtomicU64,
+}
+
+struct Tracker {
+    receipts: Mutex<Vec<Option<Receipt>>>,
+    remaining: AtomicUsize,
+    ack: Mutex<Option<Ack>>,
+    _permit: Mutex<Option<OwnedSemaphorePermit>>,
+    started: Instant,
+}
+
+impl Tracker {
+    fn complete(&self, index: usize, r: Receipt) -> bool {
+        self.receipts.lock().expect("receipts lock")[index] = Some(r);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let receipts = std::mem::take(&mut *self.receipts.lock().expect("receipts lock"))
+                .into_iter()
+                .map(|r| r.expect("every receipt set"))
+                .collect();
+            if let Some(ack) = self.ack.lock().expect("ack lock").take() {
+                ack(receipts);
+            }
+            self._permit.lock().expect("permit lock").take();
+            return true;
+        }
+        false
+    }
+}
+
+struct Submission {
+    events: Vec<ValidEvent>,
+    source: Option<String>,
+    ingested_at: i64,
+    tracker: Arc<Tracker>,
+}
+
+/// One event on its way through.
+struct Item {
+    tracker: Arc<Tracker>,
+    index: usize,
+    seq: u64,
+    duplicate: bool,
+    ingested_at: i64,
+    source: Option<Arc<str>>,
+    event: ValidEvent,
+}
+
+struct Batch {
+    items: Vec<Item>,
+}
+
+enum WriterMsg {
+    Batch {
+        items: Vec<Item>,
+        write: BatchWrite,
+    },
+    Checkpoint {
+        plugin: String,
+        version: String,
+        state_version: u32,
+        last_seq: u64,
+        state: Vec<u8>,
+    },
+    Snapshot {
+        taken_at: i64,
+        json: String,
+        retention_ms: i64,
+    },
+}
+
+/// The sources' handle on the pipeline.
+pub struct PipelineHandle {
+    intake: Mutex<Option<mpsc::UnboundedSender<Submission>>>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    enabled: bool,
+    pub counters: Arc<Counters>,
+}
+
+impl PipelineHandle {
+    /// Queue validated events. `ack` runs once all are stored.
+    pub fn submit(&self, events: Vec<ValidEvent>, source: Option<String>, ack: Ack) -> Result<(), SubmitError> {
+        if !self.enabled {
+            return Err(SubmitError::Disabled);
+        }
+        let n = events.len();
+        if n == 0 {
+            ack(Vec::new());
+            return Ok(());
+        }
+        if n > self.capacity {
+            return Err(SubmitError::TooLarge {
+                events: n,
+                capacity: self.capacity,
+            });
+        }
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(n as u32)
+            .map_err(|_| SubmitError::Busy {
+                queued: self.counters.queued.load(Ordering::Relaxed),
+                capacity: self.capacity,
+            })?;
+        let tracker = Arc::new(Tracker {
+            receipts: Mutex::new(vec![None; n]),
+            remaining: AtomicUsize::new(n),
+            ack: Mutex::new(Some(ack)),
+            _permit: Mutex::new(Some(permit)),
+            started: Instant::now(),
+        });
+        let guard = self.intake.lock().expect("intake lock");
+        let Some(tx) = guard.as_ref() else {
+            return Err(SubmitError::Closed);
+        };
+        self.counters.queued.fetch_add(n, Ordering::Relaxed);
+        tx.send(Submission {
+            events,
+            source,
+            ingested_at: crate::store::now_ms(),
+            tracker,
+        })
+        .map_err(|_| SubmitError::Closed)
+    }
+
+    /// Submit and wait for the receipts.
+    pub async fn submit_and_wait(
+        &self,
+        events: Vec<ValidEvent>,
+        source: Option<String>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Vec<Receipt>>, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            events,
+            source,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Stop intake; what is queued is still processed and stored.
+    pub fn close(&self) {
+        self.intake.lock().expect("intake lock").take();
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Recently seen event ids, for duplicate detection before the plugins.
+struct RecentIds {
+    map: HashMap<u128, u64>,
+    order: VecDeque<u128>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> RecentIds {
+        RecentIds {
+            map: HashMap::with_capacity(capacity.min(1 << 16)),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn get(&self, id: u128) -> Option<u64> {
+        self.map.get(&id).copied()
+    }
+
+    fn insert(&mut self, id: u128, seq: u64) {
+        if self.map.insert(id, seq).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Event ids remembered for duplicate detection (and loaded at start).
+pub const RECENT_IDS: usize = 200_000;
+
+/// The running pipeline's parts the application keeps.
+pub struct Pipeline {
+    pub handle: Arc<PipelineHandle>,
+    pub live: Arc<RwLock<LiveView>>,
+    /// Resolves when everything submitted has been stored.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// The three stage plugins and whether each stage runs.
+pub struct Stages {
+    pub analytics: Option<Plugin>,
+    pub correlation: Option<Plugin>,
+    pub responses: Option<Plugin>,
+    pub clock: Clock,
+    pub loaded_at: String,
+}
+
+/// Start the pipeline: restore plugin state, replay what was stored after the
+/// last checkpoint, then process.
+pub async fn start(config: Arc<Config>, store: Store, mut stages: Stages, metrics: Arc<Metrics>) -> anyhow::Result<Pipeline> {
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(RwLock::new(LiveView::default()));
+
+    // Restore and replay before taking new input.
+    let next_seq = store.max_seq().await? + 1;
+    let replayed = restore(&store, &mut stages).await?;
+    live.write().expect("live lock").replayed = replayed;
+    let mut recent = RecentIds::new(RECENT_IDS);
+    for (id, seq) in store.recent_ids(RECENT_IDS).await?.into_iter().rev() {
+        recent.insert(id, seq);
+    }
+
+    let capacity = config.stream_processing.queue_capacity;
+    let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
+    let (write_tx, write_rx) = mpsc::channel::<WriterMsg>(4);
+    let handle = Arc::new(PipelineHandle {
+        intake: Mutex::new(Some(intake_tx)),
+        permits: Arc::new(Semaphore::new(capacity)),
+        capacity,
+        enabled: config.stream_processing.enabled,
+        counters: counters.clone(),
+    });
+
+    tokio::spawn(batcher(intake_rx, batch_tx, config.stream_processing.batch_size, next_seq, recent));
+    let proc_live = live.clone();
+    let proc_metrics = metrics.clone();
+    let proc_config = config.clone();
+    std::thread::Builder::new()
+        .name("processor".into())
+        .spawn(move || processor(batch_rx, write_tx, stages, proc_config, proc_metrics, proc_live))?;
+    let done = tokio::spawn(writer(write_rx, store, metrics, counters));
+    Ok(Pipeline { handle, live, done })
+}
+
+/// Load each plugin's checkpoint and replay the events stored after it.
+async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
+    let mut from: Vec<(PluginKind, u64)> = Vec::new();
+    for plugin in [&mut stages.analytics, &mut stages.correlation, &mut stages.responses]
+        .into_iter()
+        .flatten()
+    {
+        let name = plugin.name().to_string();
+        let last = match store.plugin_state(&name).await? {
+            Some((version, last_seq, state)) => match plugin.load_state(version, &state) {
+                Ok(()) => {
+                    tracing::info!(plugin = %name, last_seq, bytes = state.len(), "plugin state restored");
+                    last_seq
+                }
+                Err(e) if plugin.metadata().fresh_start_ok => {
+                    tracing::warn!(plugin = %name, error = %e, "checkpoint not loadable; plugin starts fresh");
+                    u64::MAX
+                }
+                Err(e) => return Err(anyhow::anyhow!("restoring {name}: {e}")),
+            },
+            None => 0,
+        };
+        from.push((plugin.kind(), last));
+    }
+    // Responses are not replayed: their requests were already made.
+    let replay_from = from
+        .iter()
+        .filter(|(k, _)| *k != PluginKind::Responses)
+        .map(|(_, s)| *s)
+        .min()
+        .unwrap_or(u64::MAX);
+    if replay_from == u64::MAX {
+        return Ok(0);
+    }
+    let last_of = |k: PluginKind| from.iter().find(|(kk, _)| *kk == k).map(|(_, s)| *s).unwrap_or(u64::MAX);
+    let (a_last, c_last) = (last_of(PluginKind::Analytics), last_of(PluginKind::Correlation));
+    let mut after = replay_from;
+    let mut replayed = 0u64;
+    loop {
+        let rows = store.events_after(after, 20_000).await?;
+        if rows.is_empty() {
+            break;
+        }
+        after = rows.last().expect("non-empty").seq;
+        // Group by batch: same processing time, same clock.
+        let mut i = 0;
+        while i < rows.len() {
+            let batch_seq = rows[i].batch_seq;
+            let processed_at = rows[i].processed_at;
+            let mut j = i;
+            while j < rows.len() && rows[j].batch_seq == batch_seq {
+                j += 1;
+            }
+            let mut for_a = Vec::new();
+            let mut for_c = Vec::new();
+            for r in &rows[i..j] {
+                let Some(kind) = hxp_plugin_sdk::EventKind::parse(&r.event_type) else {
+                    continue;
+                };
+                let data: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&r.data).unwrap_or_default();
+                let mut e = crate::event::typed(kind, &data, r.event_id, r.event_time);
+                e.seq = r.seq;
+                if r.seq > a_last {
+                    for_a.push(e.clone());
+                }
+                if r.seq > c_last {
+                    for_c.push(e);
+                }
+            }
+            stages.clock.set_ms(processed_at);
+            if let Some(a) = stages.analytics.as_mut().filter(|_| !for_a.is_empty()) {
+                a.analytics_process(&convert::batch_to_wit(EventBatch::from_events(&for_a)))?;
+            }
+            if let Some(c) = stages.correlation.as_mut().filter(|_| !for_c.is_empty()) {
+                c.correlation_process(&convert::batch_to_wit(EventBatch::from_events(&for_c)))?;
+            }
+            replayed += (j - i) as u64;
+            i = j;
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(events = replayed, "replayed events stored after the last checkpoint");
+    }
+    Ok(replayed)
+}
+
+async fn batcher(
+    mut intake: mpsc::UnboundedReceiver<Submission>,
+    out: mpsc::Sender<Batch>,
+    batch_size: usize,
+    mut next_seq: u64,
+    mut recent: RecentIds,
+) {
+    // Events taken from the intake but not yet in a batch.
+    let mut pending: VecDeque<Item> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if pending.is_empty() {
+            match intake.recv().await {
+                Some(s) => explode(s, &mut pending),
+                None => break,
+            }
+        }
+        // Take whatever else is already waiting, up to one batch.
+        while open && pending.len() < batch_size {
+            match intake.try_recv() {
+                Ok(s) => explode(s, &mut pending),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let n = pending.len().min(batch_size);
+        let mut items: Vec<Item> = pending.drain(..n).collect();
+        for item in &mut items {
+            let id = item.event.typed.id;
+            match recent.get(id) {
+                Some(seq) => {
+                    item.seq = seq;
+                    item.duplicate = true;
+                }
+                None => {
+                    item.seq = next_seq;
+                    next_seq += 1;
+                    recent.insert(id, item.seq);
+                }
+            }
+        }
+        if out.send(Batch { items }).await.is_err() {
+            return;
+        }
+        if !open && pending.is_empty() {
+            break;
+        }
+    }
+}
+
+fn explode(s: Submission, pending: &mut VecDeque<Item>) {
+    let source: Option<Arc<str>> = s.source.map(Arc::from);
+    for (index, event) in s.events.into_iter().enumerate() {
+        pending.push_back(Item {
+            tracker: s.tracker.clone(),
+            index,
+            seq: 0,
+            duplicate: false,
+            ingested_at: s.ingested_at,
+            source: source.clone(),
+            event,
+        });
+    }
+}
+
+fn record_failure(metrics: &Metrics, e: &PluginError) {
+    let failure = serde_json::to_value(&e.failure)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    metrics.plugin_failures.with_label_values(&[&e.plugin, &failure]).inc();
+}
+
+fn processor(
+    mut input: mpsc::Receiver<Batch>,
+    out: mpsc::Sender<WriterMsg>,
+    mut stages: Stages,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    live: Arc<RwLock<LiveView>>,
+) {
+    let checkpoint_every = Duration::from_secs(config.real_time_analytics.update_interval);
+    let history_every = Duration::from_secs(config.performance_metrics.update_interval);
+    let retention_ms = config.performance_metrics.history_retention as i64 * 1000;
+    let mut last_checkpoint = Instant::now();
+    let mut last_history = Instant::now();
+    let mut last_seq = 0u64;
+    let mut rate = RateMeter::default();
+    publish_plugins(&stages, &live);
+    loop {
+        // Wait for a batch, or refresh the window when idle.
+        let batch = match recv_timeout(&mut input, Duration::from_secs(1)) {
+            Recv::Batch(b) => Some(b),
+            Recv::Idle => None,
+            Recv::Closed => break,
+        };
+        let now = crate::store::now_ms();
+        stages.clock.set_ms(now);
+        if let Some(batch) = batch {
+            last_seq = batch.items.iter().map(|i| i.seq).max().unwrap_or(last_seq).max(last_seq);
+            let write = process_batch(&mut stages, &batch, now, &config, &metrics, &live);
+            rate.add(batch.items.len());
+            if out
+                .blocking_send(WriterMsg::Batch {
+                    items: batch.items,
+                    write,
+                })
+                .is_err()
+            {
+                return;
+            }
+        } else if let Some(a) = stages.analytics.as_mut() {
+            // Idle: let the window slide in what we serve.
+            match a.analytics_snapshot() {
+                Ok(s) => {
+                    let s = convert::snapshot_to_sdk(s);
+                    metrics.set_analytics(&s);
+                    live.write().expect("live lock").snapshot = Some(s);
+                }
+                Err(e) => record_failure(&metrics, &e),
+            }
+        }
+        metrics.throughput.set(rate.per_second());
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            checkpoint(&mut stages, last_seq, &out, &metrics);
+            publish_plugins(&stages, &live);
+            last_checkpoint = Instant::now();
+        }
+        if config.performance_metrics.calculation_enabled && last_history.elapsed() >= history_every {
+            if let Some(s) = &live.read().expect("live lock").snapshot {
+                let json = serde_json::to_string(s).expect("snapshot serializes");
+                let _ = out.blocking_send(WriterMsg::Snapshot {
+                    taken_at: now,
+                    json,
+                    retention_ms,
+                });
+            }
+            last_history = Instant::now();
+        }
+    }
+    // Input closed: everything has been processed. Final checkpoint.
+    checkpoint(&mut stages, last_seq, &out, &metrics);
+    publish_plugins(&stages, &live);
+}
+
+enum Recv {
+    Batch(Batch),
+    Idle,
+    Closed,
+}
+
+/// Blocking receive with a timeout, for the processor thread (outside the
+/// async runtime): a small current-thread runtime drives the timer.
+fn recv_timeout(rx: &mut mpsc::Receiver<Batch>, timeout: Duration) -> Recv {
+    match rx.try_recv() {
+        Ok(b) => return Recv::Batch(b),
+        Err(mpsc::error::TryRecvError::Disconnected) => return Recv::Closed,
+        Err(mpsc::error::TryRecvError::Empty) => {}
+    }
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("timer runtime");
+    }
+    RT.with(|rt| {
+        rt.block_on(async {
+            match tokio::time::timeout(timeout, rx.recv()).await {
+                Ok(Some(b)) => Recv::Batch(b),
+                Ok(None) => Recv::Closed,
+                Err(_) => Recv::Idle,
+            }
+        })
+    })
+}
+
+/// Events processed per second over the last 5 seconds.
+#[derive(Default)]
+struct RateMeter {
+    window: VecDeque<(Instant, usize)>,
+}
+
+impl RateMeter {
+    fn add(&mut self, n: usize) {
+        self.window.push_back((Instant::now(), n));
+    }
+
+    fn per_second(&mut self) -> f64 {
+        let horizon = Duration::from_secs(5);
+        while self.window.front().is_some_and(|(t, _)| t.elapsed() > horizon) {
+            self.window.pop_front();
+        }
+        self.window.iter().map(|(_, n)| *n).sum::<usize>() as f64 / horizon.as_secs_f64()
+    }
+}
+
+fn checkpoint(stages: &mut Stages, last_seq: u64, out: &mpsc::Sender<WriterMsg>, metrics: &Metrics) {
+    for plugin in [&mut stages.analytics, &mut stages.correlation, &mut stages.responses]
+        .into_iter()
+        .flatten()
+    {
+        match plugin.checkpoint() {
+            Ok((state_version, state)) => {
+                let _ = out.blocking_send(WriterMsg::Checkpoint {
+                    plugin: plugin.name().to_string(),
+                    version: plugin.metadata().version.clone(),
+                    state_version,
+                    last_seq,
+                    state,
+                });
+            }
+            Err(e) => record_failure(metrics, &e),
+        }
+    }
+}
+
+fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
+    let list = [
+        (&stages.analytics, PluginKind::Analytics),
+        (&stages.correlation, PluginKind::Correlation),
+        (&stages.responses, PluginKind::Responses),
+    ]
+    .into_iter()
+    .filter_map(|(p, _)| p.as_ref())
+    .map(|p| PluginStatus {
+        name: p.name().to_string(),
+        stage: p.kind(),
+        version: p.metadata().version.clone(),
+        wit_version: p.loaded().wit_version.clone(),
+        sha256: p.loaded().hash.clone(),
+        file: p.loaded().origin.clone(),
+        loaded_at: stages.loaded_at.clone(),
+        limits: p.limits(),
+        stats: p.stats().clone(),
+        enabled: true,
+    })
+    .collect();
+    live.write().expect("live lock").plugins = list;
+}
+
+/// Run one batch through the stages and prepare its write.
+fn process_batch(
+    stages: &mut Stages,
+    batch: &Batch,
+    now: i64,
+    config: &Config,
+    metrics: &Metrics,
+    live: &RwLock<LiveView>,
+) -> BatchWrite {
+    let fresh: Vec<&Item> = batch.items.iter().filter(|i| !i.duplicate).collect();
+    let batch_seq = fresh.first().map(|i| i.seq).unwrap_or(0);
+    let mut builder = hxp_plugin_sdk::BatchBuilder::with_capacity(fresh.len());
+    for item in &fresh {
+        let mut e = item.event.typed.clone();
+        e.seq = item.seq;
+        builder.push(&e);
+    }
+    let wit_batch = convert::batch_to_wit(builder.finish());
+    let mut stage_ns = [0u64; 3];
+
+    let mut snapshot: Option<types::WindowSnapshot> = None;
+    if let Some(a) = stages.analytics.as_mut().filter(|_| config.real_time_analytics.enabled) {
+        let t = Instant::now();
+        let r = a.analytics_process(&wit_batch).and_then(|_| a.analytics_snapshot());
+        stage_ns[0] = t.elapsed().as_nanos() as u64;
+        metrics
+            .plugin_call
+            .with_label_values(&[a.name(), "process"])
+            .observe(t.elapsed().as_secs_f64());
+        match r {
+            Ok(s) => snapshot = Some(s),
+            Err(e) => record_failure(metrics, &e),
+        }
+    }
+    let mut correlation: Option<types::CorrelationResult> = None;
+    if let Some(c) = stages.correlation.as_mut().filter(|_| config.event_correlation.enabled) {
+        let t = Instant::now();
+        let r = c.correlation_process(&wit_batch);
+        stage_ns[1] = t.elapsed().as_nanos() as u64;
+        metrics
+            .plugin_call
+            .with_label_values(&[c.name(), "process"])
+            .observe(t.elapsed().as_secs_f64());
+        match r {
+            Ok(r) => correlation = Some(r),
+            Err(e) => record_failure(metrics, &e),
+        }
+    }
+    let mut actions: Vec<ActionRequest> = Vec::new();
+    if let (Some(r), Some(s)) = (
+        stages.responses.as_mut().filter(|_| config.automated_response.enabled),
+        snapshot.as_ref(),
+    ) {
+        let t = Instant::now();
+        let input = types::ResponseInput {
+            time_ms: now,
+            analytics: s.clone(),
+            findings: correlation.as_ref().map(|c| c.findings.clone()).unwrap_or_default(),
+        };
+        let out = r.responses_decide(&input);
+        stage_ns[2] = t.elapsed().as_nanos() as u64;
+        metrics
+            .plugin_call
+            .with_label_values(&[r.name(), "decide"])
+            .observe(t.elapsed().as_secs_f64());
+        match out {
+            Ok(a) => actions = a.into_iter().map(convert::action_to_sdk).collect(),
+            Err(e) => record_failure(metrics, &e),
+        }
+    }
+
+    let snapshot = snapshot.map(convert::snapshot_to_sdk);
+    let findings: Vec<Finding> = correlation
+        .as_ref()
+        .map(|c| c.findings.iter().cloned().map(convert::finding_to_sdk).collect())
+        .unwrap_or_default();
+    let score = correlation.as_ref().map(|c| c.correlation_score).unwrap_or(0.0);
+
+    // Metrics and the live view.
+    if let Some(s) = &snapshot {
+        metrics.set_analytics(s);
+    }
+    metrics.patterns.reset();
+    for f in &findings {
+        metrics.patterns.with_label_values(&[&f.name]).inc();
+        if f.alert {
+            metrics.alerts.with_label_values(&[&f.name]).inc();
+        }
+    }
+    metrics.correlation_score.set(score);
+    metrics.batch_size.observe(batch.items.len() as f64);
+    for a in &actions {
+        metrics.action_requests.with_label_values(&[&a.action, "logged"]).inc();
+        tracing::info!(rule = %a.rule, action = %a.action, target = %a.target, reason = %a.reason, "automated response requested");
+    }
+
+    // The batch's shared processing results.
+    let analytics_json = snapshot.as_ref().map(|s| {
+        let o = &s.overall;
+        let mut m = serde_json::Map::new();
+        m.insert("throughput".into(), json!(o.throughput));
+        if let Some(l) = o.latency_avg {
+            m.insert("latency".into(), json!(l));
+        }
+        m.insert("error_rate".into(), json!(o.error_rate));
+        if let Some(u) = o.user_satisfaction {
+            m.insert("user_satisfaction".into(), json!(u));
+        }
+        m.insert("business_value".into(), json!(o.business_value));
+        serde_json::Value::Object(m).to_string()
+    });
+    let correlation_json = correlation.as_ref().map(|_| {
+        let mut names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
+        names.dedup();
+        json!({
+            "patterns_detected": names,
+            "alert_triggered": findings.iter().any(|f| f.alert),
+            "correlation_score": score,
+        })
+        .to_string()
+    });
+    let response_json = (stages.responses.is_some() && config.automated_response.enabled).then(|| {
+        json!({
+            "response_triggered": !actions.is_empty(),
+            "response_type": actions.first().map(|a| a.action.as_str()).unwrap_or("none"),
+            "response_details": {
+                "actions": actions.iter().map(|a| json!({
+                    "rule": a.rule, "action": a.action, "target": a.target, "reason": a.reason,
+                })).collect::<Vec<_>>(),
+            },
+        })
+        .to_string()
+    });
+    let alerts: Vec<AlertRow> = findings
+        .iter()
+        .filter(|f| f.alert)
+        .map(|f| AlertRow {
+            raised_at: now,
+            rule: f.name.clone(),
+            source: f.source.clone(),
+            subject: f.subject.clone(),
+            occurrences: f.occurrences as i64,
+            score: f.score,
+            message: f.message.clone(),
+            evidence: json!(f.evidence).to_string(),
+        })
+        .collect();
+    let findings_json = serde_json::to_string(&findings).expect("findings serialize");
+    let action_rows: Vec<ActionRow> = actions
+        .iter()
+        .map(|a| ActionRow {
+            requested_at: now,
+            rule: a.rule.clone(),
+            action: a.action.clone(),
+            target: a.target.clone(),
+            parameters: a.parameters.clone(),
+            reason: a.reason.clone(),
+            findings: findings_json.clone(),
+            outcome: "logged".into(),
+            detail: "no executor configured; request logged".into(),
+        })
+        .collect();
+    let events: Vec<EventRow> = fresh
+        .iter()
+        .map(|i| EventRow {
+            seq: i.seq,
+            event_id: i.event.typed.id,
+            event_type: i.event.kind.as_str(),
+            event_time: i.event.time_ms,
+            ingested_at: i.ingested_at,
+            processed_at: now,
+            batch_seq,
+            source: i.source.as_deref().map(str::to_string),
+            data: i.event.data.clone(),
+        })
+        .collect();
+
+    {
+        let mut l = live.write().expect("live lock");
+        if snapshot.is_some() {
+            l.snapshot = snapshot;
+        }
+        if correlation.is_some() {
+            l.findings = findings;
+            l.correlation_score = score;
+        }
+        if !actions.is_empty() {
+            l.last_actions = actions;
+        }
+        l.batches += 1;
+        l.events += fresh.len() as u64;
+        l.duplicates += (batch.items.len() - fresh.len()) as u64;
+        l.last_batch_at = Some(now);
+        l.last_batch_size = batch.items.len();
+        for (a, b) in l.stage_ns.iter_mut().zip(stage_ns) {
+            *a += b;
+        }
+    }
+
+    BatchWrite {
+        batch: (!fresh.is_empty()).then(|| BatchRow {
+            batch_seq,
+            processed_at: now,
+            size: fresh.len(),
+            analytics: analytics_json,
+            correlation: correlation_json,
+            response: response_json,
+        }),
+        events,
+        alerts,
+        actions: action_rows,
+    }
+}
+
+async fn writer(mut input: mpsc::Receiver<WriterMsg>, store: Store, metrics: Arc<Metrics>, counters: Arc<Counters>) {
+    while let Some(msg) = input.recv().await {
+        match msg {
+            WriterMsg::Batch { items, write } => {
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    let t = Instant::now();
+                    match store.write_batch(&write).await {
+                        Ok(_) => {
+                            metrics.db_write.observe(t.elapsed().as_secs_f64());
+                            if counters.db_failing.swap(false, Ordering::Relaxed) {
+                                tracing::info!("database writes recovered");
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            metrics.db_errors.inc();
+                            if !counters.db_failing.swap(true, Ordering::Relaxed) {
+                                tracing::error!(error = %format!("{e:#}"), "database write failed; retrying until it succeeds");
+                            }
+                            *counters.db_last_error.lock().expect("lock") = Some(format!("{e:#}"));
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+                counters.writer_batches.fetch_add(1, Ordering::Relaxed);
+                counters.queued.fetch_sub(items.len(), Ordering::Relaxed);
+                counters.stored.fetch_add(write.events.len() as u64, Ordering::Relaxed);
+                metrics.queue_depth.set(counters.queued.load(Ordering::Relaxed) as i64);
+                for item in items {
+                    let status = if item.duplicate { "duplicate" } else { "processed" };
+                    metrics
+                        .events
+                        .with_label_values(&[item.event.kind.as_str(), status])
+                        .inc();
+                    item.tracker.complete(
+                        item.index,
+                        Receipt {
+                            seq: item.seq,
+                            event_id: item.event.typed.id,
+                            duplicate: item.duplicate,
+                        },
+                    );
+                    metrics.duration.observe(item.tracker.started.elapsed().as_secs_f64());
+                }
+            }
+            WriterMsg::Checkpoint {
+                plugin,
+                version,
+                state_version,
+                last_seq,
+                state,
+            } => {
+                if let Err(e) = store
+                    .save_plugin_state(&plugin, &version, state_version, last_seq, &state)
+                    .await
+                {
+                    tracing::warn!(plugin = %plugin, error = %format!("{e:#}"), "checkpoint not saved");
+                }
+            }
+            WriterMsg::Snapshot {
+                taken_at,
+                json,
+                retention_ms,
+            } => {
+                if let Err(e) = store.save_snapshot(taken_at, &json, retention_ms).await {
+                    tracing::warn!(error = %format!("{e:#}"), "analytics history not saved");
+                }
+            }
+        }
+    }
+}

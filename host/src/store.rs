@@ -1,0 +1,648 @@
+//! Persistence with sqlx: one code path for SQLite (embedded, the default)
+//! and PostgreSQL, through sqlx's `Any` driver. The SQL is the subset both
+//! speak (`$n` parameters, `ON CONFLICT DO NOTHING`); the only difference is
+//! the name of the binary column type.
+//!
+//! Layout: one row per event (`events`, keyed by its sequence number, unique
+//! on event_id), one per batch (`batches`: the analytics, correlation and
+//! response results every processing record of the batch shares), alerts,
+//! action requests, analytics history and plugin checkpoints.
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+/// Rows per multi-row INSERT (10 parameters each; both backends allow more
+/// than 30 000 parameters per statement).
+const ROWS_PER_INSERT: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Schema versions; each runs once, in order, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    event_id {BLOB} NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    event_time BIGINT NOT NULL,
+    ingested_at BIGINT NOT NULL,
+    processed_at BIGINT NOT NULL,
+    batch_seq BIGINT NOT NULL,
+    source TEXT,
+    data TEXT NOT NULL
+);
+CREATE TABLE batches (
+    batch_seq BIGINT PRIMARY KEY,
+    processed_at BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    analytics TEXT,
+    correlation TEXT,
+    response TEXT
+);
+CREATE INDEX batches_processed_at ON batches (processed_at);
+CREATE TABLE correlation_alerts (
+    batch_seq BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    raised_at BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    source TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    occurrences BIGINT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    PRIMARY KEY (batch_seq, n)
+);
+CREATE INDEX correlation_alerts_raised_at ON correlation_alerts (raised_at);
+CREATE TABLE action_requests (
+    batch_seq BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (batch_seq, n)
+);
+CREATE INDEX action_requests_requested_at ON action_requests (requested_at);
+CREATE TABLE analytics_snapshots (
+    taken_at BIGINT PRIMARY KEY,
+    snapshot TEXT NOT NULL
+);
+CREATE TABLE plugin_state (
+    plugin TEXT PRIMARY KEY,
+    plugin_version TEXT NOT NULL,
+    state_version BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    saved_at BIGINT NOT NULL,
+    state {BLOB} NOT NULL
+)
+"#,
+)];
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: u64,
+    pub event_id: u128,
+    pub event_type: &'static str,
+    pub event_time: i64,
+    pub ingested_at: i64,
+    pub processed_at: i64,
+    pub batch_seq: u64,
+    pub source: Option<String>,
+    pub data: String,
+}
+
+/// The per-batch results shared by its events' processing records (JSON).
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub batch_seq: u64,
+    pub processed_at: i64,
+    pub size: usize,
+    pub analytics: Option<String>,
+    pub correlation: Option<String>,
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub raised_at: i64,
+    pub rule: String,
+    pub source: String,
+    pub subject: String,
+    pub occurrences: i64,
+    pub score: f64,
+    pub message: String,
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionRow {
+    pub requested_at: i64,
+    pub rule: String,
+    pub action: String,
+    pub target: String,
+    /// JSON object.
+    pub parameters: String,
+    pub reason: String,
+    /// JSON array of the findings active when it was requested.
+    pub findings: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Everything one batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    pub events: Vec<EventRow>,
+    pub batch: Option<BatchRow>,
+    pub alerts: Vec<AlertRow>,
+    pub actions: Vec<ActionRow>,
+}
+
+/// A processing record's stored parts.
+pub struct RecordRow {
+    pub seq: u64,
+    pub event_id: u128,
+    pub event_type: String,
+    pub processed_at: i64,
+    pub analytics: Option<String>,
+    pub correlation: Option<String>,
+    pub response: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connect (creating a SQLite file and its directory if needed) and
+    /// migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_string(),
+        };
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        opts = match backend {
+            // WAL: readers do not block the writer. synchronous=NORMAL: a
+            // commit survives the process being killed (a power cut needs
+            // FULL, at several times the cost per commit).
+            Backend::Sqlite => opts.max_connections(4).min_connections(1).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => opts.max_connections(max_connections),
+        };
+        let pool = opts
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to {}", redact(&url)))?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .context("creating schema_migrations")?;
+        let blob = match self.backend {
+            Backend::Sqlite => "BLOB",
+            Backend::Postgres => "BYTEA",
+        };
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            for stmt in sql.replace("{BLOB}", blob).split(';').filter(|s| !s.trim().is_empty()) {
+                sqlx::query(stmt)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("migration {version}: {}", stmt.trim()))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "database migrated");
+        }
+        Ok(())
+    }
+
+    /// A value of the `meta` table, set once on first use.
+    pub async fn meta_or_insert(&self, key: &str, value: &str) -> anyhow::Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Highest event sequence number stored (0 when empty).
+    pub async fn max_seq(&self) -> anyhow::Result<u64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.pool).await?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// The most recent `limit` (event_id, seq), newest first.
+    pub async fn recent_ids(&self, limit: usize) -> anyhow::Result<Vec<(u128, u64)>> {
+        let rows = sqlx::query("SELECT event_id, seq FROM events ORDER BY seq DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((id_from_bytes(&r.try_get::<Vec<u8>, _>(0)?)?, r.try_get::<i64, _>(1)? as u64)))
+            .collect()
+    }
+
+    /// Write one batch in one transaction. Returns the number of events
+    /// actually inserted (an event_id already stored is skipped).
+    pub async fn write_batch(&self, w: &BatchWrite) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for chunk in w.events.chunks(ROWS_PER_INSERT) {
+            let mut sql = String::with_capacity(120 + chunk.len() * 48);
+            sql.push_str(
+                "INSERT INTO events (seq, event_id, event_type, event_time, ingested_at, processed_at, batch_seq, source, data) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 9;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${},${},${},${},${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                ));
+            }
+            sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.seq as i64)
+                    .bind(e.event_id.to_be_bytes().to_vec())
+                    .bind(e.event_type)
+                    .bind(e.event_time)
+                    .bind(e.ingested_at)
+                    .bind(e.processed_at)
+                    .bind(e.batch_seq as i64)
+                    .bind(e.source.clone())
+                    .bind(e.data.as_str());
+            }
+            inserted += q.execute(&mut *tx).await?.rows_affected();
+        }
+        if let Some(b) = &w.batch {
+            sqlx::query(
+                "INSERT INTO batches (batch_seq, processed_at, size, analytics, correlation, response) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (batch_seq) DO NOTHING",
+            )
+            .bind(b.batch_seq as i64)
+            .bind(b.processed_at)
+            .bind(b.size as i64)
+            .bind(b.analytics.clone())
+            .bind(b.correlation.clone())
+            .bind(b.response.clone())
+            .execute(&mut *tx)
+            .await?;
+            for (n, a) in w.alerts.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO correlation_alerts (batch_seq, n, raised_at, rule, source, subject, occurrences, score, message, evidence) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (batch_seq, n) DO NOTHING",
+                )
+                .bind(b.batch_seq as i64)
+                .bind(n as i64)
+                .bind(a.raised_at)
+                .bind(a.rule.as_str())
+                .bind(a.source.as_str())
+                .bind(a.subject.as_str())
+                .bind(a.occurrences)
+                .bind(a.score)
+                .bind(a.message.as_str())
+                .bind(a.evidence.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (n, a) in w.actions.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO action_requests (batch_seq, n, requested_at, rule, action, target, parameters, reason, findings, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (batch_seq, n) DO NOTHING",
+                )
+                .bind(b.batch_seq as i64)
+                .bind(n as i64)
+                .bind(a.requested_at)
+                .bind(a.rule.as_str())
+                .bind(a.action.as_str())
+                .bind(a.target.as_str())
+                .bind(a.parameters.as_str())
+                .bind(a.reason.as_str())
+                .bind(a.findings.as_str())
+                .bind(a.outcome.as_str())
+                .bind(a.detail.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// The stored parts of one processing record, by event sequence number.
+    pub async fn record(&self, seq: u64) -> anyhow::Result<Option<RecordRow>> {
+        let row = sqlx::query(
+            "SELECT e.seq, e.event_id, e.event_type, e.processed_at, b.analytics, b.correlation, b.response \
+             FROM events e LEFT JOIN batches b ON b.batch_seq = e.batch_seq WHERE e.seq = $1",
+        )
+        .bind(seq as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RecordRow {
+                seq: r.try_get::<i64, _>(0)? as u64,
+                event_id: id_from_bytes(&r.try_get::<Vec<u8>, _>(1)?)?,
+                event_type: r.try_get(2)?,
+                processed_at: r.try_get(3)?,
+                analytics: r.try_get(4)?,
+                correlation: r.try_get(5)?,
+                response: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sequence number of a stored event_id.
+    pub async fn seq_of(&self, event_id: u128) -> anyhow::Result<Option<u64>> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE event_id = $1")
+            .bind(event_id.to_be_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    pub async fn count_events(&self) -> anyhow::Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        Ok(v as u64)
+    }
+
+    /// Events with `seq > after`, in order, at most `limit`: (seq, type,
+    /// processed_at, batch_seq, event_time, event_id, data).
+    pub async fn events_after(&self, after: u64, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, event_type, processed_at, batch_seq, event_time, event_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// First event sequence number of the batches processed at or after
+    /// `since_ms`.
+    pub async fn first_seq_since(&self, since_ms: i64) -> anyhow::Result<Option<u64>> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MIN(batch_seq) FROM batches WHERE processed_at >= $1")
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    pub async fn save_plugin_state(
+        &self,
+        plugin: &str,
+        plugin_version: &str,
+        state_version: u32,
+        last_seq: u64,
+        state: &[u8],
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO plugin_state (plugin, plugin_version, state_version, last_seq, saved_at, state) VALUES ($1,$2,$3,$4,$5,$6) \
+             ON CONFLICT (plugin) DO UPDATE SET plugin_version = excluded.plugin_version, state_version = excluded.state_version, \
+             last_seq = excluded.last_seq, saved_at = excluded.saved_at, state = excluded.state",
+        )
+        .bind(plugin)
+        .bind(plugin_version)
+        .bind(state_version as i64)
+        .bind(last_seq as i64)
+        .bind(now_ms())
+        .bind(state.to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// (state version, last seq, state) of a plugin's checkpoint.
+    pub async fn plugin_state(&self, plugin: &str) -> anyhow::Result<Option<(u32, u64, Vec<u8>)>> {
+        let row = sqlx::query("SELECT state_version, last_seq, state FROM plugin_state WHERE plugin = $1")
+            .bind(plugin)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<i64, _>(0)? as u32,
+                r.try_get::<i64, _>(1)? as u64,
+                r.try_get::<Vec<u8>, _>(2)?,
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn save_snapshot(&self, taken_at: i64, snapshot: &str, retention_ms: i64) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO analytics_snapshots (taken_at, snapshot) VALUES ($1, $2) ON CONFLICT (taken_at) DO NOTHING")
+            .bind(taken_at)
+            .bind(snapshot)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM analytics_snapshots WHERE taken_at < $1")
+            .bind(taken_at - retention_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Analytics history, oldest first: (taken_at, snapshot JSON).
+    pub async fn snapshots_since(&self, since_ms: i64) -> anyhow::Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT taken_at, snapshot FROM analytics_snapshots WHERE taken_at >= $1 ORDER BY taken_at")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Recent alerts, newest first.
+    pub async fn alerts(&self, since_ms: i64, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
+        let rows = sqlx::query(
+            "SELECT raised_at, rule, source, subject, occurrences, score, message, evidence FROM correlation_alerts \
+             WHERE raised_at >= $1 ORDER BY raised_at DESC, batch_seq DESC, n DESC LIMIT $2",
+        )
+        .bind(since_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRow {
+                    raised_at: r.try_get(0)?,
+                    rule: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    occurrences: r.try_get(4)?,
+                    score: r.try_get(5)?,
+                    message: r.try_get(6)?,
+                    evidence: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Alert counts per rule: (rule, total, since `since_ms`).
+    pub async fn alert_counts(&self, since_ms: i64) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT rule, COUNT(*), SUM(CASE WHEN raised_at >= $1 THEN 1 ELSE 0 END) FROM correlation_alerts GROUP BY rule ORDER BY rule",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<i64>, _>(2)?.unwrap_or(0))))
+            .collect()
+    }
+
+    /// Action requests, newest first, filtered.
+    pub async fn actions(
+        &self,
+        since_ms: i64,
+        action: Option<&str>,
+        outcome: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> anyhow::Result<(Vec<ActionRow>, i64)> {
+        let filter = "WHERE requested_at >= $1 AND ($2 = '' OR action = $2) AND ($3 = '' OR outcome = $3)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM action_requests {filter}"))
+            .bind(since_ms)
+            .bind(action.unwrap_or(""))
+            .bind(outcome.unwrap_or(""))
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT requested_at, rule, action, target, parameters, reason, findings, outcome, detail FROM action_requests {filter} \
+             ORDER BY requested_at DESC, batch_seq DESC, n DESC LIMIT $4 OFFSET $5"
+        ))
+        .bind(since_ms)
+        .bind(action.unwrap_or(""))
+        .bind(outcome.unwrap_or(""))
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(ActionRow {
+                    requested_at: r.try_get(0)?,
+                    rule: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    parameters: r.try_get(4)?,
+                    reason: r.try_get(5)?,
+                    findings: r.try_get(6)?,
+                    outcome: r.try_get(7)?,
+                    detail: r.try_get(8)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((rows, total))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A stored event as read back for replay and recalculation.
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event_type: String,
+    pub processed_at: i64,
+    pub batch_seq: u64,
+    pub event_time: i64,
+    pub event_id: u128,
+    pub data: String,
+}
+
+fn stored_event(r: &AnyRow) -> anyhow::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.try_get::<i64, _>(0)? as u64,
+        event_type: r.try_get(1)?,
+        processed_at: r.try_get(2)?,
+        batch_seq: r.try_get::<i64, _>(3)? as u64,
+        event_time: r.try_get(4)?,
+        event_id: id_from_bytes(&r.try_get::<Vec<u8>, _>(5)?)?,
+        data: r.try_get(6)?,
+    })
+}
+
+fn id_from_bytes(b: &[u8]) -> anyhow::Result<u128> {
+    let arr: [u8; 16] = b.try_into().context("event_id is not 16 bytes")?;
+    Ok(u128::from_be_bytes(arr))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `sqlite://path`, creating the file and its directory if needed.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = rest.split_once('?').map(|(p, _)| p).unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!("database.url: an in-memory SQLite database would lose every event; give a file path");
+    }
+    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(format!("sqlite://{path}?mode=rwc"))
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((head, tail)) if head.contains(':') && head.matches(':').count() > 1 => {
+            let (scheme_user, _) = head.rsplit_once(':').unwrap_or((head, ""));
+            format!("{scheme_user}:***@{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
