@@ -66,7 +66,11 @@ impl ApiError {
     fn internal(e: anyhow::Error) -> ApiError {
         // Database internals are logged, not returned.
         tracing::error!(error = %format!("{e:#}"), "request failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service could not complete the request; try again")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service could not complete the request; try again",
+        )
     }
 }
 
@@ -91,11 +95,21 @@ impl From<SubmitError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             },
-            SubmitError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", e.to_string()),
-            SubmitError::Disabled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disabled", e.to_string()),
+            SubmitError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                e.to_string(),
+            ),
+            SubmitError::Disabled => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disabled", e.to_string())
+            }
             SubmitError::Closed => ApiError {
                 retry_after: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    e.to_string(),
+                )
             },
         }
     }
@@ -104,9 +118,17 @@ impl From<SubmitError> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> ApiError {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than service.max_body_bytes")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than service.max_body_bytes",
+            )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("could not read the request body: {r}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("could not read the request body: {r}"),
+            )
         }
     }
 }
@@ -122,7 +144,8 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -156,7 +179,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no endpoint {method} {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -189,9 +216,18 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // Constant-time comparison.
-    let ok = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if !ok {
-        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required");
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        );
         e.details = Some(json!({ "hint": "Authorization: Bearer <token>" }));
         return Err(e);
     }
@@ -211,7 +247,12 @@ fn require_json(headers: &HeaderMap, ndjson_ok: bool) -> ApiResult<bool> {
     if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
         return Ok(false);
     }
-    if ndjson_ok && matches!(ct.as_str(), "application/x-ndjson" | "application/ndjson" | "application/jsonl") {
+    if ndjson_ok
+        && matches!(
+            ct.as_str(),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+        )
+    {
         return Ok(true);
     }
     let want = if ndjson_ok {
@@ -219,7 +260,11 @@ fn require_json(headers: &HeaderMap, ndjson_ok: bool) -> ApiResult<bool> {
     } else {
         "application/json"
     };
-    let got = if ct.is_empty() { "none".to_string() } else { ct };
+    let got = if ct.is_empty() {
+        "none".to_string()
+    } else {
+        ct
+    };
     Err(ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
@@ -237,7 +282,8 @@ pub fn processing_id(namespace: u64, seq: u64) -> uuid::Uuid {
 
 fn seq_of_processing_id(namespace: u64, id: uuid::Uuid) -> Option<u64> {
     let (hi, lo) = id.as_u64_pair();
-    (hi == processing_id(namespace, 0).as_u64_pair().0 && lo >> 62 == 0b10).then_some(lo & ((1 << 62) - 1))
+    (hi == processing_id(namespace, 0).as_u64_pair().0 && lo >> 62 == 0b10)
+        .then_some(lo & ((1 << 62) - 1))
 }
 
 fn receipt_json(state: &AppState, r: &Receipt) -> Value {
@@ -248,10 +294,17 @@ fn receipt_json(state: &AppState, r: &Receipt) -> Value {
     })
 }
 
-async fn wait_stored(state: &AppState, rx: tokio::sync::oneshot::Receiver<Vec<Receipt>>) -> ApiResult<Vec<Receipt>> {
+async fn wait_stored(
+    state: &AppState,
+    rx: tokio::sync::oneshot::Receiver<Vec<Receipt>>,
+) -> ApiResult<Vec<Receipt>> {
     match tokio::time::timeout(Duration::from_secs(state.config.service.timeout), rx).await {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the service stopped before the events were stored")),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the service stopped before the events were stored",
+        )),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
@@ -264,7 +317,11 @@ async fn wait_stored(state: &AppState, rx: tokio::sync::oneshot::Receiver<Vec<Re
 }
 
 /// POST /process: one event; answers once it is stored.
-async fn process(State(state): St, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+async fn process(
+    State(state): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
     require_json(&headers, false)?;
     let body = body?;
     let enabled = state.config.event_consumers.enabled();
@@ -273,16 +330,26 @@ async fn process(State(state): St, headers: HeaderMap, body: Result<Bytes, Bytes
         Err(e) => {
             let kind = serde_json::from_slice::<Value>(&body)
                 .ok()
-                .and_then(|v| v.get("event_type").and_then(Value::as_str).map(str::to_string))
+                .and_then(|v| {
+                    v.get("event_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
                 .filter(|t| EventKind::parse(t).is_some())
                 .unwrap_or_else(|| "unknown".into());
-            state.metrics.events.with_label_values(&[&kind, "rejected"]).inc();
+            state
+                .metrics
+                .events
+                .with_label_values(&[&kind, "rejected"])
+                .inc();
             return Err(e.into());
         }
     };
     let rx = state.pipeline.submit_and_wait(vec![ev], None).await?;
     let receipts = wait_stored(&state, rx).await?;
-    let r = receipts.first().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no receipt")))?;
+    let r = receipts
+        .first()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no receipt")))?;
     let mut body = receipt_json(&state, r);
     body["status"] = json!("success");
     Ok(Json(body))
@@ -308,12 +375,18 @@ async fn events(
     let enabled = state.config.event_consumers.enabled();
     let pool = state.validators.clone();
     let now = crate::store::now_ms();
-    let parsed = tokio::task::spawn_blocking(move || ingest::parse_bulk(&body, ndjson, now, &enabled, &pool))
-        .await
-        .map_err(|e| ApiError::internal(e.into()))??;
+    let parsed = tokio::task::spawn_blocking(move || {
+        ingest::parse_bulk(&body, ndjson, now, &enabled, &pool)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))??;
     for e in &parsed.errors {
         let _ = e;
-        state.metrics.events.with_label_values(&["unknown", "rejected"]).inc();
+        state
+            .metrics
+            .events
+            .with_label_values(&["unknown", "rejected"])
+            .inc();
     }
     if parsed.valid.is_empty() {
         let mut e = ApiError::new(
@@ -349,11 +422,27 @@ async fn events(
 
 /// GET /processing/{processing_id}: the requirements' processing record.
 async fn processing_record(State(state): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let uuid = uuid::Uuid::parse_str(&id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("'{id}' is not a UUID: {e}")))?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no processing record {id}"));
+    let uuid = uuid::Uuid::parse_str(&id).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("'{id}' is not a UUID: {e}"),
+        )
+    })?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no processing record {id}"),
+        )
+    };
     let seq = seq_of_processing_id(state.namespace, uuid).ok_or_else(not_found)?;
-    let rec = state.store.record(seq).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
+    let rec = state
+        .store
+        .record(seq)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
     let mut body = json!({
         "processing_id": processing_id(state.namespace, rec.seq).hyphenated().to_string(),
         "event_id": uuid::Uuid::from_u128(rec.event_id).hyphenated().to_string(),
@@ -365,7 +454,10 @@ async fn processing_record(State(state): St, Path(id): Path<String>) -> ApiResul
         ("correlation_results", &rec.correlation),
         ("automated_response", &rec.response),
     ] {
-        if let Some(v) = text.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+        if let Some(v) = text
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        {
             body[key] = v;
         }
     }
@@ -374,10 +466,25 @@ async fn processing_record(State(state): St, Path(id): Path<String>) -> ApiResul
 
 async fn health(State(state): St) -> Json<Value> {
     let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) if !state.pipeline.counters.db_failing.load(std::sync::atomic::Ordering::Relaxed) => "ok".to_string(),
+        Ok(Ok(()))
+            if !state
+                .pipeline
+                .counters
+                .db_failing
+                .load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            "ok".to_string()
+        }
         Ok(Ok(())) => format!(
             "writes failing: {}",
-            state.pipeline.counters.db_last_error.lock().expect("lock").clone().unwrap_or_default()
+            state
+                .pipeline
+                .counters
+                .db_last_error
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_default()
         ),
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "unreachable: no answer within 2 s".to_string(),
@@ -386,10 +493,23 @@ async fn health(State(state): St) -> Json<Value> {
     let failing: Vec<String> = live
         .plugins
         .iter()
-        .filter_map(|p| p.stats.last_error.as_ref().map(|e| format!("{}: {e}", p.name)))
+        .filter_map(|p| {
+            p.stats
+                .last_error
+                .as_ref()
+                .map(|e| format!("{}: {e}", p.name))
+        })
         .collect();
-    let queued = state.pipeline.counters.queued.load(std::sync::atomic::Ordering::Relaxed);
-    let queue = if queued >= state.pipeline.capacity() { "full" } else { "ok" };
+    let queued = state
+        .pipeline
+        .counters
+        .queued
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let queue = if queued >= state.pipeline.capacity() {
+        "full"
+    } else {
+        "ok"
+    };
     let healthy = db == "ok" && queue == "ok";
     Json(json!({
         "status": if healthy { "healthy" } else { "degraded" },
@@ -453,16 +573,24 @@ struct AnalyticsQuery {
 
 async fn analytics(State(state): St, Query(q): Query<AnalyticsQuery>) -> ApiResult<Json<Value>> {
     if !state.config.real_time_analytics.enabled {
-        return Ok(Json(json!({"status": "disabled", "message": "real_time_analytics.enabled is false"})));
+        return Ok(Json(
+            json!({"status": "disabled", "message": "real_time_analytics.enabled is false"}),
+        ));
     }
     let snap = state.live.read().expect("live lock").snapshot.clone();
     let mut body = match &snap {
         Some(s) => analytics_json(s, state.config.real_time_analytics.aggregation_enabled),
-        None => json!({"event_count": 0, "throughput": 0.0, "error_rate": 0.0, "window_seconds": state.config.real_time_analytics.window_size}),
+        None => {
+            json!({"event_count": 0, "throughput": 0.0, "error_rate": 0.0, "window_seconds": state.config.real_time_analytics.window_size})
+        }
     };
     if let Some(secs) = q.history {
         let since = crate::store::now_ms() - secs.min(86_400 * 30) as i64 * 1000;
-        let rows = state.store.snapshots_since(since).await.map_err(ApiError::internal)?;
+        let rows = state
+            .store
+            .snapshots_since(since)
+            .await
+            .map_err(ApiError::internal)?;
         body["history"] = rows
             .into_iter()
             .filter_map(|(t, s)| {
@@ -480,7 +608,10 @@ async fn analytics_status(State(state): St) -> Json<Value> {
     let cfg = &state.config.real_time_analytics;
     let live = state.live.read().expect("live lock");
     let now = crate::store::now_ms();
-    let plugin = live.plugins.iter().find(|p| p.stage == crate::plugin::PluginKind::Analytics);
+    let plugin = live
+        .plugins
+        .iter()
+        .find(|p| p.stage == crate::plugin::PluginKind::Analytics);
     let last = live.snapshot.as_ref().map(|s| s.time_ms);
     let age = last.map(|t| (now - t) as f64 / 1000.0);
     let status = if !cfg.enabled {
@@ -515,9 +646,15 @@ async fn recalculate(State(state): St, headers: HeaderMap) -> ApiResult<Json<Val
     require_admin(&state, &headers)?;
     let snap = state.live.read().expect("live lock").snapshot.clone();
     let Some(snap) = snap else {
-        return Err(ApiError::new(StatusCode::CONFLICT, "no_analytics", "no events have been processed yet"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_analytics",
+            "no events have been processed yet",
+        ));
     };
-    let r = crate::recalc::recalculate(&state.store, &snap).await.map_err(ApiError::internal)?;
+    let r = crate::recalc::recalculate(&state.store, &snap)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(r))
 }
 
@@ -532,10 +669,8 @@ async fn correlations(State(state): St) -> ApiResult<Json<Value>> {
         .alerts(crate::store::now_ms() - window_ms, 50)
         .await
         .map_err(ApiError::internal)?;
-    let mut names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
-    names.dedup();
     Ok(Json(json!({
-        "patterns_detected": names,
+        "patterns_detected": crate::pipeline::pattern_names(&findings),
         "alert_triggered": !recent.is_empty(),
         "correlation_score": score,
         "window_seconds": state.config.event_correlation.window_size,
@@ -576,7 +711,11 @@ fn expand_test_events(items: Vec<Value>) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let Some(obj) = item.as_object() else {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("events[{i}] must be an object")));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                format!("events[{i}] must be an object"),
+            ));
         };
         if obj.contains_key("event_type") {
             out.push(item);
@@ -586,22 +725,31 @@ fn expand_test_events(items: Vec<Value>) -> Result<Vec<Value>, ApiError> {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_event",
-                format!("events[{i}] needs event_type (a full event) or type (shorthand, with optional count and data)"),
+                format!(
+                    "events[{i}] needs event_type (a full event) or type (shorthand, with optional count and data)"
+                ),
             ));
         };
         let (kind, defaults) = match t {
-            "error" | "error_event" => ("error_event", json!({"service": "test", "error_type": "test"})),
+            "error" | "error_event" => (
+                "error_event",
+                json!({"service": "test", "error_type": "test"}),
+            ),
             "request" | "llm_request" => ("llm_request", json!({"model": "test"})),
             "slow_request" => ("llm_request", json!({"model": "test", "latency_ms": 5000})),
             "failed_request" => ("llm_request", json!({"model": "test", "success": false})),
             "feedback" | "user_feedback" => ("user_feedback", json!({"satisfaction": 5})),
             "metric" | "system_metric" => ("system_metric", json!({"service": "test"})),
-            "business" | "business_event" => ("business_event", json!({"name": "test", "value": 0})),
+            "business" | "business_event" => {
+                ("business_event", json!({"name": "test", "value": 0}))
+            }
             other => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_event",
-                    format!("events[{i}]: unknown type '{other}' (error, request, slow_request, failed_request, feedback, metric, business, or an event type)"),
+                    format!(
+                        "events[{i}]: unknown type '{other}' (error, request, slow_request, failed_request, feedback, metric, business, or an event type)"
+                    ),
                 ));
             }
         };
@@ -610,7 +758,13 @@ fn expand_test_events(items: Vec<Value>) -> Result<Vec<Value>, ApiError> {
             Some(c) => c
                 .as_u64()
                 .filter(|c| (1..=10_000).contains(c))
-                .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", format!("events[{i}].count must be 1 to 10000")))?,
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_event",
+                        format!("events[{i}].count must be 1 to 10000"),
+                    )
+                })?,
         };
         let mut data = defaults;
         if let Some(Value::Object(extra)) = obj.get("data") {
@@ -623,18 +777,30 @@ fn expand_test_events(items: Vec<Value>) -> Result<Vec<Value>, ApiError> {
         }
     }
     if out.len() > 100_000 {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "at most 100000 test events"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            "at most 100000 test events",
+        ));
     }
     Ok(out)
 }
 
 /// POST /correlations/test: the correlation plugin on the given events, in
 /// a scratch instance; live state is untouched.
-async fn correlations_test(State(state): St, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+async fn correlations_test(
+    State(state): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
     require_json(&headers, false)?;
     let body = body?;
     let req: CorrelationTest = serde_json::from_slice(&body).map_err(|e| {
-        let kind = if e.is_syntax() || e.is_eof() { EventErrorKind::MalformedJson } else { EventErrorKind::Invalid };
+        let kind = if e.is_syntax() || e.is_eof() {
+            EventErrorKind::MalformedJson
+        } else {
+            EventErrorKind::Invalid
+        };
         ApiError::from(EventError {
             kind,
             message: format!("expected {{\"events\": [...], \"config\": {{...}}}}: {e}"),
@@ -642,7 +808,11 @@ async fn correlations_test(State(state): St, headers: HeaderMap, body: Result<By
         })
     })?;
     let Some(component) = state.correlation.clone() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_plugin", "no correlation plugin is loaded"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_plugin",
+            "no correlation plugin is loaded",
+        ));
     };
     let items = expand_test_events(req.events)?;
     let now = crate::store::now_ms();
@@ -656,7 +826,8 @@ async fn correlations_test(State(state): St, headers: HeaderMap, body: Result<By
         e.typed.seq = i as u64 + 1;
         events.push(e.typed);
     }
-    let mut section = serde_json::to_value(&state.config.event_correlation).expect("config serializes");
+    let mut section =
+        serde_json::to_value(&state.config.event_correlation).expect("config serializes");
     if let Some(over) = req.config {
         for (k, v) in over {
             section[k] = v;
@@ -665,20 +836,36 @@ async fn correlations_test(State(state): St, headers: HeaderMap, body: Result<By
     let engine = state.engine.clone();
     let limits = state.config.plugins.limits;
     let result = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let mut p = Plugin::new(engine, component, limits, Clock::manual(now))
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", e.to_string()))?;
-        p.configure(&section.to_string())
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", e.message.clone()))?;
+        let mut p = Plugin::new(engine, component, limits, Clock::manual(now)).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin_failed",
+                e.to_string(),
+            )
+        })?;
+        p.configure(&section.to_string()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                e.message.clone(),
+            )
+        })?;
         let batch = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(&events));
-        let r = p
-            .correlation_process(&batch)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed", e.to_string()))?;
-        let findings: Vec<_> = r.findings.into_iter().map(convert::finding_to_sdk).collect();
-        let mut names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
-        names.dedup();
+        let r = p.correlation_process(&batch).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_failed",
+                e.to_string(),
+            )
+        })?;
+        let findings: Vec<_> = r
+            .findings
+            .into_iter()
+            .map(convert::finding_to_sdk)
+            .collect();
         Ok(json!({
             "events": events.len(),
-            "patterns_detected": names,
+            "patterns_detected": crate::pipeline::pattern_names(&findings),
             "alert_triggered": findings.iter().any(|f| f.alert),
             "correlation_score": r.correlation_score,
             "findings": findings,
@@ -691,7 +878,11 @@ async fn correlations_test(State(state): St, headers: HeaderMap, body: Result<By
 
 async fn correlations_stats(State(state): St) -> ApiResult<Json<Value>> {
     let hour_ago = crate::store::now_ms() - 3_600_000;
-    let counts = state.store.alert_counts(hour_ago).await.map_err(ApiError::internal)?;
+    let counts = state
+        .store
+        .alert_counts(hour_ago)
+        .await
+        .map_err(ApiError::internal)?;
     let live = state.live.read().expect("live lock");
     Ok(Json(json!({
         "alerts_total": counts.iter().map(|c| c.1).sum::<i64>(),
@@ -717,25 +908,45 @@ struct ResponsesQuery {
     offset: Option<usize>,
 }
 
-async fn automated_responses(State(state): St, q: Result<Query<ResponsesQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+async fn automated_responses(
+    State(state): St,
+    q: Result<Query<ResponsesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let since = match q.since.as_deref() {
         None => 0,
         Some(s) => match s.parse::<u64>() {
             Ok(secs) => crate::store::now_ms() - secs as i64 * 1000,
             Err(_) => chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("since: '{s}' is neither seconds nor an RFC 3339 time")))?
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("since: '{s}' is neither seconds nor an RFC 3339 time"),
+                    )
+                })?
                 .timestamp_millis(),
         },
     };
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be 1 to 1000"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit must be 1 to 1000",
+        ));
     }
     let offset = q.offset.unwrap_or(0);
     let (rows, total) = state
         .store
-        .actions(since, q.action.as_deref(), q.outcome.as_deref(), limit, offset)
+        .actions(
+            since,
+            q.action.as_deref(),
+            q.outcome.as_deref(),
+            limit,
+            offset,
+        )
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({
@@ -755,7 +966,10 @@ async fn automated_responses(State(state): St, q: Result<Query<ResponsesQuery>, 
 
 async fn metrics(State(state): St) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -769,7 +983,13 @@ async fn pipeline(State(state): St) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &state.pipeline.counters;
     let live = state.live.read().expect("live lock");
-    let per_batch = |ns: u64| if live.batches > 0 { ns as f64 / live.batches as f64 / 1e6 } else { 0.0 };
+    let per_batch = |ns: u64| {
+        if live.batches > 0 {
+            ns as f64 / live.batches as f64 / 1e6
+        } else {
+            0.0
+        }
+    };
     let sp = &state.config.stream_processing;
     Json(json!({
         "mode": sp.processing_mode,

@@ -39,17 +39,32 @@ fn load_stage(
     }
     let loaded = engine.load_file(&path)?;
     if loaded.kind != kind {
-        anyhow::bail!("{} is a {} plugin, expected {}", path.display(), loaded.kind, kind);
+        anyhow::bail!(
+            "{} is a {} plugin, expected {}",
+            path.display(),
+            loaded.kind,
+            kind
+        );
     }
     tracing::info!(
         file = %path.display(), sha256 = %&loaded.hash[..12], cached = loaded.from_cache,
         ms = loaded.load_time.as_millis() as u64, "plugin loaded"
     );
-    let mut plugin = Plugin::new(engine.clone(), loaded.clone(), config.plugins.limits, clock.clone())?;
+    let mut plugin = Plugin::new(
+        engine.clone(),
+        loaded.clone(),
+        config.plugins.limits,
+        clock.clone(),
+    )?;
     let section = crate::plugin_cli::config_section(kind);
     plugin
         .configure(&config.section_json(section))
-        .with_context(|| format!("configuring {} with the `{section}` section", path.display()))?;
+        .with_context(|| {
+            format!(
+                "configuring {} with the `{section}` section",
+                path.display()
+            )
+        })?;
     Ok((plugin, loaded))
 }
 
@@ -64,14 +79,19 @@ pub async fn run(
     let config = Arc::new(config);
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     let ns_text = store
-        .meta_or_insert("processing_namespace", &format!("{:015x}", rand_u64() & ((1 << 60) - 1)))
+        .meta_or_insert(
+            "processing_namespace",
+            &format!("{:015x}", rand_u64() & ((1 << 60) - 1)),
+        )
         .await?;
-    let namespace = u64::from_str_radix(&ns_text, 16).context("stored processing namespace is not hex")?;
+    let namespace =
+        u64::from_str_radix(&ns_text, 16).context("stored processing namespace is not hex")?;
 
     let engine = PluginEngine::new(Some(config.plugins.cache_dir.clone()))?;
     let clock = Clock::manual(crate::store::now_ms());
     let (analytics, _) = load_stage(&engine, &config, PluginKind::Analytics, &clock)?;
-    let (correlation, correlation_component) = load_stage(&engine, &config, PluginKind::Correlation, &clock)?;
+    let (correlation, correlation_component) =
+        load_stage(&engine, &config, PluginKind::Correlation, &clock)?;
     let (responses, _) = load_stage(&engine, &config, PluginKind::Responses, &clock)?;
     let stages = Stages {
         analytics: Some(analytics),
@@ -91,7 +111,9 @@ pub async fn run(
         metrics,
         engine,
         correlation: Some(correlation_component),
-        validators: Arc::new(crate::ingest::pool(config.stream_processing.parallel_workers)?),
+        validators: Arc::new(crate::ingest::pool(
+            config.stream_processing.parallel_workers,
+        )?),
         namespace,
         started,
     });
@@ -123,8 +145,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, api::router(state.clone()))
-        .with_graceful_shutdown(async move {
+    let server =
+        axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(async move {
             let _ = server_stop.wait_for(|s| *s).await;
         });
     let grace = Duration::from_secs(config.service.timeout + 5);
@@ -147,7 +169,8 @@ pub async fn run(
 pub async fn signals() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

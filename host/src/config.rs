@@ -121,9 +121,15 @@ impl Default for RealTimeAnalytics {
             window_size: 300,
             update_interval: 10,
             aggregation_enabled: true,
-            metrics: ["throughput", "latency", "error_rate", "user_satisfaction", "business_value"]
-                .map(String::from)
-                .to_vec(),
+            metrics: [
+                "throughput",
+                "latency",
+                "error_rate",
+                "user_satisfaction",
+                "business_value",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -209,7 +215,11 @@ impl Default for AutomatedResponse {
             repeat_interval: 60,
             response_rules: vec![
                 rule("scale_up_models", "throughput > 1000", "scale_models"),
-                rule("restart_failed_service", "service_health == \"failed\"", "restart_service"),
+                rule(
+                    "restart_failed_service",
+                    "service_health == \"failed\"",
+                    "restart_service",
+                ),
                 rule("notify_admin", "error_rate > 0.2", "send_notification"),
             ],
         }
@@ -418,47 +428,131 @@ impl Default for Plugins {
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("EVENT_PROCESSING_API_PORT", "service.port"),
     ("EVENT_PROCESSING_API_HOST", "service.host"),
-    ("EVENT_PROCESSING_API_MEMORY_GB", "performance.memory_limit_gb"),
+    (
+        "EVENT_PROCESSING_API_MEMORY_GB",
+        "performance.memory_limit_gb",
+    ),
     ("EVENT_PROCESSING_API_CPU_CORES", "performance.cpu_cores"),
     ("EVENT_PROCESSING_TIMEOUT", "service.timeout"),
     ("EVENT_PROCESSING_ADMIN_TOKEN", "service.admin_token"),
-    ("EVENT_CONSUMER_LLM_REQUESTS_ENABLED", "event_consumers.llm_requests_enabled"),
-    ("EVENT_CONSUMER_USER_FEEDBACK_ENABLED", "event_consumers.user_feedback_enabled"),
-    ("EVENT_CONSUMER_SYSTEM_METRICS_ENABLED", "event_consumers.system_metrics_enabled"),
-    ("EVENT_CONSUMER_BUSINESS_EVENTS_ENABLED", "event_consumers.business_events_enabled"),
-    ("EVENT_CONSUMER_ERROR_EVENTS_ENABLED", "event_consumers.error_events_enabled"),
+    (
+        "EVENT_CONSUMER_LLM_REQUESTS_ENABLED",
+        "event_consumers.llm_requests_enabled",
+    ),
+    (
+        "EVENT_CONSUMER_USER_FEEDBACK_ENABLED",
+        "event_consumers.user_feedback_enabled",
+    ),
+    (
+        "EVENT_CONSUMER_SYSTEM_METRICS_ENABLED",
+        "event_consumers.system_metrics_enabled",
+    ),
+    (
+        "EVENT_CONSUMER_BUSINESS_EVENTS_ENABLED",
+        "event_consumers.business_events_enabled",
+    ),
+    (
+        "EVENT_CONSUMER_ERROR_EVENTS_ENABLED",
+        "event_consumers.error_events_enabled",
+    ),
     ("REAL_TIME_ANALYTICS_ENABLED", "real_time_analytics.enabled"),
-    ("REAL_TIME_ANALYTICS_WINDOW_SIZE", "real_time_analytics.window_size"),
-    ("REAL_TIME_ANALYTICS_UPDATE_INTERVAL", "real_time_analytics.update_interval"),
-    ("REAL_TIME_ANALYTICS_AGGREGATION_ENABLED", "real_time_analytics.aggregation_enabled"),
+    (
+        "REAL_TIME_ANALYTICS_WINDOW_SIZE",
+        "real_time_analytics.window_size",
+    ),
+    (
+        "REAL_TIME_ANALYTICS_UPDATE_INTERVAL",
+        "real_time_analytics.update_interval",
+    ),
+    (
+        "REAL_TIME_ANALYTICS_AGGREGATION_ENABLED",
+        "real_time_analytics.aggregation_enabled",
+    ),
     ("EVENT_CORRELATION_ENABLED", "event_correlation.enabled"),
-    ("EVENT_CORRELATION_WINDOW_SIZE", "event_correlation.window_size"),
-    ("EVENT_CORRELATION_PATTERN_DETECTION_ENABLED", "event_correlation.pattern_detection_enabled"),
-    ("EVENT_CORRELATION_ALERT_THRESHOLD", "event_correlation.alert_threshold"),
+    (
+        "EVENT_CORRELATION_WINDOW_SIZE",
+        "event_correlation.window_size",
+    ),
+    (
+        "EVENT_CORRELATION_PATTERN_DETECTION_ENABLED",
+        "event_correlation.pattern_detection_enabled",
+    ),
+    (
+        "EVENT_CORRELATION_ALERT_THRESHOLD",
+        "event_correlation.alert_threshold",
+    ),
     ("AUTOMATED_RESPONSE_ENABLED", "automated_response.enabled"),
-    ("AUTOMATED_RESPONSE_CRITICAL_EVENTS_ENABLED", "automated_response.critical_events_enabled"),
-    ("AUTOMATED_RESPONSE_BUSINESS_EVENTS_ENABLED", "automated_response.business_events_enabled"),
-    ("AUTOMATED_RESPONSE_ERROR_EVENTS_ENABLED", "automated_response.error_events_enabled"),
-    ("PERFORMANCE_METRICS_CALCULATION_ENABLED", "performance_metrics.calculation_enabled"),
-    ("PERFORMANCE_METRICS_UPDATE_INTERVAL", "performance_metrics.update_interval"),
-    ("PERFORMANCE_METRICS_HISTORY_RETENTION", "performance_metrics.history_retention"),
-    ("PERFORMANCE_METRICS_AGGREGATION_ENABLED", "performance_metrics.aggregation_enabled"),
+    (
+        "AUTOMATED_RESPONSE_CRITICAL_EVENTS_ENABLED",
+        "automated_response.critical_events_enabled",
+    ),
+    (
+        "AUTOMATED_RESPONSE_BUSINESS_EVENTS_ENABLED",
+        "automated_response.business_events_enabled",
+    ),
+    (
+        "AUTOMATED_RESPONSE_ERROR_EVENTS_ENABLED",
+        "automated_response.error_events_enabled",
+    ),
+    (
+        "PERFORMANCE_METRICS_CALCULATION_ENABLED",
+        "performance_metrics.calculation_enabled",
+    ),
+    (
+        "PERFORMANCE_METRICS_UPDATE_INTERVAL",
+        "performance_metrics.update_interval",
+    ),
+    (
+        "PERFORMANCE_METRICS_HISTORY_RETENTION",
+        "performance_metrics.history_retention",
+    ),
+    (
+        "PERFORMANCE_METRICS_AGGREGATION_ENABLED",
+        "performance_metrics.aggregation_enabled",
+    ),
     ("STREAM_PROCESSING_ENABLED", "stream_processing.enabled"),
-    ("STREAM_PROCESSING_BATCH_SIZE", "stream_processing.batch_size"),
-    ("STREAM_PROCESSING_FLUSH_INTERVAL", "stream_processing.flush_interval"),
-    ("STREAM_PROCESSING_PARALLEL_WORKERS", "stream_processing.parallel_workers"),
-    ("STREAM_PROCESSING_QUEUE_CAPACITY", "stream_processing.queue_capacity"),
+    (
+        "STREAM_PROCESSING_BATCH_SIZE",
+        "stream_processing.batch_size",
+    ),
+    (
+        "STREAM_PROCESSING_FLUSH_INTERVAL",
+        "stream_processing.flush_interval",
+    ),
+    (
+        "STREAM_PROCESSING_PARALLEL_WORKERS",
+        "stream_processing.parallel_workers",
+    ),
+    (
+        "STREAM_PROCESSING_QUEUE_CAPACITY",
+        "stream_processing.queue_capacity",
+    ),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
     ("KAFKA_CONSUMER_GROUP", "kafka.consumer_group"),
     ("KAFKA_CONSUMER_AUTO_COMMIT", "kafka.auto_commit"),
-    ("KAFKA_CONSUMER_AUTO_COMMIT_INTERVAL_MS", "kafka.auto_commit_interval_ms"),
-    ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "kafka.session_timeout_ms"),
-    ("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", "kafka.heartbeat_interval_ms"),
+    (
+        "KAFKA_CONSUMER_AUTO_COMMIT_INTERVAL_MS",
+        "kafka.auto_commit_interval_ms",
+    ),
+    (
+        "KAFKA_CONSUMER_SESSION_TIMEOUT_MS",
+        "kafka.session_timeout_ms",
+    ),
+    (
+        "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        "kafka.heartbeat_interval_ms",
+    ),
     ("KAFKA_CONSUMER_MAX_POLL_RECORDS", "kafka.max_poll_records"),
     ("API_GATEWAY_ENDPOINT", "monitoring.api_gateway_endpoint"),
     ("SQL_DATABASE_ENDPOINT", "monitoring.sql_database_endpoint"),
-    ("METRICS_SERVER_ENDPOINT", "monitoring.metrics_server_endpoint"),
-    ("CUSTOM_METRICS_ENDPOINT", "monitoring.custom_metrics_endpoint"),
+    (
+        "METRICS_SERVER_ENDPOINT",
+        "monitoring.metrics_server_endpoint",
+    ),
+    (
+        "CUSTOM_METRICS_ENDPOINT",
+        "monitoring.custom_metrics_endpoint",
+    ),
     ("DATABASE_URL", "database.url"),
     ("EVENT_PROCESSING_PLUGIN_DIR", "plugins.directory"),
 ];
@@ -469,10 +563,13 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?,
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?,
             None => String::new(),
         };
-        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "defaults".into());
         Config::from_yaml(&text, &origin, &env)
     }
 
@@ -532,25 +629,36 @@ impl Config {
         }
         let a = &self.real_time_analytics;
         if a.window_size == 0 || a.window_size > 86_400 {
-            return Err("real_time_analytics.window_size: must be between 1 and 86400 seconds".into());
+            return Err(
+                "real_time_analytics.window_size: must be between 1 and 86400 seconds".into(),
+            );
         }
         if a.update_interval == 0 {
             return Err("real_time_analytics.update_interval: must be at least 1 second".into());
         }
         let c = &self.event_correlation;
         if c.window_size == 0 || c.window_size > 86_400 {
-            return Err("event_correlation.window_size: must be between 1 and 86400 seconds".into());
+            return Err(
+                "event_correlation.window_size: must be between 1 and 86400 seconds".into(),
+            );
         }
         if c.alert_threshold == 0 {
             return Err("event_correlation.alert_threshold: must be at least 1".into());
         }
         for (section, rules) in [
             ("event_correlation.correlation_rules", &c.correlation_rules),
-            ("automated_response.response_rules", &self.automated_response.response_rules),
+            (
+                "automated_response.response_rules",
+                &self.automated_response.response_rules,
+            ),
         ] {
             for r in rules {
-                hxp_plugin_sdk::expr::parse(&r.condition)
-                    .map_err(|e| format!("{section}: rule '{}': cannot parse condition {:?}: {e}", r.name, r.condition))?;
+                hxp_plugin_sdk::expr::parse(&r.condition).map_err(|e| {
+                    format!(
+                        "{section}: rule '{}': cannot parse condition {:?}: {e}",
+                        r.name, r.condition
+                    )
+                })?;
             }
         }
         let p = &self.performance_metrics;
@@ -558,14 +666,18 @@ impl Config {
             return Err("performance_metrics.update_interval: must be at least 1 second".into());
         }
         if p.history_retention < p.update_interval {
-            return Err("performance_metrics.history_retention: must be at least update_interval".into());
+            return Err(
+                "performance_metrics.history_retention: must be at least update_interval".into(),
+            );
         }
         let sp = &self.stream_processing;
         if sp.batch_size == 0 || sp.batch_size > 100_000 {
             return Err("stream_processing.batch_size: must be between 1 and 100000".into());
         }
         if !(sp.flush_interval > 0.0 && sp.flush_interval <= 3600.0) {
-            return Err("stream_processing.flush_interval: must be between 0 and 3600 seconds".into());
+            return Err(
+                "stream_processing.flush_interval: must be between 0 and 3600 seconds".into(),
+            );
         }
         if sp.parallel_workers == 0 || sp.parallel_workers > 256 {
             return Err("stream_processing.parallel_workers: must be between 1 and 256".into());
@@ -593,10 +705,16 @@ impl Config {
         }
         let level = self.performance.log_level.to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {
-            return Err(format!("performance.log_level: '{}' is not a log level", self.performance.log_level));
+            return Err(format!(
+                "performance.log_level: '{}' is not a log level",
+                self.performance.log_level
+            ));
         }
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return Err("database.url: must start with sqlite: or postgres://".into());
         }
         if self.database.max_connections == 0 {
@@ -604,12 +722,23 @@ impl Config {
         }
         let l = &self.plugins.limits;
         if l.deadline_ms == 0 || l.memory_mb < 4 {
-            return Err("plugins.limits: deadline_ms must be at least 1 and memory_mb at least 4".into());
+            return Err(
+                "plugins.limits: deadline_ms must be at least 1 and memory_mb at least 4".into(),
+            );
         }
         for (key, url) in [
-            ("monitoring.api_gateway_endpoint", &self.monitoring.api_gateway_endpoint),
-            ("monitoring.metrics_server_endpoint", &self.monitoring.metrics_server_endpoint),
-            ("monitoring.custom_metrics_endpoint", &self.monitoring.custom_metrics_endpoint),
+            (
+                "monitoring.api_gateway_endpoint",
+                &self.monitoring.api_gateway_endpoint,
+            ),
+            (
+                "monitoring.metrics_server_endpoint",
+                &self.monitoring.metrics_server_endpoint,
+            ),
+            (
+                "monitoring.custom_metrics_endpoint",
+                &self.monitoring.custom_metrics_endpoint,
+            ),
         ] {
             if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("{key}: '{url}' is not an http(s) URL"));
@@ -670,7 +799,9 @@ fn set_path(root: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) 
             map.insert(key, value);
             return;
         }
-        node = map.entry(key).or_insert(serde_yaml::Value::Mapping(Default::default()));
+        node = map
+            .entry(key)
+            .or_insert(serde_yaml::Value::Mapping(Default::default()));
     }
 }
 
@@ -679,7 +810,10 @@ mod tests {
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         Config::from_yaml(text, "test.yaml", &env)
     }
 
@@ -692,7 +826,10 @@ mod tests {
         assert_eq!(c.stream_processing.batch_size, 100);
         assert_eq!(c.event_correlation.correlation_rules.len(), 3);
         assert!(c.kafka.bootstrap_servers.is_empty());
-        for url in [&c.monitoring.api_gateway_endpoint, &c.monitoring.metrics_server_endpoint] {
+        for url in [
+            &c.monitoring.api_gateway_endpoint,
+            &c.monitoring.metrics_server_endpoint,
+        ] {
             assert!(url.contains("127.0.0.1"), "{url}");
         }
     }
@@ -705,7 +842,10 @@ mod tests {
                 ("STREAM_PROCESSING_BATCH_SIZE", "250"),
                 ("EVENT_PROCESSING_API_PORT", "9200"),
                 ("EVENT_CONSUMER_ERROR_EVENTS_ENABLED", "false"),
-                ("DATABASE_URL", "postgres://postgres:secret@127.0.0.1:5432/test"),
+                (
+                    "DATABASE_URL",
+                    "postgres://postgres:secret@127.0.0.1:5432/test",
+                ),
                 ("EVENT_PROCESSING_ADMIN_TOKEN", "12345"),
             ],
         )
@@ -715,27 +855,50 @@ mod tests {
         assert!(!c.event_consumers.error_events_enabled);
         assert_eq!(c.service.admin_token, "12345");
         let shown = c.redacted();
-        assert_eq!(shown["database"]["url"], "postgres://postgres:***@127.0.0.1:5432/test");
+        assert_eq!(
+            shown["database"]["url"],
+            "postgres://postgres:***@127.0.0.1:5432/test"
+        );
         assert_eq!(shown["service"]["admin_token"], "(set)");
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = load("stream_processing:\n  batch_sise: 10\n", &[]).unwrap_err().to_string();
-        assert!(e.contains("stream_processing") && e.contains("unknown field `batch_sise`"), "{e}");
+        let e = load("stream_processing:\n  batch_sise: 10\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stream_processing") && e.contains("unknown field `batch_sise`"),
+            "{e}"
+        );
         let e = load("nonsense: 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("unknown field `nonsense`"), "{e}");
-        let e = load("", &[("STREAM_PROCESSING_BATCH_SIZE", "lots")]).unwrap_err().to_string();
-        assert!(e.contains("stream_processing.batch_size (set by STREAM_PROCESSING_BATCH_SIZE)"), "{e}");
-        let e = load("", &[("STREAM_PROCESSING_BATCH_SIZE", "0")]).unwrap_err().to_string();
-        assert!(e.contains("stream_processing.batch_size: must be between") && e.contains("STREAM_PROCESSING_BATCH_SIZE"), "{e}");
+        let e = load("", &[("STREAM_PROCESSING_BATCH_SIZE", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stream_processing.batch_size (set by STREAM_PROCESSING_BATCH_SIZE)"),
+            "{e}"
+        );
+        let e = load("", &[("STREAM_PROCESSING_BATCH_SIZE", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stream_processing.batch_size: must be between")
+                && e.contains("STREAM_PROCESSING_BATCH_SIZE"),
+            "{e}"
+        );
         let e = load("event_correlation:\n  correlation_rules:\n    - {name: x, condition: 'a >', action: alert}\n", &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("rule 'x': cannot parse condition"), "{e}");
-        let e = load("service:\n  port: 70000\n", &[]).unwrap_err().to_string();
+        let e = load("service:\n  port: 70000\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("service.port"), "{e}");
-        let e = load("database:\n  url: mysql://x\n", &[]).unwrap_err().to_string();
+        let e = load("database:\n  url: mysql://x\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("database.url"), "{e}");
     }
 }

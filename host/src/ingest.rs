@@ -34,7 +34,12 @@ pub fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
 }
 
 /// Validate a list of raw JSON texts, in parallel when there are many.
-pub fn validate_all(items: &[&[u8]], now_ms: i64, enabled: &[bool; 5], pool: &rayon::ThreadPool) -> Parsed {
+pub fn validate_all(
+    items: &[&[u8]],
+    now_ms: i64,
+    enabled: &[bool; 5],
+    pool: &rayon::ThreadPool,
+) -> Parsed {
     let check = |(index, text): (usize, &&[u8])| match event::parse(text, now_ms, enabled) {
         Ok(e) => Ok((index, e)),
         Err(error) => Err(ItemError { index, error }),

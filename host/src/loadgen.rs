@@ -70,8 +70,16 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
         // Log-normal-ish: median times e^(0.5 z), z roughly normal.
         let z = (0..4).map(|_| rng.unit()).sum::<f64>() - 2.0;
         let latency = median * (z * 0.9).exp();
-        let service = if model == "mixtral-8x7b" { BURSTING } else { rng.pick(&SERVICES) };
-        let fail_p = if burst && service == BURSTING { 0.4 } else { 0.02 };
+        let service = if model == "mixtral-8x7b" {
+            BURSTING
+        } else {
+            rng.pick(&SERVICES)
+        };
+        let fail_p = if burst && service == BURSTING {
+            0.4
+        } else {
+            0.02
+        };
         let ok = rng.unit() >= fail_p;
         let tokens = 50 + rng.next() % 800;
         let mut data = json!({
@@ -91,7 +99,11 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
             "satisfaction": (s * 10.0).round() / 10.0,
         }})
     } else if r < 0.85 {
-        let health = if rng.unit() < 0.02 { "degraded" } else { "healthy" };
+        let health = if rng.unit() < 0.02 {
+            "degraded"
+        } else {
+            "healthy"
+        };
         json!({"event_type": "system_metric", "data": {
             "service": rng.pick(&SERVICES), "health": health,
             "cpu_percent": (rng.unit() * 900.0).round() / 10.0, "memory_percent": (rng.unit() * 900.0).round() / 10.0,
@@ -103,7 +115,11 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
             "user_id": format!("user-{}", rng.next() % 5000),
         }})
     } else {
-        let service = if burst && rng.unit() < 0.7 { BURSTING } else { rng.pick(&SERVICES) };
+        let service = if burst && rng.unit() < 0.7 {
+            BURSTING
+        } else {
+            rng.pick(&SERVICES)
+        };
         json!({"event_type": "error_event", "data": {
             "service": service, "error_type": rng.pick(&["timeout", "http_503", "oom"]),
             "severity": rng.pick(&["warning", "error", "critical"]),
@@ -140,7 +156,12 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
             }
             due_sent += n as u64;
             let permit = slots.clone().acquire_owned().await?;
-            let (client, url, totals, latencies) = (client.clone(), url.clone(), totals.clone(), latencies.clone());
+            let (client, url, totals, latencies) = (
+                client.clone(),
+                url.clone(),
+                totals.clone(),
+                latencies.clone(),
+            );
             tasks.spawn(async move {
                 let t = Instant::now();
                 totals.sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -153,8 +174,12 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap_or_default();
-                        totals.accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                        totals.rejected.fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        totals
+                            .accepted
+                            .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        totals
+                            .rejected
+                            .fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
                     }
                     Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                         totals.busy.fetch_add(n as u64, Ordering::Relaxed);
@@ -163,10 +188,15 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
                         totals.rejected.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(_) => {
-                        totals.failed_requests.fetch_add(n as u64, Ordering::Relaxed);
+                        totals
+                            .failed_requests
+                            .fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
-                latencies.lock().expect("lock").push(t.elapsed().as_secs_f64() * 1000.0);
+                latencies
+                    .lock()
+                    .expect("lock")
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
@@ -190,7 +220,10 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
     let secs = started.elapsed().as_secs_f64();
     let mut lat = std::mem::take(&mut *latencies.lock().expect("lock"));
     lat.sort_by(f64::total_cmp);
-    let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied();
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+    };
     Ok(json!({
         "target": opts.target,
         "requested_rate": opts.rate,

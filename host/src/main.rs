@@ -87,8 +87,9 @@ fn init_logging(default_level: &str) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn"))),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn"))
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -125,7 +126,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             quiet,
         } => {
-            anyhow::ensure!(rate > 0 && batch > 0 && concurrency > 0, "--rate, --batch and --concurrency must be at least 1");
+            anyhow::ensure!(
+                rate > 0 && batch > 0 && concurrency > 0,
+                "--rate, --batch and --concurrency must be at least 1"
+            );
             let runtime = tokio::runtime::Runtime::new()?;
             let summary = runtime.block_on(loadgen::run(loadgen::Options {
                 target,
@@ -138,8 +142,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }))?;
             eprintln!(
                 "sent {} events in {:.1} s: {} accepted, {} rejected, {} refused as busy, {} failed; achieved {:.0} events/s",
-                summary["sent"], summary["seconds"].as_f64().unwrap_or(0.0), summary["accepted"], summary["rejected"],
-                summary["busy"], summary["failed"], summary["achieved_rate"].as_f64().unwrap_or(0.0)
+                summary["sent"],
+                summary["seconds"].as_f64().unwrap_or(0.0),
+                summary["accepted"],
+                summary["rejected"],
+                summary["busy"],
+                summary["failed"],
+                summary["achieved_rate"].as_f64().unwrap_or(0.0)
             );
             println!("{summary}");
             Ok(())

@@ -180,7 +180,12 @@ pub struct PipelineHandle {
 
 impl PipelineHandle {
     /// Queue validated events. `ack` runs once all are stored.
-    pub fn submit(&self, events: Vec<ValidEvent>, source: Option<String>, ack: Ack) -> Result<(), SubmitError> {
+    pub fn submit(
+        &self,
+        events: Vec<ValidEvent>,
+        source: Option<String>,
+        ack: Ack,
+    ) -> Result<(), SubmitError> {
         if !self.enabled {
             return Err(SubmitError::Disabled);
         }
@@ -305,7 +310,12 @@ pub struct Stages {
 
 /// Start the pipeline: restore plugin state, replay what was stored after the
 /// last checkpoint, then process.
-pub async fn start(config: Arc<Config>, store: Store, mut stages: Stages, metrics: Arc<Metrics>) -> anyhow::Result<Pipeline> {
+pub async fn start(
+    config: Arc<Config>,
+    store: Store,
+    mut stages: Stages,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Pipeline> {
     let counters = Arc::new(Counters::default());
     let live = Arc::new(RwLock::new(LiveView::default()));
 
@@ -330,13 +340,28 @@ pub async fn start(config: Arc<Config>, store: Store, mut stages: Stages, metric
         counters: counters.clone(),
     });
 
-    tokio::spawn(batcher(intake_rx, batch_tx, config.stream_processing.batch_size, next_seq, recent));
+    tokio::spawn(batcher(
+        intake_rx,
+        batch_tx,
+        config.stream_processing.batch_size,
+        next_seq,
+        recent,
+    ));
     let proc_live = live.clone();
     let proc_metrics = metrics.clone();
     let proc_config = config.clone();
     std::thread::Builder::new()
         .name("processor".into())
-        .spawn(move || processor(batch_rx, write_tx, stages, proc_config, proc_metrics, proc_live))?;
+        .spawn(move || {
+            processor(
+                batch_rx,
+                write_tx,
+                stages,
+                proc_config,
+                proc_metrics,
+                proc_live,
+            )
+        })?;
     let done = tokio::spawn(writer(write_rx, store, metrics, counters));
     Ok(Pipeline { handle, live, done })
 }
@@ -344,9 +369,13 @@ pub async fn start(config: Arc<Config>, store: Store, mut stages: Stages, metric
 /// Load each plugin's checkpoint and replay the events stored after it.
 async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
     let mut from: Vec<(PluginKind, u64)> = Vec::new();
-    for plugin in [&mut stages.analytics, &mut stages.correlation, &mut stages.responses]
-        .into_iter()
-        .flatten()
+    for plugin in [
+        &mut stages.analytics,
+        &mut stages.correlation,
+        &mut stages.responses,
+    ]
+    .into_iter()
+    .flatten()
     {
         let name = plugin.name().to_string();
         let last = match store.plugin_state(&name).await? {
@@ -375,8 +404,16 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
     if replay_from == u64::MAX {
         return Ok(0);
     }
-    let last_of = |k: PluginKind| from.iter().find(|(kk, _)| *kk == k).map(|(_, s)| *s).unwrap_or(u64::MAX);
-    let (a_last, c_last) = (last_of(PluginKind::Analytics), last_of(PluginKind::Correlation));
+    let last_of = |k: PluginKind| {
+        from.iter()
+            .find(|(kk, _)| *kk == k)
+            .map(|(_, s)| *s)
+            .unwrap_or(u64::MAX)
+    };
+    let (a_last, c_last) = (
+        last_of(PluginKind::Analytics),
+        last_of(PluginKind::Correlation),
+    );
     let mut after = replay_from;
     let mut replayed = 0u64;
     loop {
@@ -423,7 +460,10 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
         }
     }
     if replayed > 0 {
-        tracing::info!(events = replayed, "replayed events stored after the last checkpoint");
+        tracing::info!(
+            events = replayed,
+            "replayed events stored after the last checkpoint"
+        );
     }
     Ok(replayed)
 }
@@ -498,7 +538,10 @@ fn record_failure(metrics: &Metrics, e: &PluginError) {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    metrics.plugin_failures.with_label_values(&[&e.plugin, &failure]).inc();
+    metrics
+        .plugin_failures
+        .with_label_values(&[&e.plugin, &failure])
+        .inc();
 }
 
 fn processor(
@@ -517,6 +560,9 @@ fn processor(
     let mut last_seq = 0u64;
     let mut rate = RateMeter::default();
     publish_plugins(&stages, &live);
+    // Serve the restored window from the start.
+    stages.clock.set_ms(crate::store::now_ms());
+    refresh_snapshot(&mut stages, &metrics, &live);
     loop {
         // Wait for a batch, or refresh the window when idle.
         let batch = match recv_timeout(&mut input, Duration::from_secs(1)) {
@@ -527,7 +573,13 @@ fn processor(
         let now = crate::store::now_ms();
         stages.clock.set_ms(now);
         if let Some(batch) = batch {
-            last_seq = batch.items.iter().map(|i| i.seq).max().unwrap_or(last_seq).max(last_seq);
+            last_seq = batch
+                .items
+                .iter()
+                .map(|i| i.seq)
+                .max()
+                .unwrap_or(last_seq)
+                .max(last_seq);
             let write = process_batch(&mut stages, &batch, now, &config, &metrics, &live);
             rate.add(batch.items.len());
             if out
@@ -539,16 +591,9 @@ fn processor(
             {
                 return;
             }
-        } else if let Some(a) = stages.analytics.as_mut() {
+        } else {
             // Idle: let the window slide in what we serve.
-            match a.analytics_snapshot() {
-                Ok(s) => {
-                    let s = convert::snapshot_to_sdk(s);
-                    metrics.set_analytics(&s);
-                    live.write().expect("live lock").snapshot = Some(s);
-                }
-                Err(e) => record_failure(&metrics, &e),
-            }
+            refresh_snapshot(&mut stages, &metrics, &live);
         }
         metrics.throughput.set(rate.per_second());
         if last_checkpoint.elapsed() >= checkpoint_every {
@@ -556,7 +601,8 @@ fn processor(
             publish_plugins(&stages, &live);
             last_checkpoint = Instant::now();
         }
-        if config.performance_metrics.calculation_enabled && last_history.elapsed() >= history_every {
+        if config.performance_metrics.calculation_enabled && last_history.elapsed() >= history_every
+        {
             if let Some(s) = &live.read().expect("live lock").snapshot {
                 let json = serde_json::to_string(s).expect("snapshot serializes");
                 let _ = out.blocking_send(WriterMsg::Snapshot {
@@ -571,6 +617,30 @@ fn processor(
     // Input closed: everything has been processed. Final checkpoint.
     checkpoint(&mut stages, last_seq, &out, &metrics);
     publish_plugins(&stages, &live);
+}
+
+fn refresh_snapshot(stages: &mut Stages, metrics: &Metrics, live: &RwLock<LiveView>) {
+    if let Some(a) = stages.analytics.as_mut() {
+        match a.analytics_snapshot() {
+            Ok(s) => {
+                let s = convert::snapshot_to_sdk(s);
+                metrics.set_analytics(&s);
+                live.write().expect("live lock").snapshot = Some(s);
+            }
+            Err(e) => record_failure(metrics, &e),
+        }
+    }
+}
+
+/// Finding names, each once, in order.
+pub fn pattern_names(findings: &[Finding]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for f in findings {
+        if !names.contains(&f.name.as_str()) {
+            names.push(&f.name);
+        }
+    }
+    names
 }
 
 enum Recv {
@@ -617,17 +687,30 @@ impl RateMeter {
 
     fn per_second(&mut self) -> f64 {
         let horizon = Duration::from_secs(5);
-        while self.window.front().is_some_and(|(t, _)| t.elapsed() > horizon) {
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > horizon)
+        {
             self.window.pop_front();
         }
         self.window.iter().map(|(_, n)| *n).sum::<usize>() as f64 / horizon.as_secs_f64()
     }
 }
 
-fn checkpoint(stages: &mut Stages, last_seq: u64, out: &mpsc::Sender<WriterMsg>, metrics: &Metrics) {
-    for plugin in [&mut stages.analytics, &mut stages.correlation, &mut stages.responses]
-        .into_iter()
-        .flatten()
+fn checkpoint(
+    stages: &mut Stages,
+    last_seq: u64,
+    out: &mpsc::Sender<WriterMsg>,
+    metrics: &Metrics,
+) {
+    for plugin in [
+        &mut stages.analytics,
+        &mut stages.correlation,
+        &mut stages.responses,
+    ]
+    .into_iter()
+    .flatten()
     {
         match plugin.checkpoint() {
             Ok((state_version, state)) => {
@@ -689,9 +772,15 @@ fn process_batch(
     let mut stage_ns = [0u64; 3];
 
     let mut snapshot: Option<types::WindowSnapshot> = None;
-    if let Some(a) = stages.analytics.as_mut().filter(|_| config.real_time_analytics.enabled) {
+    if let Some(a) = stages
+        .analytics
+        .as_mut()
+        .filter(|_| config.real_time_analytics.enabled)
+    {
         let t = Instant::now();
-        let r = a.analytics_process(&wit_batch).and_then(|_| a.analytics_snapshot());
+        let r = a
+            .analytics_process(&wit_batch)
+            .and_then(|_| a.analytics_snapshot());
         stage_ns[0] = t.elapsed().as_nanos() as u64;
         metrics
             .plugin_call
@@ -703,7 +792,11 @@ fn process_batch(
         }
     }
     let mut correlation: Option<types::CorrelationResult> = None;
-    if let Some(c) = stages.correlation.as_mut().filter(|_| config.event_correlation.enabled) {
+    if let Some(c) = stages
+        .correlation
+        .as_mut()
+        .filter(|_| config.event_correlation.enabled)
+    {
         let t = Instant::now();
         let r = c.correlation_process(&wit_batch);
         stage_ns[1] = t.elapsed().as_nanos() as u64;
@@ -718,14 +811,20 @@ fn process_batch(
     }
     let mut actions: Vec<ActionRequest> = Vec::new();
     if let (Some(r), Some(s)) = (
-        stages.responses.as_mut().filter(|_| config.automated_response.enabled),
+        stages
+            .responses
+            .as_mut()
+            .filter(|_| config.automated_response.enabled),
         snapshot.as_ref(),
     ) {
         let t = Instant::now();
         let input = types::ResponseInput {
             time_ms: now,
             analytics: s.clone(),
-            findings: correlation.as_ref().map(|c| c.findings.clone()).unwrap_or_default(),
+            findings: correlation
+                .as_ref()
+                .map(|c| c.findings.clone())
+                .unwrap_or_default(),
         };
         let out = r.responses_decide(&input);
         stage_ns[2] = t.elapsed().as_nanos() as u64;
@@ -742,9 +841,18 @@ fn process_batch(
     let snapshot = snapshot.map(convert::snapshot_to_sdk);
     let findings: Vec<Finding> = correlation
         .as_ref()
-        .map(|c| c.findings.iter().cloned().map(convert::finding_to_sdk).collect())
+        .map(|c| {
+            c.findings
+                .iter()
+                .cloned()
+                .map(convert::finding_to_sdk)
+                .collect()
+        })
         .unwrap_or_default();
-    let score = correlation.as_ref().map(|c| c.correlation_score).unwrap_or(0.0);
+    let score = correlation
+        .as_ref()
+        .map(|c| c.correlation_score)
+        .unwrap_or(0.0);
 
     // Metrics and the live view.
     if let Some(s) = &snapshot {
@@ -760,7 +868,10 @@ fn process_batch(
     metrics.correlation_score.set(score);
     metrics.batch_size.observe(batch.items.len() as f64);
     for a in &actions {
-        metrics.action_requests.with_label_values(&[&a.action, "logged"]).inc();
+        metrics
+            .action_requests
+            .with_label_values(&[&a.action, "logged"])
+            .inc();
         tracing::info!(rule = %a.rule, action = %a.action, target = %a.target, reason = %a.reason, "automated response requested");
     }
 
@@ -780,27 +891,26 @@ fn process_batch(
         serde_json::Value::Object(m).to_string()
     });
     let correlation_json = correlation.as_ref().map(|_| {
-        let mut names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
-        names.dedup();
         json!({
-            "patterns_detected": names,
+            "patterns_detected": pattern_names(&findings),
             "alert_triggered": findings.iter().any(|f| f.alert),
             "correlation_score": score,
         })
         .to_string()
     });
-    let response_json = (stages.responses.is_some() && config.automated_response.enabled).then(|| {
-        json!({
-            "response_triggered": !actions.is_empty(),
-            "response_type": actions.first().map(|a| a.action.as_str()).unwrap_or("none"),
-            "response_details": {
-                "actions": actions.iter().map(|a| json!({
-                    "rule": a.rule, "action": a.action, "target": a.target, "reason": a.reason,
-                })).collect::<Vec<_>>(),
-            },
-        })
-        .to_string()
-    });
+    let response_json =
+        (stages.responses.is_some() && config.automated_response.enabled).then(|| {
+            json!({
+                "response_triggered": !actions.is_empty(),
+                "response_type": actions.first().map(|a| a.action.as_str()).unwrap_or("none"),
+                "response_details": {
+                    "actions": actions.iter().map(|a| json!({
+                        "rule": a.rule, "action": a.action, "target": a.target, "reason": a.reason,
+                    })).collect::<Vec<_>>(),
+                },
+            })
+            .to_string()
+        });
     let alerts: Vec<AlertRow> = findings
         .iter()
         .filter(|f| f.alert)
@@ -882,7 +992,12 @@ fn process_batch(
     }
 }
 
-async fn writer(mut input: mpsc::Receiver<WriterMsg>, store: Store, metrics: Arc<Metrics>, counters: Arc<Counters>) {
+async fn writer(
+    mut input: mpsc::Receiver<WriterMsg>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
+) {
     while let Some(msg) = input.recv().await {
         match msg {
             WriterMsg::Batch { items, write } => {
@@ -910,10 +1025,18 @@ async fn writer(mut input: mpsc::Receiver<WriterMsg>, store: Store, metrics: Arc
                 }
                 counters.writer_batches.fetch_add(1, Ordering::Relaxed);
                 counters.queued.fetch_sub(items.len(), Ordering::Relaxed);
-                counters.stored.fetch_add(write.events.len() as u64, Ordering::Relaxed);
-                metrics.queue_depth.set(counters.queued.load(Ordering::Relaxed) as i64);
+                counters
+                    .stored
+                    .fetch_add(write.events.len() as u64, Ordering::Relaxed);
+                metrics
+                    .queue_depth
+                    .set(counters.queued.load(Ordering::Relaxed) as i64);
                 for item in items {
-                    let status = if item.duplicate { "duplicate" } else { "processed" };
+                    let status = if item.duplicate {
+                        "duplicate"
+                    } else {
+                        "processed"
+                    };
                     metrics
                         .events
                         .with_label_values(&[item.event.kind.as_str(), status])
@@ -926,7 +1049,9 @@ async fn writer(mut input: mpsc::Receiver<WriterMsg>, store: Store, metrics: Arc
                             duplicate: item.duplicate,
                         },
                     );
-                    metrics.duration.observe(item.tracker.started.elapsed().as_secs_f64());
+                    metrics
+                        .duration
+                        .observe(item.tracker.started.elapsed().as_secs_f64());
                 }
             }
             WriterMsg::Checkpoint {

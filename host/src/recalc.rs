@@ -29,7 +29,8 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
     let until_ms = realtime.time_ms;
     let started = std::time::Instant::now();
     let (mut count, mut llm, mut outcome, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let (mut sat_n, mut sat_sum, mut value_sum, mut cost_n, mut cost_sum, mut lat_sum) = (0u64, 0.0, 0.0, 0u64, 0.0, 0.0);
+    let (mut sat_n, mut sat_sum, mut value_sum, mut cost_n, mut cost_sum, mut lat_sum) =
+        (0u64, 0.0, 0.0, 0u64, 0.0, 0.0);
     let mut latencies: Vec<f64> = Vec::new();
     if let Some(first) = store.first_seq_since(since_ms).await? {
         let mut after = first - 1;
@@ -49,7 +50,8 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
                 let Some(kind) = EventKind::parse(&r.event_type) else {
                     continue;
                 };
-                let data: serde_json::Map<String, Value> = serde_json::from_str(&r.data).unwrap_or_default();
+                let data: serde_json::Map<String, Value> =
+                    serde_json::from_str(&r.data).unwrap_or_default();
                 let e = crate::event::typed(kind, &data, r.event_id, r.event_time);
                 count += 1;
                 if kind == EventKind::LlmRequest {
@@ -79,7 +81,13 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
     }
     latencies.sort_by(f64::total_cmp);
     let covered = realtime.covered_secs;
-    let rate = |n: u64| if covered > 0.0 { n as f64 / covered } else { 0.0 };
+    let rate = |n: u64| {
+        if covered > 0.0 {
+            n as f64 / covered
+        } else {
+            0.0
+        }
+    };
     let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
     let batch = json!({
         "event_count": count,
@@ -114,7 +122,13 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
             difference.insert(k.clone(), Value::Null);
             continue;
         };
-        let rel = if b != 0.0 { (r - b) / b.abs() } else if r == 0.0 { 0.0 } else { f64::INFINITY };
+        let rel = if b != 0.0 {
+            (r - b) / b.abs()
+        } else if r == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
         difference.insert(
             k.clone(),
             json!({"absolute": r - b, "relative": if rel.is_finite() { json!(rel) } else { Value::Null }}),

@@ -189,15 +189,19 @@ impl Store {
             // WAL: readers do not block the writer. synchronous=NORMAL: a
             // commit survives the process being killed (a power cut needs
             // FULL, at several times the cost per commit).
-            Backend::Sqlite => opts.max_connections(4).min_connections(1).after_connect(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Executor;
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    Ok(())
-                })
-            }),
+            Backend::Sqlite => {
+                opts.max_connections(4)
+                    .min_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            Ok(())
+                        })
+                    })
+            }
             Backend::Postgres => opts.max_connections(max_connections),
         };
         let pool = opts
@@ -224,14 +228,19 @@ impl Store {
         };
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(*version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if done.is_some() {
                 continue;
             }
-            for stmt in sql.replace("{BLOB}", blob).split(';').filter(|s| !s.trim().is_empty()) {
+            for stmt in sql
+                .replace("{BLOB}", blob)
+                .split(';')
+                .filter(|s| !s.trim().is_empty())
+            {
                 sqlx::query(stmt)
                     .execute(&mut *tx)
                     .await
@@ -263,7 +272,9 @@ impl Store {
 
     /// Highest event sequence number stored (0 when empty).
     pub async fn max_seq(&self) -> anyhow::Result<u64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.pool).await?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(v.unwrap_or(0) as u64)
     }
 
@@ -274,7 +285,12 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((id_from_bytes(&r.try_get::<Vec<u8>, _>(0)?)?, r.try_get::<i64, _>(1)? as u64)))
+            .map(|r| {
+                Ok((
+                    id_from_bytes(&r.try_get::<Vec<u8>, _>(0)?)?,
+                    r.try_get::<i64, _>(1)? as u64,
+                ))
+            })
             .collect()
     }
 
@@ -407,7 +423,9 @@ impl Store {
     }
 
     pub async fn count_events(&self) -> anyhow::Result<u64> {
-        let v: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        let v: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(v as u64)
     }
 
@@ -427,10 +445,11 @@ impl Store {
     /// First event sequence number of the batches processed at or after
     /// `since_ms`.
     pub async fn first_seq_since(&self, since_ms: i64) -> anyhow::Result<Option<u64>> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MIN(batch_seq) FROM batches WHERE processed_at >= $1")
-            .bind(since_ms)
-            .fetch_one(&self.pool)
-            .await?;
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(batch_seq) FROM batches WHERE processed_at >= $1")
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(v.map(|v| v as u64))
     }
 
@@ -460,10 +479,12 @@ impl Store {
 
     /// (state version, last seq, state) of a plugin's checkpoint.
     pub async fn plugin_state(&self, plugin: &str) -> anyhow::Result<Option<(u32, u64, Vec<u8>)>> {
-        let row = sqlx::query("SELECT state_version, last_seq, state FROM plugin_state WHERE plugin = $1")
-            .bind(plugin)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT state_version, last_seq, state FROM plugin_state WHERE plugin = $1",
+        )
+        .bind(plugin)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok((
                 r.try_get::<i64, _>(0)? as u32,
@@ -474,7 +495,12 @@ impl Store {
         .transpose()
     }
 
-    pub async fn save_snapshot(&self, taken_at: i64, snapshot: &str, retention_ms: i64) -> anyhow::Result<()> {
+    pub async fn save_snapshot(
+        &self,
+        taken_at: i64,
+        snapshot: &str,
+        retention_ms: i64,
+    ) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO analytics_snapshots (taken_at, snapshot) VALUES ($1, $2) ON CONFLICT (taken_at) DO NOTHING")
             .bind(taken_at)
             .bind(snapshot)
@@ -493,7 +519,9 @@ impl Store {
             .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Recent alerts, newest first.
@@ -531,7 +559,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<i64>, _>(2)?.unwrap_or(0))))
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get::<Option<i64>, _>(2)?.unwrap_or(0),
+                ))
+            })
             .collect()
     }
 
@@ -544,13 +578,15 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> anyhow::Result<(Vec<ActionRow>, i64)> {
-        let filter = "WHERE requested_at >= $1 AND ($2 = '' OR action = $2) AND ($3 = '' OR outcome = $3)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM action_requests {filter}"))
-            .bind(since_ms)
-            .bind(action.unwrap_or(""))
-            .bind(outcome.unwrap_or(""))
-            .fetch_one(&self.pool)
-            .await?;
+        let filter =
+            "WHERE requested_at >= $1 AND ($2 = '' OR action = $2) AND ($3 = '' OR outcome = $3)";
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM action_requests {filter}"))
+                .bind(since_ms)
+                .bind(action.unwrap_or(""))
+                .bind(outcome.unwrap_or(""))
+                .fetch_one(&self.pool)
+                .await?;
         let rows = sqlx::query(&format!(
             "SELECT requested_at, rule, action, target, parameters, reason, findings, outcome, detail FROM action_requests {filter} \
              ORDER BY requested_at DESC, batch_seq DESC, n DESC LIMIT $4 OFFSET $5"
@@ -626,12 +662,19 @@ pub fn now_ms() -> i64 {
 
 /// `sqlite://path`, creating the file and its directory if needed.
 fn sqlite_url(url: &str) -> anyhow::Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = rest.split_once('?').map(|(p, _)| p).unwrap_or(rest);
     if path.is_empty() || path == ":memory:" {
-        anyhow::bail!("database.url: an in-memory SQLite database would lose every event; give a file path");
+        anyhow::bail!(
+            "database.url: an in-memory SQLite database would lose every event; give a file path"
+        );
     }
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(format!("sqlite://{path}?mode=rwc"))

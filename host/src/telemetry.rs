@@ -1,8 +1,8 @@
 //! Prometheus metrics, with the requirements' names, in one registry.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -37,7 +37,8 @@ pub struct Metrics {
 
 fn buckets_seconds() -> Vec<f64> {
     vec![
-        0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0,
     ]
 }
 
@@ -47,7 +48,9 @@ impl Metrics {
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m;
-                registry.register(Box::new(m.clone())).expect("metric registers once");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registers once");
                 m
             }};
         }
@@ -55,7 +58,10 @@ impl Metrics {
         Metrics {
             events: reg!(
                 IntCounterVec::new(
-                    Opts::new("event_processing_total", "Events by type and outcome (processed, duplicate, rejected, failed)"),
+                    Opts::new(
+                        "event_processing_total",
+                        "Events by type and outcome (processed, duplicate, rejected, failed)"
+                    ),
                     &["event_type", "status"],
                 )
                 .expect("valid metric")
@@ -70,80 +76,153 @@ impl Metrics {
                 )
                 .expect("valid metric")
             ),
-            throughput: gauge("event_processing_throughput", "Events processed per second (last 5 s)"),
+            throughput: gauge(
+                "event_processing_throughput",
+                "Events processed per second (last 5 s)",
+            ),
             alerts: reg!(
                 IntCounterVec::new(
-                    Opts::new("event_correlation_alerts_total", "Correlation alerts raised, by rule or pattern"),
+                    Opts::new(
+                        "event_correlation_alerts_total",
+                        "Correlation alerts raised, by rule or pattern"
+                    ),
                     &["rule"],
                 )
                 .expect("valid metric")
             ),
             patterns: reg!(
                 GaugeVec::new(
-                    Opts::new("event_correlation_patterns", "Active correlation findings, by pattern"),
+                    Opts::new(
+                        "event_correlation_patterns",
+                        "Active correlation findings, by pattern"
+                    ),
                     &["pattern"],
                 )
                 .expect("valid metric")
             ),
-            correlation_score: gauge("event_correlation_score", "Combined strength of the active findings (0 to 1)"),
-            analytics_throughput: gauge("real_time_analytics_throughput", "Events per second over the analytics window"),
-            analytics_latency: gauge("real_time_analytics_latency", "Average latency (ms) over the analytics window"),
-            analytics_latency_p95: gauge("real_time_analytics_latency_p95", "95th percentile latency (ms) over the analytics window"),
-            analytics_error_rate: gauge("real_time_analytics_error_rate", "Error rate over the analytics window"),
+            correlation_score: gauge(
+                "event_correlation_score",
+                "Combined strength of the active findings (0 to 1)",
+            ),
+            analytics_throughput: gauge(
+                "real_time_analytics_throughput",
+                "Events per second over the analytics window",
+            ),
+            analytics_latency: gauge(
+                "real_time_analytics_latency",
+                "Average latency (ms) over the analytics window",
+            ),
+            analytics_latency_p95: gauge(
+                "real_time_analytics_latency_p95",
+                "95th percentile latency (ms) over the analytics window",
+            ),
+            analytics_error_rate: gauge(
+                "real_time_analytics_error_rate",
+                "Error rate over the analytics window",
+            ),
             analytics_user_satisfaction: gauge(
                 "real_time_analytics_user_satisfaction",
                 "Average satisfaction score over the analytics window",
             ),
-            analytics_business_value: gauge("real_time_analytics_business_value", "Business value over the analytics window"),
+            analytics_business_value: gauge(
+                "real_time_analytics_business_value",
+                "Business value over the analytics window",
+            ),
             analytics_requests_per_second: gauge(
                 "real_time_analytics_requests_per_second",
                 "llm_request events per second over the analytics window",
             ),
-            analytics_cost_per_request: gauge("real_time_analytics_cost_per_request", "Average cost per request over the analytics window"),
+            analytics_cost_per_request: gauge(
+                "real_time_analytics_cost_per_request",
+                "Average cost per request over the analytics window",
+            ),
             batch_size: reg!(
                 Histogram::with_opts(
                     HistogramOpts::new("event_processing_batch_size", "Events per processed batch")
-                        .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0]),
+                        .buckets(vec![
+                            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0
+                        ]),
                 )
                 .expect("valid metric")
             ),
-            queue_depth: reg!(IntGauge::new("event_processing_queue_depth", "Events accepted and not yet stored").expect("valid metric")),
+            queue_depth: reg!(
+                IntGauge::new(
+                    "event_processing_queue_depth",
+                    "Events accepted and not yet stored"
+                )
+                .expect("valid metric")
+            ),
             plugin_call: reg!(
                 HistogramVec::new(
-                    HistogramOpts::new("plugin_call_duration_seconds", "Duration of calls into plugins")
-                        .buckets(vec![0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]),
+                    HistogramOpts::new(
+                        "plugin_call_duration_seconds",
+                        "Duration of calls into plugins"
+                    )
+                    .buckets(vec![
+                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0
+                    ]),
                     &["plugin", "call"],
                 )
                 .expect("valid metric")
             ),
             plugin_failures: reg!(
                 IntCounterVec::new(
-                    Opts::new("plugin_failures_total", "Failed plugin calls (timeout, memory_limit, trap, bad_output, rejected)"),
+                    Opts::new(
+                        "plugin_failures_total",
+                        "Failed plugin calls (timeout, memory_limit, trap, bad_output, rejected)"
+                    ),
                     &["plugin", "failure"],
                 )
                 .expect("valid metric")
             ),
             db_write: reg!(
                 Histogram::with_opts(
-                    HistogramOpts::new("database_write_duration_seconds", "Duration of one batch's write transaction")
-                        .buckets(buckets_seconds()),
+                    HistogramOpts::new(
+                        "database_write_duration_seconds",
+                        "Duration of one batch's write transaction"
+                    )
+                    .buckets(buckets_seconds()),
                 )
                 .expect("valid metric")
             ),
-            db_errors: reg!(IntCounter::new("database_write_errors_total", "Failed batch writes (retried)").expect("valid metric")),
+            db_errors: reg!(
+                IntCounter::new(
+                    "database_write_errors_total",
+                    "Failed batch writes (retried)"
+                )
+                .expect("valid metric")
+            ),
             action_requests: reg!(
                 IntCounterVec::new(
-                    Opts::new("automated_response_requests_total", "Action requests by action and outcome"),
+                    Opts::new(
+                        "automated_response_requests_total",
+                        "Action requests by action and outcome"
+                    ),
                     &["action", "outcome"],
                 )
                 .expect("valid metric")
             ),
             http_requests: reg!(
-                IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by route and status"), &["route", "status"])
-                    .expect("valid metric")
+                IntCounterVec::new(
+                    Opts::new("http_requests_total", "HTTP requests by route and status"),
+                    &["route", "status"]
+                )
+                .expect("valid metric")
             ),
             registry,
         }
+        .with_process_metrics()
+    }
+
+    /// process_resident_memory_bytes, process_cpu_seconds_total, ...
+    fn with_process_metrics(self) -> Metrics {
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        self
     }
 
     /// Set the analytics gauges from a snapshot.
@@ -153,10 +232,13 @@ impl Metrics {
         self.analytics_latency.set(o.latency_avg.unwrap_or(0.0));
         self.analytics_latency_p95.set(o.latency_p95.unwrap_or(0.0));
         self.analytics_error_rate.set(o.error_rate);
-        self.analytics_user_satisfaction.set(o.user_satisfaction.unwrap_or(0.0));
+        self.analytics_user_satisfaction
+            .set(o.user_satisfaction.unwrap_or(0.0));
         self.analytics_business_value.set(o.business_value);
-        self.analytics_requests_per_second.set(o.requests_per_second);
-        self.analytics_cost_per_request.set(o.cost_per_request.unwrap_or(0.0));
+        self.analytics_requests_per_second
+            .set(o.requests_per_second);
+        self.analytics_cost_per_request
+            .set(o.cost_per_request.unwrap_or(0.0));
     }
 
     /// The text exposition format.

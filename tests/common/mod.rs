@@ -39,3 +39,203 @@ pub fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Admin token the test services run with.
+pub const TOKEN: &str = "test-admin-token";
+
+/// A running `hxp-events serve`: the real binary, on a free loopback port.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    pub db_url: String,
+    pub log: PathBuf,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A SQLite database URL in a fresh directory.
+pub fn sqlite_url() -> (String, PathBuf) {
+    let dir = tempdir();
+    (format!("sqlite://{}/events.db", dir.display()), dir)
+}
+
+/// A fresh PostgreSQL database on the local server (127.0.0.1:5432).
+pub async fn postgres_url() -> String {
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
+    let name = format!("hxp_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+impl Service {
+    /// Start with the shipped config, `db_url`, and extra environment.
+    pub async fn start(db_url: &str, env: &[(&str, &str)]) -> Service {
+        Service::start_with(db_url, env, None).await
+    }
+
+    /// Start with an extra YAML config file content (merged over nothing:
+    /// it replaces the shipped file).
+    pub async fn start_with(
+        db_url: &str,
+        env: &[(&str, &str)],
+        config_yaml: Option<&str>,
+    ) -> Service {
+        let dir = tempdir();
+        let port = free_port();
+        let log = dir.join("service.log");
+        let config = match config_yaml {
+            Some(text) => {
+                let p = dir.join("config.yaml");
+                std::fs::write(&p, text).unwrap();
+                p
+            }
+            None => root().join("config/event-processing.yaml"),
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .current_dir(root())
+            .env("DATABASE_URL", db_url)
+            .env("EVENT_PROCESSING_API_PORT", port.to_string())
+            .env("EVENT_PROCESSING_PLUGIN_DIR", root().join("target/plugins"))
+            .env("EVENT_PROCESSING_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let svc = Service {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            db_url: db_url.to_string(),
+            log,
+        };
+        svc.wait_ready().await;
+        svc
+    }
+
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health", self.base)).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "service did not start; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no exit after SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- service log (last lines) ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// POST JSON, returning (status, body).
+pub async fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub async fn get(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Every event id stored in a database, with how often (always once).
+pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let url = if db_url.starts_with("sqlite") {
+        format!("{db_url}?mode=ro")
+    } else {
+        db_url.to_string()
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT event_id, COUNT(*) FROM events GROUP BY event_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter()
+        .map(|r| {
+            let b: Vec<u8> = r.get(0);
+            (
+                u128::from_be_bytes(b.try_into().unwrap()),
+                r.get::<i64, _>(1),
+            )
+        })
+        .collect()
+}

@@ -976,7 +976,8 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("unknown field `window_seconds`"), "{err}");
         // Partial pattern settings keep the other defaults.
-        c.configure(r#"{"patterns": {"error_burst": {"min_errors": 2}}}"#).unwrap();
+        c.configure(r#"{"patterns": {"error_burst": {"min_errors": 2}}}"#)
+            .unwrap();
     }
 
     #[test]
