@@ -557,6 +557,21 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("EVENT_PROCESSING_PLUGIN_DIR", "plugins.directory"),
 ];
 
+/// Keys whose environment value is always text (a token of digits stays a
+/// string).
+const TEXT_KEYS: &[&str] = &[
+    "service.host",
+    "service.admin_token",
+    "kafka.bootstrap_servers",
+    "kafka.consumer_group",
+    "monitoring.api_gateway_endpoint",
+    "monitoring.sql_database_endpoint",
+    "monitoring.metrics_server_endpoint",
+    "monitoring.custom_metrics_endpoint",
+    "database.url",
+    "plugins.directory",
+];
+
 impl Config {
     /// Load `path` (or the defaults when `None`), apply the environment,
     /// and check the result.
@@ -586,7 +601,12 @@ impl Config {
         let mut from_env: BTreeMap<String, String> = BTreeMap::new();
         for (var, key) in ENV_OVERRIDES {
             if let Some((_, value)) = env.iter().find(|(k, _)| k == var) {
-                set_path(&mut root, key, scalar(value));
+                let value = if TEXT_KEYS.contains(key) {
+                    serde_yaml::Value::String(value.clone())
+                } else {
+                    scalar(value)
+                };
+                set_path(&mut root, key, value);
                 from_env.insert(key.to_string(), var.to_string());
             }
         }

@@ -14,7 +14,9 @@
 //! - `health` ← system_metric `health`
 
 use hxp_plugin_sdk::{Event, EventKind, Health};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// The published schemas: (file name, text). The envelope first.
@@ -125,8 +127,12 @@ pub fn data_schema(kind: EventKind) -> &'static str {
     SCHEMAS[1 + kind.index()].1
 }
 
-/// First schema violation as an error naming the field.
+/// First schema violation as an error naming the field (valid input takes
+/// the fast path that builds no error).
 fn schema_error(v: &jsonschema::Validator, instance: &Value, prefix: &str) -> Option<EventError> {
+    if v.is_valid(instance) {
+        return None;
+    }
     let e = v.iter_errors(instance).next()?;
     let path = format!("{prefix}{}", e.instance_path());
     let field = if path.is_empty() {
@@ -142,17 +148,38 @@ fn schema_error(v: &jsonschema::Validator, instance: &Value, prefix: &str) -> Op
     Some(EventError::invalid(format!("{at}{e}"), field))
 }
 
-/// Validate one event (already parsed as JSON). `now_ms` stamps events that
-/// carry no timestamp. `enabled` says which types are accepted.
+/// Validate one event given as a JSON value.
 pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
-    let Value::Object(mut obj) = value else {
-        return Err(EventError::invalid(
-            format!("an event must be a JSON object, not {}", json_type(&value)),
-            None,
-        ));
+    parse(
+        &serde_json::to_vec(&value).expect("a Value serializes"),
+        now_ms,
+        enabled,
+    )
+}
+
+/// Parse and validate one event from JSON text. `now_ms` stamps events that
+/// carry no timestamp; `enabled` says which types are accepted.
+///
+/// The `data` object is kept as sent (its text is what is stored) and
+/// parsed once, for validation and the typed fields.
+pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
+    let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(text) {
+        Ok(f) => f,
+        Err(e) if e.is_data() => {
+            // Valid JSON, but not an object: say what it is.
+            let v: Value = serde_json::from_slice(text).map_err(|e| EventError::malformed(&e))?;
+            return Err(EventError::invalid(
+                format!("an event must be a JSON object, not {}", json_type(&v)),
+                None,
+            ));
+        }
+        Err(e) => return Err(EventError::malformed(&e)),
     };
-    let kind = match obj.get("event_type") {
-        Some(Value::String(t)) => EventKind::parse(t).ok_or_else(|| {
+    let small = |raw: &RawValue| {
+        serde_json::from_str::<Value>(raw.get()).expect("RawValue holds valid JSON")
+    };
+    let kind = match fields.get("event_type").map(|r| small(r)) {
+        Some(Value::String(t)) => EventKind::parse(&t).ok_or_else(|| {
             EventError::invalid(
                 format!(
                     "unknown event_type '{t}' (expected one of: {})",
@@ -163,7 +190,7 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
         })?,
         Some(other) => {
             return Err(EventError::invalid(
-                format!("event_type must be a string, not {}", json_type(other)),
+                format!("event_type must be a string, not {}", json_type(&other)),
                 Some("/event_type".into()),
             ));
         }
@@ -185,29 +212,43 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
             field: Some("/event_type".into()),
         });
     }
+    // The envelope, with `data` standing in as `{}` when it is an object (it
+    // is checked against its own schema below).
+    let data_raw = fields.get("data").copied();
+    let data_is_object = data_raw.is_some_and(|r| r.get().starts_with('{'));
+    let envelope: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, raw)| {
+            let v = if k == "data" && data_is_object {
+                Value::Object(Map::new())
+            } else {
+                small(raw)
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let envelope = Value::Object(envelope);
     let vals = validators();
-    let value = Value::Object(std::mem::take(&mut obj));
-    if let Some(e) = schema_error(&vals.envelope, &value, "") {
+    if let Some(e) = schema_error(&vals.envelope, &envelope, "") {
         return Err(e);
     }
-    let Value::Object(mut obj) = value else {
-        unreachable!()
-    };
-    let data = obj.remove("data").expect("schema requires data");
+    let data_raw = data_raw.expect("schema requires data");
+    let data: Value = serde_json::from_str(data_raw.get()).expect("RawValue holds valid JSON");
     if let Some(e) = schema_error(&vals.data[kind.index()], &data, "/data") {
         return Err(e);
     }
-    let event_uuid = match obj.get("event_id") {
+    let event_uuid = match envelope.get("event_id") {
         Some(Value::String(s)) => uuid::Uuid::parse_str(s).map_err(|e| {
             EventError::invalid(
                 format!("event_id is not a UUID: {e}"),
                 Some("/event_id".into()),
             )
         })?,
-        _ => uuid::Uuid::new_v4(),
+        // Time-ordered (version 7): the event_id index then grows at its
+        // end instead of taking random inserts.
+        _ => uuid::Uuid::now_v7(),
     };
-    let id = event_uuid.hyphenated().to_string();
-    let time_ms = match obj.get("timestamp") {
+    let time_ms = match envelope.get("timestamp") {
         Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
             .map_err(|e| {
                 EventError::invalid(
@@ -224,17 +265,11 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
     let typed = typed(kind, &data, event_uuid.as_u128(), time_ms);
     Ok(ValidEvent {
         kind,
-        id,
+        id: event_uuid.hyphenated().to_string(),
         time_ms,
-        data: Value::Object(data).to_string(),
+        data: data_raw.get().to_string(),
         typed,
     })
-}
-
-/// Parse and validate one event from JSON text.
-pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
-    let value: Value = serde_json::from_slice(text).map_err(|e| EventError::malformed(&e))?;
-    validate(value, now_ms, enabled)
 }
 
 /// The `event_consumers` key of a type (`llm_requests`, ...).

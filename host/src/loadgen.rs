@@ -6,6 +6,10 @@
 //! (rarely degraded), 5% business_event, 10% error_event. Every 30 s one
 //! service ("vllm-mixtral") has a 5 s error burst: its requests fail 40% of
 //! the time and it reports extra error events.
+//!
+//! Request bodies are generated ahead (64 for normal times, 64 for bursts)
+//! and reused, so the generator spends its CPU on sending; the service
+//! assigns every event a new id, so a reused body is new events.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -140,6 +144,21 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let started = Instant::now();
     let mut rng = Rng(opts.seed.max(1));
+    let make = |rng: &mut Rng, at: Duration| -> bytes::Bytes {
+        let mut body = String::with_capacity(opts.batch * 260);
+        for _ in 0..opts.batch {
+            body.push_str(&event(rng, at));
+            body.push('\n');
+        }
+        bytes::Bytes::from(body)
+    };
+    let normal: Vec<bytes::Bytes> = (0..64)
+        .map(|_| make(&mut rng, Duration::from_secs(1)))
+        .collect();
+    let bursty: Vec<bytes::Bytes> = (0..64)
+        .map(|_| make(&mut rng, Duration::from_secs(6)))
+        .collect();
+    let mut next_body = 0usize;
     let mut due_sent = 0u64;
     let mut last_report = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -147,13 +166,11 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
     while started.elapsed() < opts.duration {
         let elapsed = started.elapsed();
         let due = (elapsed.as_secs_f64() * opts.rate as f64) as u64;
-        while due_sent < due {
-            let n = ((due - due_sent) as usize).min(opts.batch);
-            let mut body = String::with_capacity(n * 260);
-            for _ in 0..n {
-                body.push_str(&event(&mut rng, elapsed));
-                body.push('\n');
-            }
+        while due_sent < due && started.elapsed() < opts.duration {
+            let n = opts.batch;
+            let in_burst = elapsed.as_secs() % 30 < 5 && elapsed.as_secs() >= 5;
+            let body = if in_burst { &bursty } else { &normal }[next_body % 64].clone();
+            next_body += 1;
             due_sent += n as u64;
             let permit = slots.clone().acquire_owned().await?;
             let (client, url, totals, latencies) = (

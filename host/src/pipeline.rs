@@ -258,7 +258,7 @@ impl PipelineHandle {
 
 /// Recently seen event ids, for duplicate detection before the plugins.
 struct RecentIds {
-    map: HashMap<u128, u64>,
+    map: HashMap<u128, u64, hxp_plugin_sdk::FxBuildHasher>,
     order: VecDeque<u128>,
     capacity: usize,
 }
@@ -266,7 +266,7 @@ struct RecentIds {
 impl RecentIds {
     fn new(capacity: usize) -> RecentIds {
         RecentIds {
-            map: HashMap::with_capacity(capacity.min(1 << 16)),
+            map: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), Default::default()),
             order: VecDeque::new(),
             capacity,
         }
@@ -580,7 +580,8 @@ fn processor(
                 .max()
                 .unwrap_or(last_seq)
                 .max(last_seq);
-            let write = process_batch(&mut stages, &batch, now, &config, &metrics, &live);
+            let mut batch = batch;
+            let write = process_batch(&mut stages, &mut batch, now, &config, &metrics, &live);
             rate.add(batch.items.len());
             if out
                 .blocking_send(WriterMsg::Batch {
@@ -754,7 +755,7 @@ fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
 /// Run one batch through the stages and prepare its write.
 fn process_batch(
     stages: &mut Stages,
-    batch: &Batch,
+    batch: &mut Batch,
     now: i64,
     config: &Config,
     metrics: &Metrics,
@@ -940,8 +941,12 @@ fn process_batch(
             detail: "no executor configured; request logged".into(),
         })
         .collect();
-    let events: Vec<EventRow> = fresh
-        .iter()
+    let fresh_count = fresh.len();
+    // The stored text moves out of the item; the item only acknowledges now.
+    let events: Vec<EventRow> = batch
+        .items
+        .iter_mut()
+        .filter(|i| !i.duplicate)
         .map(|i| EventRow {
             seq: i.seq,
             event_id: i.event.typed.id,
@@ -951,7 +956,7 @@ fn process_batch(
             processed_at: now,
             batch_seq,
             source: i.source.as_deref().map(str::to_string),
-            data: i.event.data.clone(),
+            data: std::mem::take(&mut i.event.data),
         })
         .collect();
 
@@ -968,8 +973,8 @@ fn process_batch(
             l.last_actions = actions;
         }
         l.batches += 1;
-        l.events += fresh.len() as u64;
-        l.duplicates += (batch.items.len() - fresh.len()) as u64;
+        l.events += fresh_count as u64;
+        l.duplicates += (batch.items.len() - fresh_count) as u64;
         l.last_batch_at = Some(now);
         l.last_batch_size = batch.items.len();
         for (a, b) in l.stage_ns.iter_mut().zip(stage_ns) {
@@ -978,10 +983,10 @@ fn process_batch(
     }
 
     BatchWrite {
-        batch: (!fresh.is_empty()).then(|| BatchRow {
+        batch: (fresh_count > 0).then(|| BatchRow {
             batch_seq,
             processed_at: now,
-            size: fresh.len(),
+            size: fresh_count,
             analytics: analytics_json,
             correlation: correlation_json,
             response: response_json,
