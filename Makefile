@@ -34,10 +34,12 @@ run: build
 
 test: build
 	$(CARGO) fmt --all --check
+	tests/setup.sh
 	$(CARGO) test --release --workspace
 
 bench: build
 	$(CARGO) bench -p hxp-events --bench plugin_stages
+	$(CARGO) bench -p hxp-events --bench service
 
 lint:
 	$(CARGO) fmt --all --check

@@ -7,7 +7,7 @@ use crate::ingest;
 use crate::pipeline::{LiveView, PipelineHandle, Receipt, SubmitError};
 use crate::plugin::{Clock, LoadedComponent, Plugin, PluginEngine, convert};
 use crate::store::Store;
-use crate::telemetry::Metrics;
+use crate::telemetry::{EventStatus, Metrics};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -328,20 +328,12 @@ async fn process(
     let ev = match crate::event::parse(&body, crate::store::now_ms(), &enabled) {
         Ok(ev) => ev,
         Err(e) => {
-            let kind = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    v.get("event_type")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .filter(|t| EventKind::parse(t).is_some())
-                .unwrap_or_else(|| "unknown".into());
-            state
-                .metrics
-                .events
-                .with_label_values(&[&kind, "rejected"])
-                .inc();
+            let kind = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                v.get("event_type")
+                    .and_then(Value::as_str)
+                    .and_then(EventKind::parse)
+            });
+            state.metrics.event(kind, EventStatus::Rejected).inc();
             return Err(e.into());
         }
     };
@@ -380,14 +372,10 @@ async fn events(
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))??;
-    for e in &parsed.errors {
-        let _ = e;
-        state
-            .metrics
-            .events
-            .with_label_values(&["unknown", "rejected"])
-            .inc();
-    }
+    state
+        .metrics
+        .event(None, EventStatus::Rejected)
+        .inc_by(parsed.errors.len() as u64);
     if parsed.valid.is_empty() {
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

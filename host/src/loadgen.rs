@@ -162,7 +162,7 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
     let mut due_sent = 0u64;
     let mut last_report = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    let tick = Duration::from_millis(5);
+    let tick = Duration::from_millis(1);
     while started.elapsed() < opts.duration {
         let elapsed = started.elapsed();
         let due = (elapsed.as_secs_f64() * opts.rate as f64) as u64;

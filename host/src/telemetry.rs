@@ -5,8 +5,19 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// Outcome label of event_processing_total.
+#[derive(Debug, Clone, Copy)]
+pub enum EventStatus {
+    Processed = 0,
+    Duplicate = 1,
+    Rejected = 2,
+    Failed = 3,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// event_processing_total children, by [type (5 = unknown)][status].
+    event_counters: Vec<Vec<IntCounter>>,
     /// event_processing_total{event_type, status}: processed | duplicate |
     /// rejected | failed.
     pub events: IntCounterVec,
@@ -43,6 +54,16 @@ fn buckets_seconds() -> Vec<f64> {
 }
 
 impl Metrics {
+    /// The event_processing_total counter of a type (`None`: unknown type)
+    /// and outcome, without a label lookup.
+    pub fn event(
+        &self,
+        kind: Option<hxp_plugin_sdk::EventKind>,
+        status: EventStatus,
+    ) -> &IntCounter {
+        &self.event_counters[kind.map(|k| k.index()).unwrap_or(5)][status as usize]
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         macro_rules! reg {
@@ -55,17 +76,30 @@ impl Metrics {
             }};
         }
         let gauge = |name: &str, help: &str| reg!(Gauge::new(name, help).expect("valid metric"));
+        let events = reg!(
+            IntCounterVec::new(
+                Opts::new(
+                    "event_processing_total",
+                    "Events by type and outcome (processed, duplicate, rejected, failed)"
+                ),
+                &["event_type", "status"],
+            )
+            .expect("valid metric")
+        );
+        let event_counters = hxp_plugin_sdk::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain(["unknown"])
+            .map(|k| {
+                ["processed", "duplicate", "rejected", "failed"]
+                    .iter()
+                    .map(|st| events.with_label_values(&[k, st]))
+                    .collect()
+            })
+            .collect();
         Metrics {
-            events: reg!(
-                IntCounterVec::new(
-                    Opts::new(
-                        "event_processing_total",
-                        "Events by type and outcome (processed, duplicate, rejected, failed)"
-                    ),
-                    &["event_type", "status"],
-                )
-                .expect("valid metric")
-            ),
+            event_counters,
+            events,
             duration: reg!(
                 Histogram::with_opts(
                     HistogramOpts::new(

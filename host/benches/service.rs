@@ -1,0 +1,315 @@
+//! Service benchmark: the release binary with SQLite, driven over HTTP by
+//! the load generator (in this process).
+//!
+//! `make bench` (or `cargo bench -p hxp-events --bench service`). Prints:
+//! - sustained throughput through all three plugins with bulk ingestion,
+//!   against a baseline run without the plugin stages (same binary, stages
+//!   switched off), median of 3 runs each, with CPU of the service and of the
+//!   load generator, and the service's peak RSS;
+//! - ingest-to-stored latency at 1,000 and 10,000 events/s (one event per
+//!   request), from the client and from the service's own histogram;
+//! - how long until GET /analytics reflects an event.
+
+use hxp_events::loadgen;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+struct Svc {
+    child: Child,
+    base: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(env: &[(&str, &str)]) -> Svc {
+    let dir = std::env::temp_dir().join(format!("hxp-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
+    cmd.args([
+        "serve",
+        "--config",
+        root()
+            .join("config/event-processing.yaml")
+            .to_str()
+            .unwrap(),
+    ])
+    .current_dir(root())
+    .env(
+        "DATABASE_URL",
+        format!("sqlite://{}/events.db", dir.display()),
+    )
+    .env("EVENT_PROCESSING_API_PORT", port.to_string())
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Svc {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Throughput {
+    rate: f64,
+    service_cpu: f64,
+    loadgen_cpu: f64,
+    rss_mb: f64,
+}
+
+fn throughput(rt: &tokio::runtime::Runtime, env: &[(&str, &str)]) -> Throughput {
+    let svc = start(env);
+    let pid = svc.child.id().to_string();
+    let secs = 15.0;
+    let (s0, l0) = (cpu_seconds(&pid), cpu_seconds("self"));
+    let summary = rt
+        .block_on(loadgen::run(loadgen::Options {
+            target: svc.base.clone(),
+            rate: 500_000,
+            duration: Duration::from_secs_f64(secs),
+            batch: 1000,
+            concurrency: 4,
+            seed: 7,
+            quiet: true,
+        }))
+        .unwrap();
+    let (s1, l1) = (cpu_seconds(&pid), cpu_seconds("self"));
+    let elapsed = summary["seconds"].as_f64().unwrap();
+    assert_eq!(summary["rejected"], 0);
+    Throughput {
+        rate: summary["achieved_rate"].as_f64().unwrap(),
+        service_cpu: (s1 - s0) / elapsed,
+        loadgen_cpu: (l1 - l0) / elapsed,
+        rss_mb: peak_rss_mb(svc.child.id()),
+    }
+}
+
+/// p50/p99 from the service's ingest-to-stored histogram (bucket bounds).
+fn server_quantiles(metrics: &str) -> (f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("event_processing_duration_seconds_bucket"))
+    {
+        let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap()
+        };
+        let n: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        buckets.push((le, n));
+    }
+    let total = buckets.last().unwrap().1;
+    let q = |p: f64| buckets.iter().find(|(_, n)| *n >= total * p).unwrap().0;
+    (q(0.5) * 1000.0, q(0.99) * 1000.0)
+}
+
+fn latency(rt: &tokio::runtime::Runtime, rate: u64, batch: usize) -> (f64, f64, f64, f64) {
+    let svc = start(&[]);
+    let summary = rt
+        .block_on(loadgen::run(loadgen::Options {
+            target: svc.base.clone(),
+            rate,
+            duration: Duration::from_secs(10),
+            batch,
+            concurrency: 64,
+            seed: 9,
+            quiet: true,
+        }))
+        .unwrap();
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", svc.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let (s50, s99) = server_quantiles(&metrics);
+    (
+        summary["request_ms_p50"].as_f64().unwrap(),
+        summary["request_ms_p99"].as_f64().unwrap(),
+        s50,
+        s99,
+    )
+}
+
+fn analytics_visibility(rt: &tokio::runtime::Runtime) -> Vec<f64> {
+    let svc = start(&[]);
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut delays = Vec::new();
+        for i in 0..20u64 {
+            let count = |v: &Value| v["event_count"].as_u64().unwrap_or(0);
+            let before = count(&client.get(format!("{}/analytics", svc.base)).send().await.unwrap().json().await.unwrap());
+            let sent = Instant::now();
+            client
+                .post(format!("{}/process", svc.base))
+                .json(&serde_json::json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": i}}))
+                .send()
+                .await
+                .unwrap();
+            loop {
+                let v: Value = client.get(format!("{}/analytics", svc.base)).send().await.unwrap().json().await.unwrap();
+                if count(&v) > before {
+                    delays.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+        }
+        delays
+    })
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "machine: {cpu}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+
+    let full: &[(&str, &str)] = &[("STREAM_PROCESSING_BATCH_SIZE", "1000")];
+    let no_plugins: &[(&str, &str)] = &[
+        ("STREAM_PROCESSING_BATCH_SIZE", "1000"),
+        ("REAL_TIME_ANALYTICS_ENABLED", "false"),
+        ("EVENT_CORRELATION_ENABLED", "false"),
+        ("AUTOMATED_RESPONSE_ENABLED", "false"),
+    ];
+    let default_batch: &[(&str, &str)] = &[];
+    let mut rows = Vec::new();
+    for (name, env) in [
+        ("all three plugins, batch_size 1000", full),
+        ("baseline: no plugin stages, batch_size 1000", no_plugins),
+        (
+            "all three plugins, batch_size 100 (shipped default)",
+            default_batch,
+        ),
+    ] {
+        let runs: Vec<Throughput> = (0..RUNS).map(|_| throughput(&rt, env)).collect();
+        let rate = median(runs.iter().map(|r| r.rate).collect());
+        rows.push((
+            name,
+            rate,
+            median(runs.iter().map(|r| r.service_cpu).collect()),
+            median(runs.iter().map(|r| r.loadgen_cpu).collect()),
+            runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max),
+            runs.iter()
+                .map(|r| format!("{:.0}", r.rate))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    println!(
+        "\nThroughput, SQLite, POST /events NDJSON (1000 events per request, 4 in flight), 15 s per run, median of {RUNS}:\n"
+    );
+    println!(
+        "| configuration | events/s (median) | runs | service CPU (cores) | load generator CPU (cores) | service peak RSS |"
+    );
+    println!("|---|---:|---|---:|---:|---:|");
+    for (name, rate, scpu, lcpu, rss, runs) in &rows {
+        println!("| {name} | {rate:.0} | {runs} | {scpu:.2} | {lcpu:.2} | {rss:.0} MB |");
+    }
+    println!(
+        "\nplugin stages cost: {:.2}× the baseline's time per event",
+        rows[1].1 / rows[0].1
+    );
+
+    println!("\nLatency, one event per request (POST /events), 10 s each:\n");
+    println!(
+        "| rate | client p50 | client p99 | service p50 (bucket bound) | service p99 (bucket bound) |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for rate in [1_000, 10_000] {
+        let (c50, c99, s50, s99) = latency(&rt, rate);
+        println!("| {rate}/s | {c50:.2} ms | {c99:.2} ms | ≤ {s50:.1} ms | ≤ {s99:.1} ms |");
+    }
+
+    let d = analytics_visibility(&rt);
+    println!(
+        "\nAnalytics reflect an event (POST /process answered, then GET /analytics shows it): max {:.2} ms, median {:.2} ms over {} events",
+        d.iter().cloned().fold(0.0, f64::max),
+        median(d.clone()),
+        d.len()
+    );
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Starts what the tests need on this machine, idempotently:
+# - PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`);
+# - drops databases left by earlier test runs (hxp_test_*).
+set -euo pipefail
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+
+psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'hxp_test_%'" |
+    while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
