@@ -357,6 +357,9 @@ async fn correlation_test_uses_a_scratch_instance() {
     );
 }
 
+/// (method, url, content type, body, status, error code, message fragment)
+type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16, &'a str, &'a str);
+
 /// At least 20 kinds of bad input, each with its status and message; the
 /// service stays healthy and keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +378,7 @@ async fn bad_inputs_get_clear_errors() {
     let many = (0..600).map(|_| ok_event).collect::<Vec<_>>().join("\n");
     let deep = "[".repeat(5000);
     // (method, url, content type, body, status, error code, message fragment)
-    let cases: Vec<(&str, String, Option<&str>, Vec<u8>, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             process.clone(),

@@ -760,7 +760,7 @@ impl Config {
                 &self.monitoring.custom_metrics_endpoint,
             ),
         ] {
-            if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("{key}: '{url}' is not an http(s) URL"));
             }
         }

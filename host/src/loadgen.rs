@@ -39,7 +39,7 @@ struct Totals {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -47,11 +47,11 @@ impl Rng {
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
+        xs[(self.next_u64() % xs.len() as u64) as usize]
     }
 }
 
@@ -85,11 +85,11 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
             0.02
         };
         let ok = rng.unit() >= fail_p;
-        let tokens = 50 + rng.next() % 800;
+        let tokens = 50 + rng.next_u64() % 800;
         let mut data = json!({
-            "model": model, "service": service, "user_id": format!("user-{}", rng.next() % 5000),
+            "model": model, "service": service, "user_id": format!("user-{}", rng.next_u64() % 5000),
             "latency_ms": (latency * 10.0).round() / 10.0, "success": ok,
-            "prompt_tokens": 100 + rng.next() % 1500, "completion_tokens": tokens,
+            "prompt_tokens": 100 + rng.next_u64() % 1500, "completion_tokens": tokens,
             "cost_usd": (tokens as f64 * 0.000002 * 1e6).round() / 1e6,
         });
         if !ok {
@@ -99,7 +99,7 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
     } else if r < 0.75 {
         let s = (6.0 + rng.unit() * 4.5).min(10.0) - if rng.unit() < 0.1 { 4.0 } else { 0.0 };
         json!({"event_type": "user_feedback", "data": {
-            "user_id": format!("user-{}", rng.next() % 5000), "model": rng.pick(&MODELS),
+            "user_id": format!("user-{}", rng.next_u64() % 5000), "model": rng.pick(&MODELS),
             "satisfaction": (s * 10.0).round() / 10.0,
         }})
     } else if r < 0.85 {
@@ -116,7 +116,7 @@ pub fn event(rng: &mut Rng, elapsed: Duration) -> String {
         json!({"event_type": "business_event", "data": {
             "name": rng.pick(&["subscription_renewal", "upgrade", "api_credit_purchase"]),
             "value": ((rng.unit() * 500.0) * 100.0).round() / 100.0, "currency": "USD",
-            "user_id": format!("user-{}", rng.next() % 5000),
+            "user_id": format!("user-{}", rng.next_u64() % 5000),
         }})
     } else {
         let service = if burst && rng.unit() < 0.7 {

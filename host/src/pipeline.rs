@@ -989,7 +989,7 @@ fn process_batch(
     }
 
     BatchWrite {
-        batch: (fresh_count > 0).then(|| BatchRow {
+        batch: (fresh_count > 0).then_some(BatchRow {
             batch_seq,
             processed_at: now,
             size: fresh_count,

@@ -487,9 +487,5 @@ impl Plugin {
 
 /// How long calls took, for reporting.
 pub fn mean_call_time(stats: &CallStats) -> Duration {
-    if stats.calls == 0 {
-        Duration::ZERO
-    } else {
-        Duration::from_nanos(stats.total_call_ns / stats.calls)
-    }
+    Duration::from_nanos(stats.total_call_ns.checked_div(stats.calls).unwrap_or(0))
 }
