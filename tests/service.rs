@@ -358,7 +358,15 @@ async fn correlation_test_uses_a_scratch_instance() {
 }
 
 /// (method, url, content type, body, status, error code, message fragment)
-type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16, &'a str, &'a str);
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    Vec<u8>,
+    u16,
+    &'a str,
+    &'a str,
+);
 
 /// At least 20 kinds of bad input, each with its status and message; the
 /// service stays healthy and keeps working.
