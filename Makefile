@@ -40,6 +40,7 @@ test: build
 bench: build
 	$(CARGO) bench -p hxp-events --bench plugin_stages
 	$(CARGO) bench -p hxp-events --bench service
+	$(CARGO) bench -p hxp-events --bench kafka
 
 lint:
 	$(CARGO) fmt --all --check

@@ -13,3 +13,11 @@ pg_isready -h 127.0.0.1 -p 5432
 
 psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'hxp_test_%'" |
     while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
+
+# The Kafka-protocol broker of the Kafka tests (each test starts its own on
+# a free loopback port). Installed once per machine from crates.io.
+if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+    echo "installing tansu (Kafka-compatible broker) from crates.io"
+    cargo install tansu --locked --features dynostore,postgres
+fi
+"$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version

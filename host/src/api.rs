@@ -32,6 +32,8 @@ pub struct AppState {
     /// The correlation component, for scratch instances (POST /correlations/test).
     pub correlation: Option<LoadedComponent>,
     pub validators: Arc<rayon::ThreadPool>,
+    /// The Kafka consumer's status, when Kafka is configured.
+    pub kafka: Option<Arc<crate::kafka::KafkaStatus>>,
     /// Processing ids are UUIDs that carry this namespace and the event's
     /// sequence number.
     pub namespace: u64,
@@ -498,7 +500,11 @@ async fn health(State(state): St) -> Json<Value> {
     } else {
         "ok"
     };
-    let healthy = db == "ok" && queue == "ok";
+    let kafka = match &state.kafka {
+        None => "disabled".to_string(),
+        Some(k) => k.problem().unwrap_or_else(|| "ok".into()),
+    };
+    let healthy = db == "ok" && queue == "ok" && (kafka == "ok" || kafka == "disabled");
     Json(json!({
         "status": if healthy { "healthy" } else { "degraded" },
         "service": state.config.service.name,
@@ -509,7 +515,7 @@ async fn health(State(state): St) -> Json<Value> {
             "database": db,
             "queue": queue,
             "plugins": if failing.is_empty() { "ok".to_string() } else { format!("recent failures: {}", failing.join("; ")) },
-            "kafka": "disabled",
+            "kafka": kafka,
         },
     }))
 }
@@ -1003,7 +1009,10 @@ async fn pipeline(State(state): St) -> Json<Value> {
             "last_error": c.db_last_error.lock().expect("lock").clone(),
             "batches_written": c.writer_batches.load(Relaxed),
         },
-        "kafka": {"enabled": false},
+        "kafka": match &state.kafka {
+            None => json!({"enabled": false}),
+            Some(k) => k.json(),
+        },
     }))
 }
 

@@ -103,6 +103,21 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::new());
     let pipeline = pipeline::start(config.clone(), store.clone(), stages, metrics.clone()).await?;
+    let validators = Arc::new(crate::ingest::pool(
+        config.stream_processing.parallel_workers,
+    )?);
+    let kafka = if config.kafka.bootstrap_servers.is_empty() {
+        tracing::info!("kafka.bootstrap_servers is empty: HTTP ingestion only");
+        None
+    } else {
+        Some(crate::kafka::start(
+            config.clone(),
+            pipeline.handle.clone(),
+            metrics.clone(),
+            validators.clone(),
+            namespace,
+        )?)
+    };
     let state = Arc::new(AppState {
         config: config.clone(),
         pipeline: pipeline.handle.clone(),
@@ -111,9 +126,8 @@ pub async fn run(
         metrics,
         engine,
         correlation: Some(correlation_component),
-        validators: Arc::new(crate::ingest::pool(
-            config.stream_processing.parallel_workers,
-        )?),
+        validators,
+        kafka: kafka.as_ref().map(|k| k.status.clone()),
         namespace,
         started,
     });
@@ -158,6 +172,14 @@ pub async fn run(
             tokio::time::sleep(grace).await;
         } => tracing::warn!("HTTP requests still open after {grace:?}; closing them"),
     }
+    // Kafka: stop polling, let its polls in flight be stored, commit. The
+    // pipeline still runs meanwhile.
+    let kafka_done = tokio::task::spawn_blocking(move || {
+        if let Some(k) = kafka {
+            k.stop();
+        }
+    });
+    kafka_done.await.context("kafka consumer")?;
     pipeline.handle.close();
     pipeline.done.await.context("pipeline writer")?;
     store.close().await;

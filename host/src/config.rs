@@ -308,6 +308,10 @@ pub struct Kafka {
     pub results_topic: String,
     /// Partitions of topics the service creates.
     pub partitions: i32,
+    /// Where a group with no committed offset starts: earliest | latest.
+    pub auto_offset_reset: String,
+    /// Larger messages go to the dead-letter topic.
+    pub max_message_bytes: usize,
 }
 
 impl Default for Kafka {
@@ -333,6 +337,8 @@ impl Default for Kafka {
             dead_letter_topic: "event-processing-dead-letters".into(),
             results_topic: String::new(),
             partitions: 3,
+            auto_offset_reset: "earliest".into(),
+            max_message_bytes: 1 << 20,
         }
     }
 }
@@ -543,6 +549,11 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "kafka.heartbeat_interval_ms",
     ),
     ("KAFKA_CONSUMER_MAX_POLL_RECORDS", "kafka.max_poll_records"),
+    ("KAFKA_DEAD_LETTER_TOPIC", "kafka.dead_letter_topic"),
+    ("KAFKA_RESULTS_TOPIC", "kafka.results_topic"),
+    ("KAFKA_AUTO_OFFSET_RESET", "kafka.auto_offset_reset"),
+    ("KAFKA_MAX_MESSAGE_BYTES", "kafka.max_message_bytes"),
+    ("KAFKA_TOPIC_PARTITIONS", "kafka.partitions"),
     ("API_GATEWAY_ENDPOINT", "monitoring.api_gateway_endpoint"),
     ("SQL_DATABASE_ENDPOINT", "monitoring.sql_database_endpoint"),
     (
@@ -570,6 +581,9 @@ const TEXT_KEYS: &[&str] = &[
     "monitoring.custom_metrics_endpoint",
     "database.url",
     "plugins.directory",
+    "kafka.dead_letter_topic",
+    "kafka.results_topic",
+    "kafka.auto_offset_reset",
 ];
 
 impl Config {
@@ -722,6 +736,23 @@ impl Config {
         }
         if k.partitions < 1 {
             return Err("kafka.partitions: must be at least 1".into());
+        }
+        if !k.bootstrap_servers.is_empty() && k.max_poll_records > sp.queue_capacity {
+            return Err(
+                "kafka.max_poll_records: must not exceed stream_processing.queue_capacity".into(),
+            );
+        }
+        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
+            return Err(format!(
+                "kafka.auto_offset_reset: '{}' is not earliest or latest",
+                k.auto_offset_reset
+            ));
+        }
+        if k.max_message_bytes < 1024 {
+            return Err("kafka.max_message_bytes: must be at least 1024".into());
+        }
+        if !k.bootstrap_servers.is_empty() && k.dead_letter_topic.is_empty() {
+            return Err("kafka.dead_letter_topic: must be set when Kafka is used".into());
         }
         let level = self.performance.log_level.to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {

@@ -163,6 +163,25 @@ pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidE
 /// The `data` object is kept as sent (its text is what is stored) and
 /// parsed once, for validation and the typed fields.
 pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
+    parse_with(text, now_ms, enabled, &Defaults::default())
+}
+
+/// What a source fills in when an event does not say it (Kafka: the
+/// topic's type, and an id derived from the message's position so that a
+/// redelivery maps to the same event).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults {
+    pub kind: Option<EventKind>,
+    pub id: Option<u128>,
+}
+
+/// [`parse`], with source defaults for `event_type` and `event_id`.
+pub fn parse_with(
+    text: &[u8],
+    now_ms: i64,
+    enabled: &[bool; 5],
+    defaults: &Defaults,
+) -> Result<ValidEvent, EventError> {
     let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(text) {
         Ok(f) => f,
         Err(e) if e.is_data() => {
@@ -194,6 +213,7 @@ pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent
                 Some("/event_type".into()),
             ));
         }
+        None if defaults.kind.is_some() => defaults.kind.expect("checked"),
         None => {
             return Err(EventError::invalid(
                 "missing required field 'event_type'".into(),
@@ -216,7 +236,7 @@ pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent
     // is checked against its own schema below).
     let data_raw = fields.get("data").copied();
     let data_is_object = data_raw.is_some_and(|r| r.get().starts_with('{'));
-    let envelope: serde_json::Map<String, Value> = fields
+    let mut envelope: serde_json::Map<String, Value> = fields
         .iter()
         .map(|(k, raw)| {
             let v = if k == "data" && data_is_object {
@@ -227,6 +247,9 @@ pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent
             (k.clone(), v)
         })
         .collect();
+    envelope
+        .entry("event_type")
+        .or_insert_with(|| Value::String(kind.as_str().into()));
     let envelope = Value::Object(envelope);
     let vals = validators();
     if let Some(e) = schema_error(&vals.envelope, &envelope, "") {
@@ -246,7 +269,10 @@ pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent
         })?,
         // Time-ordered (version 7): the event_id index then grows at its
         // end instead of taking random inserts.
-        _ => uuid::Uuid::now_v7(),
+        _ => match defaults.id {
+            Some(id) => uuid::Uuid::from_u128(id),
+            None => uuid::Uuid::now_v7(),
+        },
     };
     let time_ms = match envelope.get("timestamp") {
         Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod kafka;
 pub mod loadgen;
 pub mod pipeline;
 pub mod plugin;

@@ -326,7 +326,7 @@ pub async fn start(
     let live = Arc::new(RwLock::new(LiveView::default()));
 
     // Restore and replay before taking new input.
-    let next_seq = store.max_seq().await? + 1;
+    let seqs = SeqBlock::reserve(&store).await?;
     let replayed = restore(&store, &mut stages).await?;
     live.write().expect("live lock").replayed = replayed;
     let mut recent = RecentIds::new(RECENT_IDS);
@@ -350,8 +350,9 @@ pub async fn start(
         intake_rx,
         batch_tx,
         config.stream_processing.batch_size,
-        next_seq,
+        seqs,
         recent,
+        store.clone(),
     ));
     let proc_live = live.clone();
     let proc_metrics = metrics.clone();
@@ -478,8 +479,9 @@ async fn batcher(
     mut intake: mpsc::UnboundedReceiver<Submission>,
     out: mpsc::Sender<Batch>,
     batch_size: usize,
-    mut next_seq: u64,
+    mut seqs: SeqBlock,
     mut recent: RecentIds,
+    store: Store,
 ) {
     // Events taken from the intake but not yet in a batch.
     let mut pending: VecDeque<Item> = VecDeque::new();
@@ -509,8 +511,7 @@ async fn batcher(
                     item.duplicate = true;
                 }
                 None => {
-                    item.seq = next_seq;
-                    next_seq += 1;
+                    item.seq = seqs.next(&store).await;
                     recent.insert(id, item.seq);
                 }
             }
@@ -521,6 +522,45 @@ async fn batcher(
         if !open && pending.is_empty() {
             break;
         }
+    }
+}
+
+/// Sequence numbers reserved in the database, a block at a time, so that
+/// instances sharing a database never collide.
+struct SeqBlock {
+    next: u64,
+    end: u64,
+}
+
+const SEQ_BLOCK: u64 = 100_000;
+
+impl SeqBlock {
+    async fn reserve(store: &Store) -> anyhow::Result<SeqBlock> {
+        let first = store.reserve_seqs(SEQ_BLOCK).await?;
+        Ok(SeqBlock {
+            next: first,
+            end: first + SEQ_BLOCK,
+        })
+    }
+
+    async fn next(&mut self, store: &Store) -> u64 {
+        if self.next == self.end {
+            // Retried while the database is away: intake backs up meanwhile.
+            let mut delay = Duration::from_millis(50);
+            *self = loop {
+                match SeqBlock::reserve(store).await {
+                    Ok(b) => break b,
+                    Err(e) => {
+                        tracing::warn!("reserving sequence numbers failed, retrying: {e:#}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            };
+        }
+        let seq = self.next;
+        self.next += 1;
+        seq
     }
 }
 

@@ -306,6 +306,23 @@ impl Store {
             .await?)
     }
 
+    /// Reserve `n` event sequence numbers for this instance: returns the
+    /// first. Atomic in the database, so several instances sharing one
+    /// database never hand out the same number.
+    pub async fn reserve_seqs(&self, n: u64) -> anyhow::Result<u64> {
+        let first_free = self.max_seq().await? + 1;
+        let end: String = sqlx::query_scalar(
+            "INSERT INTO meta (key, value) VALUES ('next_seq', $1) ON CONFLICT (key) DO UPDATE \
+             SET value = CAST(CAST(meta.value AS BIGINT) + $2 AS TEXT) RETURNING value",
+        )
+        .bind((first_free + n).to_string())
+        .bind(n as i64)
+        .fetch_one(&self.writer)
+        .await?;
+        let end: u64 = end.parse().context("meta next_seq is not a number")?;
+        Ok(end - n)
+    }
+
     /// Highest event sequence number stored (0 when empty).
     pub async fn max_seq(&self) -> anyhow::Result<u64> {
         let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")

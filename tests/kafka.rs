@@ -1,0 +1,689 @@
+//! Kafka ingestion against a real Kafka-protocol broker (tansu, started per
+//! test on a free loopback port; `make test` installs it), and against
+//! librdkafka's mock cluster for fault injection.
+//!
+//! Every test runs the real `hxp-events` binary with its real plugins.
+
+mod common;
+
+use common::*;
+use hxp_events::kafka::derived_id;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPICS: [(&str, &str); 5] = [
+    ("llm_request", "llm-requests"),
+    ("user_feedback", "user-feedback"),
+    ("system_metric", "system-metrics"),
+    ("business_event", "business-events"),
+    ("error_event", "error-events"),
+];
+const DLQ: &str = "event-processing-dead-letters";
+
+fn tansu_bin() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// A tansu broker (in-memory storage) on a free loopback port.
+struct Broker {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let port = free_port();
+        let dir = tempdir();
+        let log = dir.join("tansu.log");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("tansu must be installed (make test installs it: cargo install tansu)");
+        let broker = Broker {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            log,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&broker.addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not listen; log:\n{}",
+                std::fs::read_to_string(&broker.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        broker
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    client(bootstrap)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .create()
+        .unwrap()
+}
+
+async fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        if let Err((t, e)) = r {
+            assert_eq!(
+                e,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "creating {t}"
+            );
+        }
+    }
+}
+
+fn topic_of(event: &str) -> &'static str {
+    let v: Value = serde_json::from_str(event).unwrap();
+    let t = v["event_type"].as_str().unwrap();
+    TOPICS.iter().find(|(k, _)| *k == t).unwrap().1
+}
+
+/// `n` realistic events of all five types; every other one carries its
+/// own event_id, the rest get ids derived from their position.
+fn events(n: usize, seed: u64) -> Vec<(Option<u128>, String)> {
+    let mut rng = hxp_events::loadgen::Rng(seed);
+    (0..n)
+        .map(|i| {
+            let text = hxp_events::loadgen::event(&mut rng, Duration::from_secs(1));
+            if i % 2 == 0 {
+                let id = uuid::Uuid::new_v4();
+                let mut v: Value = serde_json::from_str(&text).unwrap();
+                v["event_id"] = Value::String(id.to_string());
+                (Some(id.as_u128()), v.to_string())
+            } else {
+                (None, text)
+            }
+        })
+        .collect()
+}
+
+/// Produce events to their type's topic; returns the id each will be
+/// stored under.
+async fn produce(p: &FutureProducer, events: &[(Option<u128>, String)]) -> Vec<u128> {
+    let sends = events.iter().map(|(id, text)| async move {
+        let topic = topic_of(text);
+        let d = p
+            .send(
+                FutureRecord::<(), str>::to(topic).payload(text),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        id.unwrap_or_else(|| derived_id(topic, d.partition, d.offset))
+    });
+    futures::future::join_all(sends).await
+}
+
+/// Wait until the database holds `n` events; fails on more (a duplicate)
+/// or on timeout.
+async fn wait_stored(db_url: &str, n: usize, limit: Duration, what: &str) -> Vec<(u128, i64)> {
+    let started = Instant::now();
+    loop {
+        let ids = stored_ids(db_url).await;
+        assert!(
+            ids.iter().all(|(_, c)| *c == 1),
+            "{what}: an event stored twice"
+        );
+        if ids.len() >= n {
+            assert_eq!(ids.len(), n, "{what}: more events stored than produced");
+            return ids;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: {} of {n} events stored after {limit:?}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn kafka_view(svc: &Service) -> Value {
+    get(&svc.url("/processing/pipeline")).await.1["kafka"].clone()
+}
+
+/// Wait until the service's consumer holds `n` partitions.
+async fn wait_assigned(svc: &Service, n: usize) -> Vec<(String, i64)> {
+    let started = Instant::now();
+    loop {
+        let k = kafka_view(svc).await;
+        let parts: Vec<(String, i64)> = k["partitions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        (
+                            p["topic"].as_str().unwrap().to_string(),
+                            p["partition"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if parts.len() == n && k["status"] == "ok" {
+            return parts;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "consumer has {} of {n} partitions: {k}\nlog:\n{}",
+            parts.len(),
+            svc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sum of the group's committed offsets over the five topics.
+fn committed_total(bootstrap: &str, group: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (_, t) in TOPICS {
+        for p in 0..partitions {
+            tpl.add_partition(t, p);
+        }
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn kafka_env(bootstrap: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.to_string()),
+        ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000".into()),
+        ("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", "1000".into()),
+    ]
+}
+
+async fn start(db_url: &str, env: &[(&'static str, String)]) -> Service {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Service::start(db_url, &env).await
+}
+
+/// The requirements' "kafka-console-producer" check, with an independent
+/// producer (`tansu cat produce`): every event is stored, analytics count
+/// them, offsets are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_producer_events_are_stored_counted_and_committed() {
+    let broker = Broker::start().await;
+    let (db, _dir) = sqlite_url();
+    let svc = start(&db, &kafka_env(&broker.addr)).await;
+    // The service creates the five topics (3 partitions each) at start.
+    wait_assigned(&svc, 15).await;
+
+    let all = events(1000, 7);
+    let mut per_topic: HashMap<&str, Vec<String>> = HashMap::new();
+    for (_, text) in &all {
+        per_topic
+            .entry(topic_of(text))
+            .or_default()
+            .push(text.clone());
+    }
+    let dir = tempdir();
+    for (topic, lines) in &per_topic {
+        // tansu cat reads a JSON array of records, `{"value": {...}}` each
+        // (the event as the message value), into partition 0.
+        let file = dir.join(format!("{topic}.json"));
+        let body: Vec<String> = lines
+            .iter()
+            .map(|l| format!("{{\"value\": {l}}}"))
+            .collect();
+        std::fs::write(&file, format!("[{}]", body.join(",\n"))).unwrap();
+        let out = Command::new(tansu_bin())
+            .args([
+                "cat",
+                "produce",
+                topic,
+                file.to_str().unwrap(),
+                "--broker",
+                &format!("tcp://{}", broker.addr),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu cat produce {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stored = wait_stored(&db, 1000, Duration::from_secs(60), "tansu cat").await;
+    let explicit: BTreeSet<u128> = all.iter().filter_map(|(id, _)| *id).collect();
+    let stored_set: BTreeSet<u128> = stored.iter().map(|(id, _)| *id).collect();
+    assert!(
+        explicit.is_subset(&stored_set),
+        "events with their own ids are stored under them"
+    );
+
+    // Analytics saw every event, per type as produced.
+    let (_, analytics) = get(&svc.url("/analytics")).await;
+    assert_eq!(analytics["event_count"], 1000, "{analytics}");
+    for (kind, topic) in TOPICS {
+        assert_eq!(
+            analytics["by_event_type"][kind]["event_count"]
+                .as_u64()
+                .unwrap_or(0) as usize,
+            per_topic.get(topic).map_or(0, Vec::len),
+            "{kind}: {analytics}"
+        );
+    }
+    // Offsets committed: 1000 messages read, 1000 committed.
+    let started = Instant::now();
+    while committed_total(&broker.addr, "hxp-event-processing", 3) != 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "committed offsets: {}",
+            committed_total(&broker.addr, "hxp-event-processing", 3)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, metrics) = get_text(&svc.url("/metrics")).await;
+    assert!(
+        metrics.contains("kafka_messages_total{outcome=\"accepted\",topic=\"llm-requests\"}"),
+        "{metrics}"
+    );
+    let (_, health) = get(&svc.url("/health")).await;
+    assert_eq!(health["checks"]["kafka"], "ok", "{health}");
+}
+
+async fn get_text(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// kill -9 the service three times while events are being produced; after
+/// the last restart every produced event is in the database exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    let broker = Broker::start().await;
+    let names: Vec<&str> = TOPICS.iter().map(|(_, t)| *t).chain([DLQ]).collect();
+    create_topics(&broker.addr, &names, 3).await;
+    let (db, _dir) = sqlite_url();
+    let mut env = kafka_env(&broker.addr);
+    // A short session, so that the killed member leaves the group soon.
+    env[1].1 = "3000".into();
+    env[2].1 = "500".into();
+
+    const N: usize = 20_000;
+    let all = events(N, 11);
+    let bootstrap = broker.addr.clone();
+    // Produce in chunks over ~25 s while the service is being killed.
+    let producing = tokio::spawn(async move {
+        let p = producer(&bootstrap);
+        let mut ids = Vec::with_capacity(N);
+        for chunk in all.chunks(200) {
+            ids.extend(produce(&p, chunk).await);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ids
+    });
+    for round in 1..=3 {
+        let mut svc = start(&db, &env).await;
+        tokio::time::sleep(Duration::from_millis(1500 + 300 * round)).await;
+        let before = stored_ids(&db).await.len();
+        svc.child.kill().unwrap(); // SIGKILL
+        svc.child.wait().unwrap();
+        eprintln!("round {round}: killed with {before} events stored");
+        assert!(
+            before > 0 && before < N,
+            "killed mid-stream ({before} stored)"
+        );
+        // Restart once the broker has dropped the dead member (its session
+        // timed out): tansu 0.6 can leave a member that joins while a dead
+        // one is still listed with an empty assignment until the next
+        // rebalance. A supervisor's restart delay does the same.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+    }
+    let expected: BTreeSet<u128> = producing.await.unwrap().into_iter().collect();
+    assert_eq!(expected.len(), N);
+    let svc = start(&db, &env).await;
+    let stored = wait_stored(&db, N, Duration::from_secs(120), "after kill -9").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, expected, "exactly the produced events are stored");
+    drop(svc);
+}
+
+/// Two instances in one group share the partitions; stopping one hands its
+/// partitions to the other; nothing is lost. PostgreSQL, as in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_partitions_and_hand_over() {
+    let broker = Broker::start().await;
+    let db = postgres_url().await;
+    let env = kafka_env(&broker.addr);
+    let mut a = start(&db, &env).await;
+    wait_assigned(&a, 15).await;
+    let b = start(&db, &env).await;
+    // After the rebalance the 15 partitions are split between the two.
+    let started = Instant::now();
+    loop {
+        let pa = kafka_view(&a).await["partitions"].as_array().unwrap().len();
+        let pb = kafka_view(&b).await["partitions"].as_array().unwrap().len();
+        if pa > 0 && pb > 0 && pa + pb == 15 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "partitions not shared: a {pa}, b {pb}\nlog a:\n{}\nlog b:\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let p = producer(&broker.addr);
+    let first = events(3000, 21);
+    let mut expected: BTreeSet<u128> = produce(&p, &first).await.into_iter().collect();
+    wait_stored(&db, 3000, Duration::from_secs(60), "two instances").await;
+    let consumed = |v: &Value| v["consumed"].as_u64().unwrap();
+    let (ca, cb) = (
+        consumed(&kafka_view(&a).await),
+        consumed(&kafka_view(&b).await),
+    );
+    assert!(ca > 0 && cb > 0, "both instances consumed: a {ca}, b {cb}");
+
+    // Stop A while more events arrive: B takes over all partitions.
+    let second = events(3000, 22);
+    let bootstrap = broker.addr.clone();
+    let producing = tokio::spawn(async move { produce(&producer(&bootstrap), &second).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.terminate().success(), "A exits 0 on SIGTERM");
+    wait_assigned(&b, 15).await;
+    expected.extend(producing.await.unwrap());
+    let stored = wait_stored(&db, 6000, Duration::from_secs(90), "after hand-over").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, expected);
+}
+
+/// Invalid messages land in the dead-letter topic with the reason and
+/// origin in headers; the good messages around them are processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_go_to_the_dead_letter_topic() {
+    let broker = Broker::start().await;
+    let names: Vec<&str> = TOPICS.iter().map(|(_, t)| *t).chain([DLQ]).collect();
+    create_topics(&broker.addr, &names, 1).await;
+    let (db, _dir) = sqlite_url();
+    let mut env = kafka_env(&broker.addr);
+    env.push(("KAFKA_MAX_MESSAGE_BYTES", "4096".into()));
+    let svc = start(&db, &env).await;
+    wait_assigned(&svc, 5).await;
+
+    let good = |i: usize| {
+        format!(
+            r#"{{"event_type": "llm_request", "event_id": "{}", "data": {{"model": "mixtral-8x7b", "latency_ms": {i}}}}}"#,
+            uuid::Uuid::from_u128(0xabc0 + i as u128)
+        )
+    };
+    let big = format!(
+        r#"{{"event_type": "llm_request", "data": {{"model": "m", "note": "{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let bad: Vec<(&str, String)> = vec![
+        ("malformed_json", "{not json".into()),
+        (
+            "unknown_event_type",
+            r#"{"event_type": "llm_response", "data": {}}"#.into(),
+        ),
+        (
+            "invalid_event",
+            r#"{"event_type": "llm_request", "data": {"model": "m", "latency_ms": "fast"}}"#.into(),
+        ),
+        ("oversized", big),
+        ("empty", String::new()),
+    ];
+    let p = producer(&broker.addr);
+    let mut bad_offsets = HashMap::new();
+    for (i, (reason, text)) in bad.iter().enumerate() {
+        p.send(
+            FutureRecord::<(), str>::to("llm-requests").payload(&good(i)),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let mut record = FutureRecord::<str, str>::to("llm-requests").key(*reason);
+        if !text.is_empty() {
+            record = record.payload(text);
+        }
+        let d = p.send(record, Duration::from_secs(10)).await.unwrap();
+        bad_offsets.insert(reason.to_string(), d.offset);
+    }
+    p.send(
+        FutureRecord::<(), str>::to("llm-requests").payload(&good(99)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+
+    let stored = wait_stored(&db, 6, Duration::from_secs(30), "good messages").await;
+    let ids: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    for i in [0, 1, 2, 3, 4, 99] {
+        assert!(
+            ids.contains(&(0xabc0 + i as u128)),
+            "good message {i} stored"
+        );
+    }
+
+    // Read the dead-letter topic.
+    let c: BaseConsumer = client(&broker.addr)
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(DLQ, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    /// reason -> (message, origin topic, origin offset, payload)
+    type DeadLetters = HashMap<String, (String, String, String, Option<Vec<u8>>)>;
+    let mut found: DeadLetters = HashMap::new();
+    let started = Instant::now();
+    while found.len() < bad.len() && started.elapsed() < Duration::from_secs(30) {
+        let Some(Ok(m)) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let mut h: HashMap<String, String> = HashMap::new();
+        if let Some(headers) = m.headers() {
+            for hd in headers.iter() {
+                h.insert(
+                    hd.key.to_string(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        found.insert(
+            h["hxp-error"].clone(),
+            (
+                h["hxp-error-message"].clone(),
+                h["hxp-origin-topic"].clone(),
+                h["hxp-origin-offset"].clone(),
+                m.payload().map(<[u8]>::to_vec),
+            ),
+        );
+    }
+    for (reason, text) in &bad {
+        let (message, topic, offset, payload) = found
+            .get(*reason)
+            .unwrap_or_else(|| panic!("no dead letter for {reason}: {found:?}"));
+        assert_eq!(topic, "llm-requests");
+        assert_eq!(offset, &bad_offsets[*reason].to_string(), "{reason}");
+        assert!(!message.is_empty());
+        if !text.is_empty() {
+            assert_eq!(
+                payload.as_deref(),
+                Some(text.as_bytes()),
+                "{reason}: payload kept"
+            );
+        }
+    }
+    assert!(
+        found["invalid_event"].0.contains("/data/latency_ms"),
+        "{:?}",
+        found["invalid_event"]
+    );
+    assert!(found["unknown_event_type"].0.contains("llm_response"));
+    let (_, metrics) = get_text(&svc.url("/metrics")).await;
+    assert!(
+        metrics.contains("kafka_dead_letters_total{reason=\"oversized\"} 1"),
+        "{metrics}"
+    );
+    let k = kafka_view(&svc).await;
+    assert_eq!(k["dead_lettered"], 5, "{k}");
+}
+
+/// librdkafka's mock cluster: the broker goes down for a while (the service
+/// reports degraded, keeps serving HTTP, then resumes by itself), fetch and
+/// commit requests fail. Nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_and_request_errors_lose_nothing() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).unwrap();
+    for (_, t) in TOPICS {
+        mock.create_topic(t, 3, 1).unwrap();
+    }
+    mock.create_topic(DLQ, 1, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let (db, _dir) = sqlite_url();
+    let mut env = kafka_env(&bootstrap);
+    env.push(("KAFKA_CONSUMER_AUTO_COMMIT_INTERVAL_MS", "200".into()));
+    let svc = start(&db, &env).await;
+    wait_assigned(&svc, 15).await;
+
+    let p = producer(&bootstrap);
+    let mut expected: BTreeSet<u128> = produce(&p, &events(2000, 31)).await.into_iter().collect();
+    wait_stored(&db, 2000, Duration::from_secs(60), "before the outage").await;
+
+    // Broker down: health says so, HTTP ingestion still works.
+    mock.broker_down(1).unwrap();
+    let started = Instant::now();
+    let health = loop {
+        let (_, h) = get(&svc.url("/health")).await;
+        if h["status"] == "degraded" {
+            break h;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not degraded: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        health["checks"]["kafka"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{health}"
+    );
+    let (status, body) = post(
+        &svc.url("/process"),
+        &serde_json::json!({"event_type": "llm_request", "data": {"model": "m"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    expected.insert(
+        uuid::Uuid::parse_str(body["event_id"].as_str().unwrap())
+            .unwrap()
+            .as_u128(),
+    );
+    // Produced during the outage: the producer holds them until the broker
+    // is back.
+    let later = events(2000, 32);
+    let bs = bootstrap.clone();
+    let producing = tokio::spawn(async move { produce(&producer(&bs), &later).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.broker_up(1).unwrap();
+
+    // Then fetches and commits fail for a while.
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
+    );
+    expected.extend(producing.await.unwrap());
+    let stored = wait_stored(&db, 4001, Duration::from_secs(90), "after the outage").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, expected);
+    // Healthy again, by itself.
+    let started = Instant::now();
+    loop {
+        let (_, h) = get(&svc.url("/health")).await;
+        if h["status"] == "healthy" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still degraded: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Offsets caught up despite the failed commits.
+    let started = Instant::now();
+    while committed_total(&bootstrap, "hxp-event-processing", 3) != 4000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "committed {}",
+            committed_total(&bootstrap, "hxp-event-processing", 3)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
