@@ -269,7 +269,9 @@ async fn start(db_url: &str, env: &[(&'static str, String)]) -> Service {
 async fn independent_producer_events_are_stored_counted_and_committed() {
     let broker = Broker::start().await;
     let (db, _dir) = sqlite_url();
-    let svc = start(&db, &kafka_env(&broker.addr)).await;
+    let mut env = kafka_env(&broker.addr);
+    env.push(("KAFKA_RESULTS_TOPIC", "event-processing-results".into()));
+    let svc = start(&db, &env).await;
     // The service creates the five topics (3 partitions each) at start.
     wait_assigned(&svc, 15).await;
 
@@ -345,6 +347,33 @@ async fn independent_producer_events_are_stored_counted_and_committed() {
     );
     let (_, health) = get(&svc.url("/health")).await;
     assert_eq!(health["checks"]["kafka"], "ok", "{health}");
+    assert!(metrics.contains("kafka_consumer_lag{partition=\"0\",topic=\"llm-requests\"}"));
+
+    // The results topic has one processing record per stored event.
+    let c: BaseConsumer = client(&broker.addr)
+        .set("group.id", "results-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["event-processing-results"]).unwrap();
+    let mut records: HashMap<String, Value> = HashMap::new();
+    let started = Instant::now();
+    while records.len() < 1000 && started.elapsed() < Duration::from_secs(30) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            records.insert(v["event_id"].as_str().unwrap().to_string(), v);
+        }
+    }
+    assert_eq!(records.len(), 1000, "one processing record per event");
+    let (_, sample) = records.iter().next().unwrap();
+    let (status, record) = get(&svc.url(&format!(
+        "/processing/{}",
+        sample["processing_id"].as_str().unwrap()
+    )))
+    .await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["event_id"], sample["event_id"]);
+    assert_eq!(record["processing_type"], sample["processing_type"]);
 }
 
 async fn get_text(url: &str) -> (u16, String) {

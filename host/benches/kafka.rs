@@ -143,18 +143,22 @@ fn service_run(
         stored(&base, rt),
         Instant::now(),
     );
-    let n1 = loop {
+    // Until all are stored, or nothing more arrives for 5 s (then the
+    // shortfall is reported: tansu's fetches can stop short of the end).
+    let (mut last, mut last_at) = (n0, Instant::now());
+    let (n1, secs) = loop {
         let n = stored(&base, rt);
-        if n >= N as u64 {
-            break n;
+        if n > last {
+            (last, last_at) = (n, Instant::now());
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "only {n} of {N} stored"
-        );
+        if n >= N as u64 || last_at.elapsed() > Duration::from_secs(5) {
+            break (last, (last_at - t0).as_secs_f64());
+        }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let secs = t0.elapsed().as_secs_f64();
+    if n1 < N as u64 {
+        println!("note: {group}: {n1} of {N} events stored");
+    }
     let run = Run {
         rate: (n1 - n0) as f64 / secs,
         service_cores: (cpu_seconds(pid) - s0) / secs,
@@ -247,6 +251,11 @@ fn main() {
             .set("bootstrap.servers", &bootstrap)
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000")
+            // One produce request at a time per connection: tansu 0.6's
+            // memory engine can give overlapping offsets to pipelined
+            // produce requests for one partition (records then lost or
+            // served twice).
+            .set("max.in.flight.requests.per.connection", "1")
             .create()
             .unwrap();
         let mut rng = hxp_events::loadgen::Rng(42);
