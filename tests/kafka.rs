@@ -21,22 +21,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOPICS: [(&str, &str); 5] = [
-    ("llm_request", "llm-requests"),
-    ("user_feedback", "user-feedback"),
-    ("system_metric", "system-metrics"),
-    ("business_event", "business-events"),
-    ("error_event", "error-events"),
-];
 const DLQ: &str = "event-processing-dead-letters";
 
-fn tansu_bin() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
-    if cargo_bin.exists() {
-        return cargo_bin;
-    }
-    PathBuf::from("tansu")
+/// The five topics and the dead-letter topic.
+fn all_topics() -> Vec<String> {
+    kafka_topics()
+        .into_iter()
+        .map(|(_, t)| t)
+        .chain([DLQ.to_string()])
+        .collect()
 }
 
 /// A tansu broker (in-memory storage) on a free loopback port.
@@ -107,7 +100,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
+async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap();
     let new: Vec<NewTopic> = names
         .iter()
@@ -126,12 +119,6 @@ async fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
             );
         }
     }
-}
-
-fn topic_of(event: &str) -> &'static str {
-    let v: Value = serde_json::from_str(event).unwrap();
-    let t = v["event_type"].as_str().unwrap();
-    TOPICS.iter().find(|(k, _)| *k == t).unwrap().1
 }
 
 /// `n` realistic events of all five types; every other one carries its
@@ -160,13 +147,13 @@ async fn produce(p: &FutureProducer, events: &[(Option<u128>, String)]) -> Vec<u
         let topic = topic_of(text);
         let d = p
             .send(
-                FutureRecord::<(), str>::to(topic).payload(text),
+                FutureRecord::<(), str>::to(&topic).payload(text),
                 Duration::from_secs(30),
             )
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
-        id.unwrap_or_else(|| derived_id(topic, d.partition, d.offset))
+        id.unwrap_or_else(|| derived_id(&topic, d.partition, d.offset))
     });
     futures::future::join_all(sends).await
 }
@@ -233,9 +220,9 @@ async fn wait_assigned(svc: &Service, n: usize) -> Vec<(String, i64)> {
 fn committed_total(bootstrap: &str, group: &str, partitions: i32) -> i64 {
     let c: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    for (_, t) in TOPICS {
+    for (_, t) in kafka_topics() {
         for p in 0..partitions {
-            tpl.add_partition(t, p);
+            tpl.add_partition(&t, p);
         }
     }
     let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
@@ -276,7 +263,7 @@ async fn independent_producer_events_are_stored_counted_and_committed() {
     wait_assigned(&svc, 15).await;
 
     let all = events(1000, 7);
-    let mut per_topic: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut per_topic: HashMap<String, Vec<String>> = HashMap::new();
     for (_, text) in &all {
         per_topic
             .entry(topic_of(text))
@@ -321,12 +308,12 @@ async fn independent_producer_events_are_stored_counted_and_committed() {
     // Analytics saw every event, per type as produced.
     let (_, analytics) = get(&svc.url("/analytics")).await;
     assert_eq!(analytics["event_count"], 1000, "{analytics}");
-    for (kind, topic) in TOPICS {
+    for (kind, topic) in kafka_topics() {
         assert_eq!(
             analytics["by_event_type"][kind]["event_count"]
                 .as_u64()
                 .unwrap_or(0) as usize,
-            per_topic.get(topic).map_or(0, Vec::len),
+            per_topic.get(&topic).map_or(0, Vec::len),
             "{kind}: {analytics}"
         );
     }
@@ -386,8 +373,7 @@ async fn get_text(url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_and_stores_nothing_twice() {
     let broker = Broker::start().await;
-    let names: Vec<&str> = TOPICS.iter().map(|(_, t)| *t).chain([DLQ]).collect();
-    create_topics(&broker.addr, &names, 3).await;
+    create_topics(&broker.addr, &all_topics(), 3).await;
     let (db, _dir) = sqlite_url();
     let mut env = kafka_env(&broker.addr);
     // A short session, so that the killed member leaves the group soon.
@@ -488,8 +474,7 @@ async fn two_instances_share_partitions_and_hand_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_messages_go_to_the_dead_letter_topic() {
     let broker = Broker::start().await;
-    let names: Vec<&str> = TOPICS.iter().map(|(_, t)| *t).chain([DLQ]).collect();
-    create_topics(&broker.addr, &names, 1).await;
+    create_topics(&broker.addr, &all_topics(), 1).await;
     let (db, _dir) = sqlite_url();
     let mut env = kafka_env(&broker.addr);
     env.push(("KAFKA_MAX_MESSAGE_BYTES", "4096".into()));
@@ -624,8 +609,8 @@ async fn broker_outage_and_request_errors_lose_nothing() {
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = MockCluster::new(1).unwrap();
-    for (_, t) in TOPICS {
-        mock.create_topic(t, 3, 1).unwrap();
+    for (_, t) in kafka_topics() {
+        mock.create_topic(&t, 3, 1).unwrap();
     }
     mock.create_topic(DLQ, 1, 1).unwrap();
     let bootstrap = mock.bootstrap_servers();

@@ -13,71 +13,26 @@
 //! invocation: a bare librdkafka consumer in this process reading the same
 //! messages from the same broker, doing nothing with them.
 
+// Shared with the integration tests (paths, ports, CPU accounting).
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const N: usize = 400_000;
 const RUNS: usize = 3;
-const TOPICS: [(&str, &str); 5] = [
-    ("llm_request", "llm-requests"),
-    ("user_feedback", "user-feedback"),
-    ("system_metric", "system-metrics"),
-    ("business_event", "business-events"),
-    ("error_event", "error-events"),
-];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn tansu() -> PathBuf {
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
-    if p.exists() {
-        p
-    } else {
-        PathBuf::from("tansu")
     }
 }
 
@@ -105,13 +60,12 @@ fn service_run(
     group: &str,
     env: &[(&str, &str)],
 ) -> Run {
-    let dir = std::env::temp_dir().join(format!("hxp-kbench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let dir = common::tempdir();
+    let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
     cmd.args(["serve", "--config"])
-        .arg(root().join("config/event-processing.yaml"))
-        .current_dir(root())
+        .arg(common::root().join("config/event-processing.yaml"))
+        .current_dir(common::root())
         .env(
             "DATABASE_URL",
             format!("sqlite://{}/events.db", dir.display()),
@@ -138,8 +92,8 @@ fn service_run(
         std::thread::sleep(Duration::from_millis(2));
     }
     let (s0, b0, n0, t0) = (
-        cpu_seconds(pid),
-        cpu_seconds(broker_pid),
+        common::cpu_seconds(pid),
+        common::cpu_seconds(broker_pid),
         stored(&base, rt),
         Instant::now(),
     );
@@ -161,8 +115,8 @@ fn service_run(
     }
     let run = Run {
         rate: (n1 - n0) as f64 / secs,
-        service_cores: (cpu_seconds(pid) - s0) / secs,
-        broker_cores: (cpu_seconds(broker_pid) - b0) / secs,
+        service_cores: (common::cpu_seconds(pid) - s0) / secs,
+        broker_cores: (common::cpu_seconds(broker_pid) - b0) / secs,
     };
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
@@ -177,7 +131,8 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let names: Vec<&str> = TOPICS.iter().map(|(_, t)| *t).collect();
+    let topics = common::kafka_topics();
+    let names: Vec<&str> = topics.iter().map(|(_, t)| t.as_str()).collect();
     c.subscribe(&names).unwrap();
     let mut n = 0usize;
     let mut started: Option<(Instant, f64, f64)> = None;
@@ -187,8 +142,8 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
             if started.is_none() {
                 started = Some((
                     Instant::now(),
-                    cpu_seconds(std::process::id()),
-                    cpu_seconds(broker_pid),
+                    common::cpu_seconds(std::process::id()),
+                    common::cpu_seconds(broker_pid),
                 ));
             }
             n += 1;
@@ -199,16 +154,16 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
     let secs = t0.elapsed().as_secs_f64();
     Run {
         rate: (n - 1) as f64 / secs,
-        service_cores: (cpu_seconds(std::process::id()) - s0) / secs,
-        broker_cores: (cpu_seconds(broker_pid) - b0) / secs,
+        service_cores: (common::cpu_seconds(std::process::id()) - s0) / secs,
+        broker_cores: (common::cpu_seconds(broker_pid) - b0) / secs,
     }
 }
 
 fn main() {
-    let port = free_port();
+    let port = common::free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let broker = Killed(
-        Command::new(tansu())
+        Command::new(common::tansu_bin())
             .args([
                 "broker",
                 "--listener-url",
@@ -234,7 +189,8 @@ fn main() {
             .set("bootstrap.servers", &bootstrap)
             .create()
             .unwrap();
-        let new: Vec<NewTopic> = TOPICS
+        let topics = common::kafka_topics();
+        let new: Vec<NewTopic> = topics
             .iter()
             .map(|(_, t)| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
             .chain([NewTopic::new(
@@ -263,13 +219,11 @@ fn main() {
         let mut pending = Vec::new();
         for _ in 0..N {
             let text = hxp_events::loadgen::event(&mut rng, Duration::from_secs(1));
-            let v: Value = serde_json::from_str(&text).unwrap();
-            let kind = v["event_type"].as_str().unwrap().to_string();
-            let topic = TOPICS.iter().find(|(k, _)| *k == kind).unwrap().1;
+            let topic = common::topic_of(&text);
             let p = p.clone();
             pending.push(tokio::spawn(async move {
                 p.send(
-                    FutureRecord::<(), str>::to(topic).payload(&text),
+                    FutureRecord::<(), str>::to(&topic).payload(&text),
                     Duration::from_secs(60),
                 )
                 .await
@@ -287,17 +241,9 @@ fn main() {
         }
         t.elapsed().as_secs_f64()
     });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        .unwrap_or_default();
     println!(
-        "machine: {cpu}, {} cores; broker: tansu (memory storage), 5 topics x 3 partitions",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        "machine: {}; broker: tansu (memory storage), 5 topics x 3 partitions",
+        common::machine()
     );
     println!(
         "{N} events produced in {produce_secs:.1} s ({:.0}/s)\n",
@@ -327,7 +273,7 @@ fn main() {
     let bare: Vec<Run> = (0..RUNS)
         .map(|_| bare_consumer_run(&bootstrap, broker_pid, &next_group()))
         .collect();
-    let bare_rate = median(bare.iter().map(|r| r.rate).collect());
+    let bare_rate = common::median(bare.iter().map(|r| r.rate).collect());
     rows.push((
         "baseline: bare librdkafka consumer, no processing".to_string(),
         bare,
@@ -344,12 +290,12 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|");
     for (name, runs) in rows {
-        let rate = median(runs.iter().map(|r| r.rate).collect());
+        let rate = common::median(runs.iter().map(|r| r.rate).collect());
         println!(
             "| {name} | {rate:.0} | {:.2} | {:.2} | {:.2} |",
             rate / bare_rate,
-            median(runs.iter().map(|r| r.service_cores).collect()),
-            median(runs.iter().map(|r| r.broker_cores).collect()),
+            common::median(runs.iter().map(|r| r.service_cores).collect()),
+            common::median(runs.iter().map(|r| r.broker_cores).collect()),
         );
     }
 }

@@ -15,9 +15,12 @@
 //! logic's own types (cloning strings, as lifting into the guest copies
 //! them), then calls the plugin crate directly.
 
+// Shared with the integration tests (paths, ports, CPU accounting).
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
 use hxp_plugin_sdk::{Event, EventBatch, EventKind, Health};
-use std::path::PathBuf;
 use std::time::Instant;
 
 const EVENTS: usize = 100_000;
@@ -25,14 +28,6 @@ const RUNS: usize = 7;
 const BATCHES: [usize; 3] = [1, 100, 1000];
 /// Simulated arrival rate: the clock advances 50 µs per event.
 const US_PER_EVENT: i64 = 50;
-
-fn wasm(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} missing: run `make build`", p.display());
-    p
-}
 
 /// A realistic mix: 60% llm_request (3% failing, 4 models, 3 services),
 /// 15% user_feedback, 10% system_metric, 5% business_event, 10% error_event.
@@ -94,11 +89,6 @@ fn stream() -> Vec<Event> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The stream cut into host-side batches, each with the time of its last
 /// event (the clock the plugins see when it is processed).
 fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
@@ -131,7 +121,7 @@ fn main() {
     let events = stream();
     let engine = PluginEngine::new(None).unwrap();
     let load = |name: &str, clock: &Clock| {
-        let loaded = engine.load_file(&wasm(name)).unwrap();
+        let loaded = engine.load_file(&common::wasm(name)).unwrap();
         Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone()).unwrap()
     };
     // A snapshot and findings to feed the responses stage, from a warm window.
@@ -201,37 +191,24 @@ fn main() {
         rows.push(Row {
             stage: "analytics",
             batch: size,
-            wasm: median(aw),
-            native: median(an),
+            wasm: common::median(aw),
+            native: common::median(an),
         });
         rows.push(Row {
             stage: "correlation",
             batch: size,
-            wasm: median(cw),
-            native: median(cn),
+            wasm: common::median(cw),
+            native: common::median(cn),
         });
         rows.push(Row {
             stage: "responses",
             batch: size,
-            wasm: median(rw),
-            native: median(rn),
+            wasm: common::median(rw),
+            native: common::median(rn),
         });
     }
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    println!(
-        "machine: {cpu}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
+    println!("machine: {}", common::machine());
     println!("events per pass: {EVENTS}; median of {RUNS} passes\n");
     println!("| stage | batch | wasm ns/event | native ns/event | wasm / native |");
     println!("|---|---:|---:|---:|---:|");

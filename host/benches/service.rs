@@ -10,6 +10,10 @@
 //!   request), from the client and from the service's own histogram;
 //! - how long until GET /analytics reflects an event.
 
+// Shared with the integration tests (paths, ports, CPU accounting).
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use hxp_events::loadgen;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -17,13 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 struct Svc {
     child: Child,
@@ -41,23 +38,18 @@ impl Drop for Svc {
 }
 
 fn start(env: &[(&str, &str)]) -> Svc {
-    let dir = std::env::temp_dir().join(format!("hxp-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dir = common::tempdir();
+    let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
     cmd.args([
         "serve",
         "--config",
-        root()
+        common::root()
             .join("config/event-processing.yaml")
             .to_str()
             .unwrap(),
     ])
-    .current_dir(root())
+    .current_dir(common::root())
     .env(
         "DATABASE_URL",
         format!("sqlite://{}/events.db", dir.display()),
@@ -86,19 +78,6 @@ fn start(env: &[(&str, &str)]) -> Svc {
     }
 }
 
-/// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
@@ -111,11 +90,6 @@ fn peak_rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 struct Throughput {
     rate: f64,
     service_cpu: f64,
@@ -125,9 +99,12 @@ struct Throughput {
 
 fn throughput(rt: &tokio::runtime::Runtime, env: &[(&str, &str)]) -> Throughput {
     let svc = start(env);
-    let pid = svc.child.id().to_string();
+    let pid = svc.child.id();
     let secs = 15.0;
-    let (s0, l0) = (cpu_seconds(&pid), cpu_seconds("self"));
+    let (s0, l0) = (
+        common::cpu_seconds(pid),
+        common::cpu_seconds(std::process::id()),
+    );
     let summary = rt
         .block_on(loadgen::run(loadgen::Options {
             target: svc.base.clone(),
@@ -139,7 +116,10 @@ fn throughput(rt: &tokio::runtime::Runtime, env: &[(&str, &str)]) -> Throughput 
             quiet: true,
         }))
         .unwrap();
-    let (s1, l1) = (cpu_seconds(&pid), cpu_seconds("self"));
+    let (s1, l1) = (
+        common::cpu_seconds(pid),
+        common::cpu_seconds(std::process::id()),
+    );
     let elapsed = summary["seconds"].as_f64().unwrap();
     assert_eq!(summary["rejected"], 0);
     Throughput {
@@ -234,20 +214,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    println!(
-        "machine: {cpu}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
+    println!("machine: {}", common::machine());
 
     let full: &[(&str, &str)] = &[("STREAM_PROCESSING_BATCH_SIZE", "1000")];
     let no_plugins: &[(&str, &str)] = &[
@@ -267,12 +234,12 @@ fn main() {
         ),
     ] {
         let runs: Vec<Throughput> = (0..RUNS).map(|_| throughput(&rt, env)).collect();
-        let rate = median(runs.iter().map(|r| r.rate).collect());
+        let rate = common::median(runs.iter().map(|r| r.rate).collect());
         rows.push((
             name,
             rate,
-            median(runs.iter().map(|r| r.service_cpu).collect()),
-            median(runs.iter().map(|r| r.loadgen_cpu).collect()),
+            common::median(runs.iter().map(|r| r.service_cpu).collect()),
+            common::median(runs.iter().map(|r| r.loadgen_cpu).collect()),
             runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max),
             runs.iter()
                 .map(|r| format!("{:.0}", r.rate))
@@ -313,7 +280,7 @@ fn main() {
     println!(
         "\nAnalytics reflect an event (POST /process answered, then GET /analytics shows it): max {:.2} ms, median {:.2} ms over {} events",
         d.iter().cloned().fold(0.0, f64::max),
-        median(d.clone()),
+        common::median(d.clone()),
         d.len()
     );
 }

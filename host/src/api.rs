@@ -392,8 +392,7 @@ async fn events(
         return Err(e);
     }
     let total = parsed.valid.len() + parsed.errors.len();
-    let events: Vec<_> = parsed.valid.into_iter().map(|(_, e)| e).collect();
-    let rx = state.pipeline.submit_and_wait(events, None).await?;
+    let rx = state.pipeline.submit_and_wait(parsed.valid, None).await?;
     let receipts = wait_stored(&state, rx).await?;
     let duplicates = receipts.iter().filter(|r| r.duplicate).count();
     let mut body = json!({
@@ -681,11 +680,8 @@ async fn correlations(State(state): St) -> ApiResult<Json<Value>> {
 async fn correlations_config(State(state): St) -> Json<Value> {
     let mut v = serde_json::to_value(&state.config.event_correlation).expect("config serializes");
     if v.get("patterns").is_none() {
-        v["patterns"] = json!({
-            "error_burst": {"window_secs": 10, "min_errors": 5},
-            "latency_spike": {"recent_secs": 5, "min_recent": 5, "min_baseline": 20, "sigma": 3.0, "factor": 2.0},
-            "model_divergence": {"min_requests": 20, "min_difference": 0.1, "z": 3.0},
-        });
+        v["patterns"] = serde_json::to_value(hxp_plugin_sdk::patterns::PatternConfig::default())
+            .expect("pattern settings serialize");
     }
     Json(v)
 }

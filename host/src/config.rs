@@ -816,7 +816,7 @@ impl Config {
 }
 
 /// Hide a password in a database URL.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((cred, host)) = rest.split_once('@')
         && let Some((user, _)) = cred.split_once(':')

@@ -20,8 +20,8 @@ pub struct ItemError {
 
 #[derive(Debug, Default)]
 pub struct Parsed {
-    /// Valid events with their positions.
-    pub valid: Vec<(usize, ValidEvent)>,
+    /// The valid events, in order.
+    pub valid: Vec<ValidEvent>,
     pub errors: Vec<ItemError>,
 }
 
@@ -33,6 +33,20 @@ pub fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .build()?)
 }
 
+/// `f` over `items`, in order: on the pool's threads when there are many,
+/// on the calling thread when there are few (not worth the hand-off).
+pub fn map_parallel<T: Sync, R: Send>(
+    items: &[T],
+    pool: &rayon::ThreadPool,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    if items.len() < PARALLEL_MIN {
+        items.iter().map(f).collect()
+    } else {
+        pool.install(|| items.par_iter().map(f).collect())
+    }
+}
+
 /// Validate a list of raw JSON texts, in parallel when there are many.
 pub fn validate_all(
     items: &[&[u8]],
@@ -40,20 +54,12 @@ pub fn validate_all(
     enabled: &[bool; 5],
     pool: &rayon::ThreadPool,
 ) -> Parsed {
-    let check = |(index, text): (usize, &&[u8])| match event::parse(text, now_ms, enabled) {
-        Ok(e) => Ok((index, e)),
-        Err(error) => Err(ItemError { index, error }),
-    };
-    let results: Vec<Result<(usize, ValidEvent), ItemError>> = if items.len() < PARALLEL_MIN {
-        items.iter().enumerate().map(check).collect()
-    } else {
-        pool.install(|| items.par_iter().enumerate().map(check).collect())
-    };
+    let results = map_parallel(items, pool, |text| event::parse(text, now_ms, enabled));
     let mut parsed = Parsed::default();
-    for r in results {
+    for (index, r) in results.into_iter().enumerate() {
         match r {
-            Ok(v) => parsed.valid.push(v),
-            Err(e) => parsed.errors.push(e),
+            Ok(e) => parsed.valid.push(e),
+            Err(error) => parsed.errors.push(ItemError { index, error }),
         }
     }
     parsed
@@ -83,9 +89,6 @@ pub fn parse_bulk(
             texts.push(l);
         }
         let mut parsed = validate_all(&texts, now_ms, enabled, pool);
-        for (i, _) in &mut parsed.valid {
-            *i = index[*i];
-        }
         for e in &mut parsed.errors {
             e.index = index[e.index];
         }

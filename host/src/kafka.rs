@@ -25,7 +25,6 @@ use crate::telemetry::{EventStatus, Metrics};
 use anyhow::Context as _;
 use hxp_plugin_sdk::EventKind;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
-use rayon::prelude::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -151,35 +150,19 @@ struct KafkaMetrics {
 
 impl KafkaMetrics {
     fn new(m: &Metrics) -> KafkaMetrics {
-        fn m_register<T: prometheus::core::Collector + Clone + 'static>(
-            c: &T,
-            r: &prometheus::Registry,
-        ) {
-            r.register(Box::new(c.clone()))
-                .expect("metric registers once");
-        }
-        let registry = m.registry.clone();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            m_register(&c, &registry);
-            c
+            m.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
         let gauge_vec = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"])
-                .expect("valid metric");
-            m_register(&g, &registry);
-            g
+            m.register(
+                IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"])
+                    .expect("valid metric"),
+            )
         };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            m_register(&g, &registry);
-            g
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            m_register(&c, &registry);
-            c
-        };
+        let gauge =
+            |name: &str, help: &str| m.register(IntGauge::new(name, help).expect("valid metric"));
+        let counter =
+            |name: &str, help: &str| m.register(IntCounter::new(name, help).expect("valid metric"));
         KafkaMetrics {
             messages: counter_vec(
                 "kafka_messages_total",
@@ -442,10 +425,6 @@ impl KafkaSource {
             let _ = t.join();
         }
     }
-
-    pub fn stopper(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
-    }
 }
 
 /// Topic of each enabled event type.
@@ -596,9 +575,18 @@ struct Worker {
 /// pipeline (it was full).
 struct Held {
     valid: Vec<ValidEvent>,
-    origins: Vec<(Arc<str>, i32, i64)>,
+    /// Where each valid event came from; kept only for the results topic.
+    origins: Vec<Origin>,
     dead: Vec<DeadLetter>,
     offsets: Vec<(Arc<str>, i32, i64)>,
+}
+
+/// A valid event's message, for its record on the results topic.
+struct Origin {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    kind: EventKind,
 }
 
 /// The event id of a message without one: the same for every delivery of
@@ -717,13 +705,11 @@ impl Worker {
         self.finish();
     }
 
-    /// A message delivered while paused (fetched before the pause): it
-    /// cannot be put back, so it waits in a poll of its own.
+    /// A message delivered while paused (fetched before the pause): it is
+    /// not kept; the partition is rewound to it, so it is read again after
+    /// resuming.
     fn unexpected_while_paused(&self, m: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) {
         if let Ok(m) = m {
-            // Not stored: its offset is not committed, so it is read again
-            // after a restart or when its partition moves. Rewind to it so
-            // this consumer reads it again after resuming.
             let mut tpl = TopicPartitionList::new();
             let _ = tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset()));
             let _ = self.consumer.seek_partitions(tpl, Duration::from_secs(1));
@@ -777,19 +763,17 @@ impl Worker {
             event::parse_with(payload, now, &enabled, &defaults)
                 .map_err(|e: EventError| (reason_of(&e), e.message))
         };
-        let results: Vec<Result<ValidEvent, (&'static str, String)>> = if msgs.len() < 64 {
-            msgs.iter().map(check).collect()
-        } else {
-            self.validators
-                .install(|| msgs.par_iter().map(check).collect())
-        };
+        let results = crate::ingest::map_parallel(&msgs, &self.validators, check);
         let mut offsets: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+        let results_topic = !self.config.kafka.results_topic.is_empty();
         let mut h = Held {
             valid: Vec::with_capacity(msgs.len()),
-            origins: Vec::with_capacity(msgs.len()),
+            origins: Vec::new(),
             dead: Vec::new(),
             offsets: Vec::new(),
         };
+        // Counted per poll: (topic, outcome) -> messages.
+        let mut counts: HashMap<(Arc<str>, &str), u64> = HashMap::new();
         for (m, r) in msgs.into_iter().zip(results) {
             let o = offsets
                 .entry((m.topic.clone(), m.partition))
@@ -797,24 +781,24 @@ impl Worker {
             *o = (*o).max(m.offset);
             match r {
                 Ok(e) => {
-                    self.kmetrics
-                        .messages
-                        .with_label_values(&[&m.topic, "accepted"])
-                        .inc();
-                    h.origins.push((m.topic.clone(), m.partition, m.offset));
+                    *counts.entry((m.topic.clone(), "accepted")).or_default() += 1;
+                    if results_topic {
+                        h.origins.push(Origin {
+                            topic: m.topic.clone(),
+                            partition: m.partition,
+                            offset: m.offset,
+                            kind: e.kind,
+                        });
+                    }
                     h.valid.push(e);
                 }
                 Err((reason, message)) => {
-                    self.kmetrics
-                        .messages
-                        .with_label_values(&[&m.topic, "dead_letter"])
-                        .inc();
+                    *counts.entry((m.topic.clone(), "dead_letter")).or_default() += 1;
                     self.kmetrics
                         .dead_letters
                         .with_label_values(&[reason])
                         .inc();
                     self.metrics.event(m.kind, EventStatus::Rejected).inc();
-                    self.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(topic = %m.topic, partition = m.partition, offset = m.offset, reason, "kafka: dead letter: {message}");
                     h.dead.push(DeadLetter {
                         msg: m,
@@ -824,6 +808,15 @@ impl Worker {
                 }
             }
         }
+        for ((topic, outcome), n) in counts {
+            self.kmetrics
+                .messages
+                .with_label_values(&[&*topic, outcome])
+                .inc_by(n);
+        }
+        self.status
+            .dead_lettered
+            .fetch_add(h.dead.len() as u64, Ordering::Relaxed);
         h.offsets = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
         h
     }
@@ -831,28 +824,25 @@ impl Worker {
     /// Give a poll to the pipeline and the dead-letter producer; its
     /// offsets are stored once both are done. `Err(Some)`: the pipeline is
     /// full, try again; `Err(None)`: the service is stopping.
-    fn hand_over(&self, h: Held) -> Result<(), Option<Held>> {
+    fn hand_over(&self, mut h: Held) -> Result<(), Option<Held>> {
         let receipts = if h.valid.is_empty() {
             None
         } else {
             let (tx, rx) = tokio::sync::oneshot::channel::<Vec<Receipt>>();
-            match self.pipeline.submit(
-                h.valid.clone(),
-                Some("kafka".into()),
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            ) {
+            let events = std::mem::take(&mut h.valid);
+            let ack = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            match self.pipeline.try_submit(events, Some("kafka".into()), ack) {
                 Ok(()) => Some(rx),
-                Err(SubmitError::Busy { .. }) => return Err(Some(h)),
-                Err(e @ (SubmitError::Closed | SubmitError::Disabled)) => {
-                    tracing::info!("kafka: poll not handed over ({e}); it is read again later");
-                    return Err(None);
+                Err((SubmitError::Busy { .. }, events)) => {
+                    h.valid = events;
+                    return Err(Some(h));
                 }
-                Err(e @ SubmitError::TooLarge { .. }) => {
-                    // Prevented by the config check (max_poll_records <=
-                    // queue_capacity).
-                    tracing::error!("kafka: {e}");
+                Err((e, _)) => {
+                    // Closed or disabled: the service is stopping. (TooLarge
+                    // cannot happen: max_poll_records <= queue_capacity.)
+                    tracing::info!("kafka: poll not handed over ({e}); it is read again later");
                     return Err(None);
                 }
             }
@@ -863,7 +853,6 @@ impl Worker {
         let dlq = self.config.kafka.dead_letter_topic.clone();
         let results = self.config.kafka.results_topic.clone();
         let namespace = self.namespace;
-        let kinds: Vec<EventKind> = h.valid.iter().map(|e| e.kind).collect();
         let origins = h.origins;
         let dead = h.dead;
         self.runtime.spawn(async move {
@@ -873,10 +862,8 @@ impl Worker {
                 match rx.await {
                     Ok(receipts) => {
                         if !results.is_empty() {
-                            publish_results(
-                                &producer, &results, namespace, &kinds, &origins, &receipts,
-                            )
-                            .await;
+                            publish_results(&producer, &results, namespace, &origins, &receipts)
+                                .await;
                         }
                     }
                     // The pipeline dropped the poll (it stopped before
@@ -1067,21 +1054,20 @@ async fn publish_results(
     producer: &FutureProducer,
     topic: &str,
     namespace: u64,
-    kinds: &[EventKind],
-    origins: &[(Arc<str>, i32, i64)],
+    origins: &[Origin],
     receipts: &[Receipt],
 ) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut sends = Vec::with_capacity(receipts.len());
-    for ((kind, (t, p, o)), r) in kinds.iter().zip(origins).zip(receipts) {
+    for (o, r) in origins.iter().zip(receipts) {
         let event_id = uuid::Uuid::from_u128(r.event_id).hyphenated().to_string();
         let body = json!({
             "processing_id": crate::api::processing_id(namespace, r.seq).hyphenated().to_string(),
             "event_id": event_id,
-            "processing_type": kind.as_str(),
+            "processing_type": o.kind.as_str(),
             "processing_timestamp": now,
             "duplicate": r.duplicate,
-            "source": {"topic": &**t, "partition": p, "offset": o},
+            "source": {"topic": &*o.topic, "partition": o.partition, "offset": o.offset},
         })
         .to_string();
         let producer = producer.clone();

@@ -112,7 +112,7 @@ struct Tracker {
 
 impl Tracker {
     /// Record receipts; the last one runs the acknowledgement.
-    fn complete(&self, done: &[(usize, Receipt)]) -> bool {
+    fn complete(&self, done: &[(usize, Receipt)]) {
         {
             let mut receipts = self.receipts.lock().expect("receipts lock");
             for (index, r) in done {
@@ -128,9 +128,7 @@ impl Tracker {
                 ack(receipts);
             }
             self._permit.lock().expect("permit lock").take();
-            return true;
         }
-        false
     }
 }
 
@@ -192,8 +190,20 @@ impl PipelineHandle {
         source: Option<String>,
         ack: Ack,
     ) -> Result<(), SubmitError> {
+        self.try_submit(events, source, ack).map_err(|(e, _)| e)
+    }
+
+    /// [`submit`](Self::submit), handing the events back when they are
+    /// refused, so that a source can hold them and try again (Kafka, when
+    /// the queue is full) without keeping a copy.
+    pub fn try_submit(
+        &self,
+        events: Vec<ValidEvent>,
+        source: Option<String>,
+        ack: Ack,
+    ) -> Result<(), (SubmitError, Vec<ValidEvent>)> {
         if !self.enabled {
-            return Err(SubmitError::Disabled);
+            return Err((SubmitError::Disabled, events));
         }
         let n = events.len();
         if n == 0 {
@@ -201,19 +211,22 @@ impl PipelineHandle {
             return Ok(());
         }
         if n > self.capacity {
-            return Err(SubmitError::TooLarge {
+            let e = SubmitError::TooLarge {
                 events: n,
                 capacity: self.capacity,
-            });
+            };
+            return Err((e, events));
         }
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_many_owned(n as u32)
-            .map_err(|_| SubmitError::Busy {
-                queued: self.counters.queued.load(Ordering::Relaxed),
-                capacity: self.capacity,
-            })?;
+        let permit = match self.permits.clone().try_acquire_many_owned(n as u32) {
+            Ok(p) => p,
+            Err(_) => {
+                let e = SubmitError::Busy {
+                    queued: self.counters.queued.load(Ordering::Relaxed),
+                    capacity: self.capacity,
+                };
+                return Err((e, events));
+            }
+        };
         let tracker = Arc::new(Tracker {
             receipts: Mutex::new(vec![None; n]),
             remaining: AtomicUsize::new(n),
@@ -223,7 +236,7 @@ impl PipelineHandle {
         });
         let guard = self.intake.lock().expect("intake lock");
         let Some(tx) = guard.as_ref() else {
-            return Err(SubmitError::Closed);
+            return Err((SubmitError::Closed, events));
         };
         self.counters.queued.fetch_add(n, Ordering::Relaxed);
         tx.send(Submission {
@@ -232,7 +245,7 @@ impl PipelineHandle {
             ingested_at: crate::store::now_ms(),
             tracker,
         })
-        .map_err(|_| SubmitError::Closed)
+        .map_err(|e| (SubmitError::Closed, e.0.events))
     }
 
     /// Submit and wait for the receipts.
@@ -314,6 +327,25 @@ pub struct Stages {
     pub loaded_at: String,
 }
 
+impl Stages {
+    /// The loaded plugins, in stage order.
+    fn plugins(&self) -> impl Iterator<Item = &Plugin> {
+        [&self.analytics, &self.correlation, &self.responses]
+            .into_iter()
+            .flatten()
+    }
+
+    fn plugins_mut(&mut self) -> impl Iterator<Item = &mut Plugin> {
+        [
+            &mut self.analytics,
+            &mut self.correlation,
+            &mut self.responses,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// Start the pipeline: restore plugin state, replay what was stored after the
 /// last checkpoint, then process.
 pub async fn start(
@@ -376,14 +408,7 @@ pub async fn start(
 /// Load each plugin's checkpoint and replay the events stored after it.
 async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
     let mut from: Vec<(PluginKind, u64)> = Vec::new();
-    for plugin in [
-        &mut stages.analytics,
-        &mut stages.correlation,
-        &mut stages.responses,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for plugin in stages.plugins_mut() {
         let name = plugin.name().to_string();
         let last = match store.plugin_state(&name).await? {
             Some((version, last_seq, state)) => match plugin.load_state(version, &state) {
@@ -430,24 +455,10 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
         }
         after = rows.last().expect("non-empty").seq;
         // Group by batch: same processing time, same clock.
-        let mut i = 0;
-        while i < rows.len() {
-            let batch_seq = rows[i].batch_seq;
-            let processed_at = rows[i].processed_at;
-            let mut j = i;
-            while j < rows.len() && rows[j].batch_seq == batch_seq {
-                j += 1;
-            }
+        for batch in rows.chunk_by(|a, b| a.batch_seq == b.batch_seq) {
             let mut for_a = Vec::new();
             let mut for_c = Vec::new();
-            for r in &rows[i..j] {
-                let Some(kind) = hxp_plugin_sdk::EventKind::parse(&r.event_type) else {
-                    continue;
-                };
-                let data: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&r.data).unwrap_or_default();
-                let mut e = crate::event::typed(kind, &data, r.event_id, r.event_time);
-                e.seq = r.seq;
+            for (r, e) in batch.iter().filter_map(|r| Some((r, r.typed()?))) {
                 if r.seq > a_last {
                     for_a.push(e.clone());
                 }
@@ -455,15 +466,14 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
                     for_c.push(e);
                 }
             }
-            stages.clock.set_ms(processed_at);
+            stages.clock.set_ms(batch[0].processed_at);
             if let Some(a) = stages.analytics.as_mut().filter(|_| !for_a.is_empty()) {
                 a.analytics_process(&convert::batch_to_wit(EventBatch::from_events(&for_a)))?;
             }
             if let Some(c) = stages.correlation.as_mut().filter(|_| !for_c.is_empty()) {
                 c.correlation_process(&convert::batch_to_wit(EventBatch::from_events(&for_c)))?;
             }
-            replayed += (j - i) as u64;
-            i = j;
+            replayed += batch.len() as u64;
         }
     }
     if replayed > 0 {
@@ -512,6 +522,7 @@ async fn batcher(
                 }
                 None => {
                     item.seq = seqs.next(&store).await;
+                    item.event.typed.seq = item.seq;
                     recent.insert(id, item.seq);
                 }
             }
@@ -577,6 +588,26 @@ fn explode(s: Submission, pending: &mut VecDeque<Item>) {
             event,
         });
     }
+}
+
+/// One plugin call, timed once: its histogram, the stage's nanoseconds,
+/// and its failure if it failed.
+fn timed<R>(
+    metrics: &Metrics,
+    plugin: &mut Plugin,
+    op: &str,
+    stage_ns: &mut u64,
+    call: impl FnOnce(&mut Plugin) -> Result<R, PluginError>,
+) -> Option<R> {
+    let t = Instant::now();
+    let r = call(plugin);
+    let d = t.elapsed();
+    *stage_ns = d.as_nanos() as u64;
+    metrics
+        .plugin_call
+        .with_label_values(&[plugin.name(), op])
+        .observe(d.as_secs_f64());
+    r.map_err(|e| record_failure(metrics, &e)).ok()
 }
 
 fn record_failure(metrics: &Metrics, e: &PluginError) {
@@ -751,14 +782,7 @@ fn checkpoint(
     out: &mpsc::Sender<WriterMsg>,
     metrics: &Metrics,
 ) {
-    for plugin in [
-        &mut stages.analytics,
-        &mut stages.correlation,
-        &mut stages.responses,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for plugin in stages.plugins_mut() {
         match plugin.checkpoint() {
             Ok((state_version, state)) => {
                 let _ = out.blocking_send(WriterMsg::Checkpoint {
@@ -775,26 +799,21 @@ fn checkpoint(
 }
 
 fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
-    let list = [
-        (&stages.analytics, PluginKind::Analytics),
-        (&stages.correlation, PluginKind::Correlation),
-        (&stages.responses, PluginKind::Responses),
-    ]
-    .into_iter()
-    .filter_map(|(p, _)| p.as_ref())
-    .map(|p| PluginStatus {
-        name: p.name().to_string(),
-        stage: p.kind(),
-        version: p.metadata().version.clone(),
-        wit_version: p.loaded().wit_version.clone(),
-        sha256: p.loaded().hash.clone(),
-        file: p.loaded().origin.clone(),
-        loaded_at: stages.loaded_at.clone(),
-        limits: p.limits(),
-        stats: p.stats().clone(),
-        enabled: true,
-    })
-    .collect();
+    let list = stages
+        .plugins()
+        .map(|p| PluginStatus {
+            name: p.name().to_string(),
+            stage: p.kind(),
+            version: p.metadata().version.clone(),
+            wit_version: p.loaded().wit_version.clone(),
+            sha256: p.loaded().hash.clone(),
+            file: p.loaded().origin.clone(),
+            loaded_at: stages.loaded_at.clone(),
+            limits: p.limits(),
+            stats: p.stats().clone(),
+            enabled: true,
+        })
+        .collect();
     live.write().expect("live lock").plugins = list;
 }
 
@@ -811,51 +830,30 @@ fn process_batch(
     let batch_seq = fresh.first().map(|i| i.seq).unwrap_or(0);
     let mut builder = hxp_plugin_sdk::BatchBuilder::with_capacity(fresh.len());
     for item in &fresh {
-        let mut e = item.event.typed.clone();
-        e.seq = item.seq;
-        builder.push(&e);
+        builder.push(&item.event.typed);
     }
     let wit_batch = convert::batch_to_wit(builder.finish());
     let mut stage_ns = [0u64; 3];
 
-    let mut snapshot: Option<types::WindowSnapshot> = None;
-    if let Some(a) = stages
+    let snapshot: Option<types::WindowSnapshot> = stages
         .analytics
         .as_mut()
         .filter(|_| config.real_time_analytics.enabled)
-    {
-        let t = Instant::now();
-        let r = a
-            .analytics_process(&wit_batch)
-            .and_then(|_| a.analytics_snapshot());
-        stage_ns[0] = t.elapsed().as_nanos() as u64;
-        metrics
-            .plugin_call
-            .with_label_values(&[a.name(), "process"])
-            .observe(t.elapsed().as_secs_f64());
-        match r {
-            Ok(s) => snapshot = Some(s),
-            Err(e) => record_failure(metrics, &e),
-        }
-    }
-    let mut correlation: Option<types::CorrelationResult> = None;
-    if let Some(c) = stages
+        .and_then(|a| {
+            timed(metrics, a, "process", &mut stage_ns[0], |a| {
+                a.analytics_process(&wit_batch)
+                    .and_then(|_| a.analytics_snapshot())
+            })
+        });
+    let correlation: Option<types::CorrelationResult> = stages
         .correlation
         .as_mut()
         .filter(|_| config.event_correlation.enabled)
-    {
-        let t = Instant::now();
-        let r = c.correlation_process(&wit_batch);
-        stage_ns[1] = t.elapsed().as_nanos() as u64;
-        metrics
-            .plugin_call
-            .with_label_values(&[c.name(), "process"])
-            .observe(t.elapsed().as_secs_f64());
-        match r {
-            Ok(r) => correlation = Some(r),
-            Err(e) => record_failure(metrics, &e),
-        }
-    }
+        .and_then(|c| {
+            timed(metrics, c, "process", &mut stage_ns[1], |c| {
+                c.correlation_process(&wit_batch)
+            })
+        });
     let mut actions: Vec<ActionRequest> = Vec::new();
     if let (Some(r), Some(s)) = (
         stages
@@ -864,7 +862,6 @@ fn process_batch(
             .filter(|_| config.automated_response.enabled),
         snapshot.as_ref(),
     ) {
-        let t = Instant::now();
         let input = types::ResponseInput {
             time_ms: now,
             analytics: s.clone(),
@@ -873,15 +870,10 @@ fn process_batch(
                 .map(|c| c.findings.clone())
                 .unwrap_or_default(),
         };
-        let out = r.responses_decide(&input);
-        stage_ns[2] = t.elapsed().as_nanos() as u64;
-        metrics
-            .plugin_call
-            .with_label_values(&[r.name(), "decide"])
-            .observe(t.elapsed().as_secs_f64());
-        match out {
-            Ok(a) => actions = a.into_iter().map(convert::action_to_sdk).collect(),
-            Err(e) => record_failure(metrics, &e),
+        if let Some(a) = timed(metrics, r, "decide", &mut stage_ns[2], |r| {
+            r.responses_decide(&input)
+        }) {
+            actions = a.into_iter().map(convert::action_to_sdk).collect();
         }
     }
 
@@ -1001,7 +993,7 @@ fn process_batch(
             ingested_at: i.ingested_at,
             processed_at: now,
             batch_seq,
-            source: i.source.as_deref().map(str::to_string),
+            source: i.source.clone(),
             data: std::mem::take(&mut i.event.data),
         })
         .collect();

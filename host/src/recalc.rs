@@ -47,12 +47,10 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
                 if r.processed_at < since_ms {
                     continue;
                 }
-                let Some(kind) = EventKind::parse(&r.event_type) else {
+                let Some(e) = r.typed() else {
                     continue;
                 };
-                let data: serde_json::Map<String, Value> =
-                    serde_json::from_str(&r.data).unwrap_or_default();
-                let e = crate::event::typed(kind, &data, r.event_id, r.event_time);
+                let kind = e.kind;
                 count += 1;
                 if kind == EventKind::LlmRequest {
                     llm += 1;

@@ -102,7 +102,7 @@ pub struct EventRow {
     pub ingested_at: i64,
     pub processed_at: i64,
     pub batch_seq: u64,
-    pub source: Option<String>,
+    pub source: Option<std::sync::Arc<str>>,
     pub data: String,
 }
 
@@ -216,7 +216,7 @@ impl Store {
             async move {
                 opts.connect(&url)
                     .await
-                    .with_context(|| format!("connecting to {}", redact(&url)))
+                    .with_context(|| format!("connecting to {}", crate::config::redact_url(&url)))
             }
         };
         // SQLite has one writer: it gets a connection of its own, which keeps
@@ -347,17 +347,10 @@ impl Store {
             .collect()
     }
 
-    /// Write one batch in one transaction. Returns the number of events
-    /// actually inserted (an event_id already stored is skipped).
-    pub async fn write_batch(&self, w: &BatchWrite) -> anyhow::Result<u64> {
-        self.write_batches(std::slice::from_ref(w)).await
-    }
-
     /// Write several batches in one transaction (group commit: under load
     /// the writer takes every batch waiting and pays for one commit).
-    pub async fn write_batches(&self, batches: &[BatchWrite]) -> anyhow::Result<u64> {
+    pub async fn write_batches(&self, batches: &[BatchWrite]) -> anyhow::Result<()> {
         let mut tx = self.writer.begin().await?;
-        let mut inserted = 0;
         let rows: Vec<&EventRow> = batches.iter().flat_map(|b| &b.events).collect();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut sql = String::with_capacity(120 + chunk.len() * 48);
@@ -388,10 +381,10 @@ impl Store {
                     .bind(e.ingested_at)
                     .bind(e.processed_at)
                     .bind(e.batch_seq as i64)
-                    .bind(e.source.clone())
+                    .bind(e.source.as_deref())
                     .bind(e.data.as_str());
             }
-            inserted += q.execute(&mut *tx).await?.rows_affected();
+            q.execute(&mut *tx).await?;
         }
         for w in batches {
             if let Some(b) = &w.batch {
@@ -444,7 +437,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(())
     }
 
     /// The stored parts of one processing record, by event sequence number.
@@ -468,22 +461,6 @@ impl Store {
             })
         })
         .transpose()
-    }
-
-    /// Sequence number of a stored event_id.
-    pub async fn seq_of(&self, event_id: u128) -> anyhow::Result<Option<u64>> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE event_id = $1")
-            .bind(event_id.to_be_bytes().to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(v.map(|v| v as u64))
-    }
-
-    pub async fn count_events(&self) -> anyhow::Result<u64> {
-        let v: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(v as u64)
     }
 
     /// Events with `seq > after`, in order, at most `limit`: (seq, type,
@@ -717,6 +694,19 @@ pub struct StoredEvent {
     pub data: String,
 }
 
+impl StoredEvent {
+    /// The typed fields the plugins get, as at ingestion (`None` for a type
+    /// this version does not know).
+    pub fn typed(&self) -> Option<hxp_plugin_sdk::Event> {
+        let kind = hxp_plugin_sdk::EventKind::parse(&self.event_type)?;
+        let data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&self.data).unwrap_or_default();
+        let mut e = crate::event::typed(kind, &data, self.event_id, self.event_time);
+        e.seq = self.seq;
+        Some(e)
+    }
+}
+
 fn stored_event(r: &AnyRow) -> anyhow::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.try_get::<i64, _>(0)? as u64,
@@ -756,14 +746,4 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(format!("sqlite://{path}?mode=rwc"))
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((head, tail)) if head.contains(':') && head.matches(':').count() > 1 => {
-            let (scheme_user, _) = head.rsplit_once(':').unwrap_or((head, ""));
-            format!("{scheme_user}:***@{tail}")
-        }
-        _ => url.to_string(),
-    }
 }

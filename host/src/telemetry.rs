@@ -64,6 +64,14 @@ impl Metrics {
         &self.event_counters[kind.map(|k| k.index()).unwrap_or(5)][status as usize]
     }
 
+    /// Register a further metric (a source's own) in the service registry.
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.registry
+            .register(Box::new(c.clone()))
+            .expect("metric registers once");
+        c
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         macro_rules! reg {

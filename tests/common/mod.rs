@@ -239,3 +239,59 @@ pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
         })
         .collect()
 }
+
+/// The shipped config's Kafka topic per event type: (type, topic).
+pub fn kafka_topics() -> Vec<(&'static str, String)> {
+    hxp_events::kafka::topics(&hxp_events::config::Config::default())
+        .into_iter()
+        .map(|(k, t)| (k.as_str(), t))
+        .collect()
+}
+
+/// The topic an event (JSON text) is produced to: its type's.
+pub fn topic_of(event: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(event).unwrap();
+    let t = v["event_type"].as_str().unwrap();
+    kafka_topics().into_iter().find(|(k, _)| *k == t).unwrap().1
+}
+
+/// The tansu broker (`make test` installs it with cargo install).
+pub fn tansu_bin() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// "CPU model, N cores", for benchmark reports.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}

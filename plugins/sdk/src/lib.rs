@@ -6,6 +6,7 @@
 //! generated types into these (moves, no copies).
 
 pub mod expr;
+pub mod patterns;
 mod wit_glue;
 
 use serde::{Deserialize, Serialize};
