@@ -1094,6 +1094,11 @@ async fn writer(
                     match store.write_batches(&writes).await {
                         Ok(_) => {
                             metrics.db_write.observe(t.elapsed().as_secs_f64());
+                            written_since_checkpoint += writes
+                                .iter()
+                                .flat_map(|w| &w.events)
+                                .map(|e| e.data.len())
+                                .sum::<usize>();
                             if counters.db_failing.swap(false, Ordering::Relaxed) {
                                 tracing::info!("database writes recovered");
                             }
