@@ -18,6 +18,10 @@ wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 plugins: wasm-target
+	# A second analytics build (version "+b") for the hot-deployment tests.
+	$(CARGO) build --release --target $(WASM_TARGET) -p hxp-analytics --features hxp-analytics/variant-b
+	@mkdir -p target/test-plugins
+	cp $(WASM_OUT)/hxp_analytics.wasm target/test-plugins/analytics-b.wasm
 	$(CARGO) build --release --target $(WASM_TARGET) $(GUESTS)
 	@mkdir -p $(PLUGIN_DIR)
 	@for p in analytics correlation responses; do \
@@ -41,6 +45,7 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench plugin_stages
 	$(CARGO) bench -p hxp-events --bench service
 	$(CARGO) bench -p hxp-events --bench kafka
+	$(CARGO) bench -p hxp-events --bench deploy
 
 lint:
 	$(CARGO) fmt --all --check

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::event::{EventError, EventErrorKind};
 use crate::ingest;
 use crate::pipeline::{LiveView, PipelineHandle, Receipt, SubmitError};
-use crate::plugin::{Clock, LoadedComponent, Plugin, PluginEngine, convert};
+use crate::plugin::{Clock, Plugin, PluginEngine, convert};
 use crate::store::Store;
 use crate::telemetry::{EventStatus, Metrics};
 use axum::extract::rejection::BytesRejection;
@@ -29,8 +29,9 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<PluginEngine>,
-    /// The correlation component, for scratch instances (POST /correlations/test).
-    pub correlation: Option<LoadedComponent>,
+    /// Hot deployment; also gives the current correlation component for
+    /// scratch instances (POST /correlations/test).
+    pub deployer: Arc<crate::deploy::Deployer>,
     pub validators: Arc<rayon::ThreadPool>,
     /// The Kafka consumer's status, when Kafka is configured.
     pub kafka: Option<Arc<crate::kafka::KafkaStatus>>,
@@ -174,6 +175,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/processing/pipeline", get(pipeline))
         .route("/processing/{processing_id}", get(processing_record))
         .route("/plugins", get(plugins))
+        .route("/plugins/reload", post(plugins_reload))
+        .route("/plugins/{name}/history", get(plugin_history))
+        .route("/plugins/{name}/rollback", post(plugin_rollback))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -797,7 +801,10 @@ async fn correlations_test(
             field: None,
         })
     })?;
-    let Some(component) = state.correlation.clone() else {
+    let Some((component, limits)) = state
+        .deployer
+        .component(crate::plugin::PluginKind::Correlation)
+    else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_plugin",
@@ -824,7 +831,6 @@ async fn correlations_test(
         }
     }
     let engine = state.engine.clone();
-    let limits = state.config.plugins.limits;
     let result = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let mut p = Plugin::new(engine, component, limits, Clock::manual(now)).map_err(|e| {
             ApiError::new(
@@ -994,6 +1000,10 @@ async fn pipeline(State(state): St) -> Json<Value> {
             "last_batch_at": live.last_batch_at.map(rfc3339),
         },
         "events": {"processed": live.events, "duplicates": live.duplicates, "stored": c.stored.load(Relaxed), "replayed_at_start": live.replayed},
+        // End of the last batch on an old plugin version to the start of the
+        // first on the new one (swaps made while a batch was waiting).
+        "plugin_swap_gaps_us": live.swap_gaps_us,
+        "batch_gaps_us": live.batch_gaps_us,
         "stage_ms_per_batch": {
             "analytics": per_batch(live.stage_ns[0]),
             "correlation": per_batch(live.stage_ns[1]),
@@ -1012,14 +1022,92 @@ async fn pipeline(State(state): St) -> Json<Value> {
     }))
 }
 
+/// GET /plugins: what runs (stage, version, hash, calls, errors, traps,
+/// p99 call time, last error, last deployment), and what was refused.
 async fn plugins(State(state): St) -> Json<Value> {
-    let live = state.live.read().expect("live lock");
+    let list: Vec<Value> = {
+        let live = state.live.read().expect("live lock");
+        live.plugins
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).expect("status serializes");
+                v["mean_call_ms"] =
+                    json!(crate::plugin::instance::mean_call_time(&p.stats).as_secs_f64() * 1000.0);
+                v
+            })
+            .collect()
+    };
+    let problems = state.deployer.problems();
     Json(json!({
-        "plugins": live.plugins.iter().map(|p| {
-            let mut v = serde_json::to_value(p).expect("status serializes");
-            v["mean_call_ms"] = json!(crate::plugin::instance::mean_call_time(&p.stats).as_secs_f64() * 1000.0);
-            v
-        }).collect::<Vec<_>>(),
-        "directory": state.config.plugins.directory,
+        "plugins": list,
+        "rejected": problems["rejected"],
+        "config_error": problems["config"],
+        "directory": state.deployer.directory(),
+        "watching": state.config.plugins.watch,
     }))
+}
+
+/// GET /plugins/{name}/history: deployments, newest first (`limit`,
+/// default 100).
+async fn plugin_history(
+    State(state): St,
+    Path(name): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    "limit must be a number from 1 to 10000",
+                )
+            })?,
+    };
+    let rows = state
+        .deployer
+        .history(&name, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let at = rfc3339(r.at);
+            let mut v = serde_json::to_value(r).expect("row serializes");
+            v["at"] = json!(at);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "plugin": name, "deployments": rows })))
+}
+
+/// POST /plugins/{name}/rollback (admin): back to the version before the
+/// current one.
+async fn plugin_rollback(
+    State(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&state, &headers)?;
+    match state.deployer.rollback(&name).await {
+        Ok(row) => Ok(Json(json!({ "rolled_back": true, "deployment": row }))),
+        Err((status, message)) => Err(ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "rollback_failed",
+            message,
+        )),
+    }
+}
+
+/// POST /plugins/reload (admin): rescan the plugin directory (retrying
+/// files rejected before) and re-read the config file.
+async fn plugins_reload(State(state): St, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    require_admin(&state, &headers)?;
+    let mut rows = state.deployer.reload_config("reload").await;
+    rows.extend(state.deployer.rescan(true, "reload").await);
+    Ok(Json(json!({ "deployments": rows })))
 }

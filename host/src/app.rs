@@ -3,8 +3,9 @@
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::pipeline::{self, Stages};
-use crate::plugin::{Clock, Plugin, PluginEngine, PluginKind};
+use crate::deploy::Deployer;
+use crate::pipeline::{self, Stages, StateCache};
+use crate::plugin::{Clock, PluginEngine};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use anyhow::Context;
@@ -13,65 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The file each stage's plugin is loaded from, in the plugin directory.
-pub fn plugin_file(kind: PluginKind) -> &'static str {
-    match kind {
-        PluginKind::Analytics => "analytics.wasm",
-        PluginKind::Correlation => "correlation.wasm",
-        PluginKind::Responses => "responses.wasm",
-    }
-}
-
-/// Load, check and configure one stage's plugin.
-fn load_stage(
-    engine: &Arc<PluginEngine>,
-    config: &Config,
-    kind: PluginKind,
-    clock: &Clock,
-) -> anyhow::Result<(Plugin, crate::plugin::LoadedComponent)> {
-    let path = config.plugins.directory.join(plugin_file(kind));
-    if !path.exists() {
-        anyhow::bail!(
-            "{} is missing (plugins.directory = {}); `make build` builds the default plugins into target/plugins",
-            path.display(),
-            config.plugins.directory.display()
-        );
-    }
-    let loaded = engine.load_file(&path)?;
-    if loaded.kind != kind {
-        anyhow::bail!(
-            "{} is a {} plugin, expected {}",
-            path.display(),
-            loaded.kind,
-            kind
-        );
-    }
-    tracing::info!(
-        file = %path.display(), sha256 = %&loaded.hash[..12], cached = loaded.from_cache,
-        ms = loaded.load_time.as_millis() as u64, "plugin loaded"
-    );
-    let mut plugin = Plugin::new(
-        engine.clone(),
-        loaded.clone(),
-        config.plugins.limits,
-        clock.clone(),
-    )?;
-    let section = crate::plugin_cli::config_section(kind);
-    plugin
-        .configure(&config.section_json(section))
-        .with_context(|| {
-            format!(
-                "configuring {} with the `{section}` section",
-                path.display()
-            )
-        })?;
-    Ok((plugin, loaded))
-}
-
 /// Run the service until `shutdown` resolves; then stop intake, drain, and
 /// return. `bound` receives the listening address.
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
@@ -89,20 +36,32 @@ pub async fn run(
 
     let engine = PluginEngine::new(Some(config.plugins.cache_dir.clone()))?;
     let clock = Clock::manual(crate::store::now_ms());
-    let (analytics, _) = load_stage(&engine, &config, PluginKind::Analytics, &clock)?;
-    let (correlation, correlation_component) =
-        load_stage(&engine, &config, PluginKind::Correlation, &clock)?;
-    let (responses, _) = load_stage(&engine, &config, PluginKind::Responses, &clock)?;
-    let stages = Stages {
-        analytics: Some(analytics),
-        correlation: Some(correlation),
-        responses: Some(responses),
-        clock,
-        loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-
     let metrics = Arc::new(Metrics::new());
-    let pipeline = pipeline::start(config.clone(), store.clone(), stages, metrics.clone()).await?;
+    let states: StateCache = Default::default();
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let deployer = Deployer::new(
+        engine.clone(),
+        store.clone(),
+        metrics.clone(),
+        clock.clone(),
+        states.clone(),
+        config.clone(),
+        config_path,
+        control_tx,
+    )?;
+    let stages = Stages::new(deployer.initial().await?, clock);
+    let pipeline = pipeline::start(
+        config.clone(),
+        store.clone(),
+        stages,
+        metrics.clone(),
+        control_rx,
+        states,
+    )
+    .await?;
+    if config.plugins.watch {
+        deployer.watch()?;
+    }
     let validators = Arc::new(crate::ingest::pool(
         config.stream_processing.parallel_workers,
     )?);
@@ -125,7 +84,7 @@ pub async fn run(
         store: store.clone(),
         metrics,
         engine,
-        correlation: Some(correlation_component),
+        deployer,
         validators,
         kafka: kafka.as_ref().map(|k| k.status.clone()),
         namespace,

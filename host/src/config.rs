@@ -25,6 +25,9 @@ pub struct Config {
     pub monitoring: Monitoring,
     pub database: Database,
     pub plugins: Plugins,
+    /// Config sections of custom plugins, by name: a plugin whose manifest
+    /// says `config: plugin_config.NAME` is configured with `NAME`'s value.
+    pub plugin_config: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,8 +419,16 @@ pub struct Plugins {
     pub directory: PathBuf,
     /// Compiled components, by content hash.
     pub cache_dir: PathBuf,
-    /// Bounds of every plugin call.
+    /// Bounds of every plugin call (a manifest may set its own).
     pub limits: crate::plugin::Limits,
+    /// Watch the plugin directory and the config file, and deploy changes
+    /// while running.
+    pub watch: bool,
+    /// Quiet time after the last file change before a deployment starts.
+    pub debounce_ms: u64,
+    /// Every deployed version is kept here by content hash, for rollback
+    /// and for restarts while the directory holds a rejected file.
+    pub archive_dir: PathBuf,
 }
 
 impl Default for Plugins {
@@ -426,6 +437,9 @@ impl Default for Plugins {
             directory: "target/plugins".into(),
             cache_dir: "data/plugin-cache".into(),
             limits: crate::plugin::Limits::default(),
+            watch: true,
+            debounce_ms: 200,
+            archive_dir: "data/plugin-archive".into(),
         }
     }
 }
@@ -566,6 +580,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("DATABASE_URL", "database.url"),
     ("EVENT_PROCESSING_PLUGIN_DIR", "plugins.directory"),
+    ("EVENT_PROCESSING_PLUGIN_WATCH", "plugins.watch"),
 ];
 
 /// Keys whose environment value is always text (a token of digits stays a
@@ -771,12 +786,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err("database.max_connections: must be at least 1".into());
         }
-        let l = &self.plugins.limits;
-        if l.deadline_ms == 0 || l.memory_mb < 4 {
-            return Err(
-                "plugins.limits: deadline_ms must be at least 1 and memory_mb at least 4".into(),
-            );
-        }
+        self.plugins.limits.check("plugins.limits")?;
         for (key, url) in [
             (
                 "monitoring.api_gateway_endpoint",
@@ -808,10 +818,16 @@ impl Config {
         serde_json::to_value(c).expect("config serializes")
     }
 
-    /// A section as JSON, for a plugin's `configure`.
+    /// A section as JSON, for a plugin's `configure`: a top-level section
+    /// (`event_correlation`) or a dotted path (`plugin_config.my_rules`).
+    /// A missing section is `{}`.
     pub fn section_json(&self, section: &str) -> String {
         let v = serde_json::to_value(self).expect("config serializes");
-        v.get(section).map(|s| s.to_string()).unwrap_or_default()
+        section
+            .split('.')
+            .try_fold(&v, |node, key| node.get(key))
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "{}".into())
     }
 }
 

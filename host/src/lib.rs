@@ -3,11 +3,13 @@
 //!
 //! `app` wires the parts: `config` → `store` (sqlx) → `plugin` (wasmtime)
 //! → `pipeline` (batcher, processor thread, writer) → `api` (axum), with
-//! `telemetry` (Prometheus) throughout.
+//! `telemetry` (Prometheus) throughout; `deploy` watches the plugin
+//! directory and the config file and hot-swaps plugins between batches.
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod deploy;
 pub mod event;
 pub mod ingest;
 pub mod kafka;

@@ -108,14 +108,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
-            let config = Config::load(config.as_deref())?;
+            let config_path = config;
+            let config = Config::load(config_path.as_deref())?;
             init_logging(&config.performance.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.service.workers)
                 .thread_name("http")
                 .enable_all()
                 .build()?;
-            runtime.block_on(app::run(config, app::signals(), None))
+            runtime.block_on(app::run(config, config_path, app::signals(), None))
         }
         Command::Loadgen {
             rate,

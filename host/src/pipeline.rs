@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// What a source learns once its events are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,20 +76,34 @@ pub struct LiveView {
     pub stage_ns: [u64; 3],
     pub plugins: Vec<PluginStatus>,
     pub replayed: u64,
+    /// Gaps (µs) between the last batch on an old plugin version and the
+    /// first on the new one, when a batch was waiting; the last 1000 swaps.
+    pub swap_gaps_us: VecDeque<u64>,
+    /// For comparison: gaps between ordinary consecutive batches when the
+    /// next one was waiting (a sample, the last 1000).
+    pub batch_gaps_us: VecDeque<u64>,
+}
+
+fn push_capped(v: &mut VecDeque<u64>, gap: Duration) {
+    if v.len() == 1000 {
+        v.pop_front();
+    }
+    v.push_back(gap.as_micros() as u64);
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginStatus {
     pub name: String,
     pub stage: PluginKind,
+    pub order: i32,
     pub version: String,
     pub wit_version: String,
     pub sha256: String,
     pub file: String,
+    pub config_section: String,
     pub loaded_at: String,
     pub limits: crate::plugin::Limits,
     pub stats: crate::plugin::CallStats,
-    pub enabled: bool,
 }
 
 /// Shared counters the API reads without locks.
@@ -318,33 +332,116 @@ pub struct Pipeline {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// The three stage plugins and whether each stage runs.
-pub struct Stages {
-    pub analytics: Option<Plugin>,
-    pub correlation: Option<Plugin>,
-    pub responses: Option<Plugin>,
-    pub clock: Clock,
+/// One deployed plugin: the instance and where it came from.
+pub struct Slot {
+    /// Deployment name (manifest `name`, else the file name without
+    /// `.wasm`): state, metrics and the API key by it.
+    pub name: Arc<str>,
+    pub plugin: Plugin,
+    /// Position within its stage (lower first; ties by name).
+    pub order: i32,
+    pub file: String,
+    /// The config section it was configured with, and that section's JSON.
+    pub section: String,
+    pub section_json: String,
     pub loaded_at: String,
 }
 
+/// The deployed plugins, by stage then order.
+pub struct Stages {
+    slots: Vec<Slot>,
+    pub clock: Clock,
+    /// Which version of each plugin runs (JSON object), stored with every
+    /// batch.
+    versions: String,
+}
+
 impl Stages {
-    /// The loaded plugins, in stage order.
-    fn plugins(&self) -> impl Iterator<Item = &Plugin> {
-        [&self.analytics, &self.correlation, &self.responses]
-            .into_iter()
-            .flatten()
+    pub fn new(slots: Vec<Slot>, clock: Clock) -> Stages {
+        let mut s = Stages {
+            slots,
+            clock,
+            versions: String::new(),
+        };
+        s.sort();
+        s
+    }
+
+    /// Keep the order (after any change), and the version list.
+    fn sort(&mut self) {
+        self.slots.sort_by(|a, b| {
+            (a.plugin.kind() as u8, a.order, &a.name).cmp(&(
+                b.plugin.kind() as u8,
+                b.order,
+                &b.name,
+            ))
+        });
+        let m: serde_json::Map<String, serde_json::Value> = self
+            .slots
+            .iter()
+            .map(|s| (s.name.to_string(), json!(s.plugin.metadata().version)))
+            .collect();
+        self.versions = serde_json::Value::Object(m).to_string();
     }
 
     fn plugins_mut(&mut self) -> impl Iterator<Item = &mut Plugin> {
-        [
-            &mut self.analytics,
-            &mut self.correlation,
-            &mut self.responses,
-        ]
-        .into_iter()
-        .flatten()
+        self.slots.iter_mut().map(|s| &mut s.plugin)
+    }
+
+    /// The plugins of one stage, in order.
+    fn stage_mut(&mut self, kind: PluginKind) -> impl Iterator<Item = &mut Plugin> {
+        self.slots
+            .iter_mut()
+            .filter(move |s| s.plugin.kind() == kind)
+            .map(|s| &mut s.plugin)
+    }
+
+    fn has(&self, kind: PluginKind) -> bool {
+        self.slots.iter().any(|s| s.plugin.kind() == kind)
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| &*s.name == name)
     }
 }
+
+/// Changes the deployer asks of the processor; applied between batches.
+pub enum Control {
+    /// Add a plugin, or replace the one of the same name (its state moves
+    /// across).
+    Install {
+        slot: Box<Slot>,
+        reply: oneshot::Sender<Result<Swapped, (String, Box<Slot>)>>,
+    },
+    /// Unload a plugin.
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Option<Swapped>>,
+    },
+    /// Apply a new config section (already tried on a scratch instance).
+    Configure {
+        name: String,
+        json: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// What a swap did.
+pub struct Swapped {
+    /// The new version processes the batches after this sequence number.
+    pub after_seq: u64,
+    /// Time the processing path spent on it.
+    pub pause: Duration,
+    /// The new version could not read the old state and starts fresh (it
+    /// declared that it may).
+    pub fresh_start: Option<String>,
+    /// The replaced (or removed) slot, to be dropped off the processing path.
+    pub old: Option<Box<Slot>>,
+}
+
+/// Each plugin's last checkpoint (state version, bytes), for trying a new
+/// version's load-state before it goes live.
+pub type StateCache = Arc<Mutex<HashMap<String, (u32, Arc<Vec<u8>>)>>>;
 
 /// Start the pipeline: restore plugin state, replay what was stored after the
 /// last checkpoint, then process.
@@ -353,13 +450,15 @@ pub async fn start(
     store: Store,
     mut stages: Stages,
     metrics: Arc<Metrics>,
+    control: mpsc::Receiver<Control>,
+    states: StateCache,
 ) -> anyhow::Result<Pipeline> {
     let counters = Arc::new(Counters::default());
     let live = Arc::new(RwLock::new(LiveView::default()));
 
     // Restore and replay before taking new input.
     let seqs = SeqBlock::reserve(&store).await?;
-    let replayed = restore(&store, &mut stages).await?;
+    let replayed = restore(&store, &mut stages, &states).await?;
     live.write().expect("live lock").replayed = replayed;
     let mut recent = RecentIds::new(RECENT_IDS);
     for (id, seq) in store.recent_ids(RECENT_IDS).await?.into_iter().rev() {
@@ -393,12 +492,18 @@ pub async fn start(
         .name("processor".into())
         .spawn(move || {
             processor(
-                batch_rx,
+                Inputs {
+                    batches: batch_rx,
+                    control,
+                },
                 write_tx,
                 stages,
-                proc_config,
-                proc_metrics,
-                proc_live,
+                Shared {
+                    config: proc_config,
+                    metrics: proc_metrics,
+                    live: proc_live,
+                    states,
+                },
             )
         })?;
     let done = tokio::spawn(writer(write_rx, store, metrics, counters));
@@ -406,14 +511,20 @@ pub async fn start(
 }
 
 /// Load each plugin's checkpoint and replay the events stored after it.
-async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
-    let mut from: Vec<(PluginKind, u64)> = Vec::new();
-    for plugin in stages.plugins_mut() {
-        let name = plugin.name().to_string();
-        let last = match store.plugin_state(&name).await? {
+async fn restore(store: &Store, stages: &mut Stages, states: &StateCache) -> anyhow::Result<u64> {
+    // Per slot: replay the events after its own checkpoint.
+    let mut last: Vec<u64> = Vec::with_capacity(stages.slots.len());
+    for slot in stages.slots.iter_mut() {
+        let name = slot.name.to_string();
+        let plugin = &mut slot.plugin;
+        let from = match store.plugin_state(&name).await? {
             Some((version, last_seq, state)) => match plugin.load_state(version, &state) {
                 Ok(()) => {
                     tracing::info!(plugin = %name, last_seq, bytes = state.len(), "plugin state restored");
+                    states
+                        .lock()
+                        .expect("state cache")
+                        .insert(name, (version, Arc::new(state)));
                     last_seq
                 }
                 Err(e) if plugin.metadata().fresh_start_ok => {
@@ -424,28 +535,16 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
             },
             None => 0,
         };
-        from.push((plugin.kind(), last));
+        // Responses are not replayed: their requests were already made.
+        last.push(if plugin.kind() == PluginKind::Responses {
+            u64::MAX
+        } else {
+            from
+        });
     }
-    // Responses are not replayed: their requests were already made.
-    let replay_from = from
-        .iter()
-        .filter(|(k, _)| *k != PluginKind::Responses)
-        .map(|(_, s)| *s)
-        .min()
-        .unwrap_or(u64::MAX);
-    if replay_from == u64::MAX {
+    let Some(&replay_from) = last.iter().min().filter(|s| **s != u64::MAX) else {
         return Ok(0);
-    }
-    let last_of = |k: PluginKind| {
-        from.iter()
-            .find(|(kk, _)| *kk == k)
-            .map(|(_, s)| *s)
-            .unwrap_or(u64::MAX)
     };
-    let (a_last, c_last) = (
-        last_of(PluginKind::Analytics),
-        last_of(PluginKind::Correlation),
-    );
     let mut after = replay_from;
     let mut replayed = 0u64;
     loop {
@@ -456,22 +555,28 @@ async fn restore(store: &Store, stages: &mut Stages) -> anyhow::Result<u64> {
         after = rows.last().expect("non-empty").seq;
         // Group by batch: same processing time, same clock.
         for batch in rows.chunk_by(|a, b| a.batch_seq == b.batch_seq) {
-            let mut for_a = Vec::new();
-            let mut for_c = Vec::new();
-            for (r, e) in batch.iter().filter_map(|r| Some((r, r.typed()?))) {
-                if r.seq > a_last {
-                    for_a.push(e.clone());
-                }
-                if r.seq > c_last {
-                    for_c.push(e);
-                }
-            }
+            let typed: Vec<(u64, hxp_plugin_sdk::Event)> = batch
+                .iter()
+                .filter_map(|r| Some((r.seq, r.typed()?)))
+                .collect();
             stages.clock.set_ms(batch[0].processed_at);
-            if let Some(a) = stages.analytics.as_mut().filter(|_| !for_a.is_empty()) {
-                a.analytics_process(&convert::batch_to_wit(EventBatch::from_events(&for_a)))?;
-            }
-            if let Some(c) = stages.correlation.as_mut().filter(|_| !for_c.is_empty()) {
-                c.correlation_process(&convert::batch_to_wit(EventBatch::from_events(&for_c)))?;
+            for (slot, &from) in stages.slots.iter_mut().zip(&last) {
+                let events: Vec<hxp_plugin_sdk::Event> = typed
+                    .iter()
+                    .filter(|(seq, _)| *seq > from)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                if events.is_empty() {
+                    continue;
+                }
+                let wit = convert::batch_to_wit(EventBatch::from_events(&events));
+                match slot.plugin.kind() {
+                    PluginKind::Analytics => slot.plugin.analytics_process(&wit)?,
+                    PluginKind::Correlation => {
+                        slot.plugin.correlation_process(&wit)?;
+                    }
+                    PluginKind::Responses => {}
+                }
             }
             replayed += batch.len() as u64;
         }
@@ -602,7 +707,7 @@ fn timed<R>(
     let t = Instant::now();
     let r = call(plugin);
     let d = t.elapsed();
-    *stage_ns = d.as_nanos() as u64;
+    *stage_ns += d.as_nanos() as u64;
     metrics
         .plugin_call
         .with_label_values(&[plugin.name(), op])
@@ -621,28 +726,57 @@ fn record_failure(metrics: &Metrics, e: &PluginError) {
         .inc();
 }
 
-fn processor(
-    mut input: mpsc::Receiver<Batch>,
-    out: mpsc::Sender<WriterMsg>,
-    mut stages: Stages,
+/// What the processor thread receives.
+struct Inputs {
+    batches: mpsc::Receiver<Batch>,
+    control: mpsc::Receiver<Control>,
+}
+
+/// What the processor thread shares with the rest.
+struct Shared {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     live: Arc<RwLock<LiveView>>,
-) {
+    states: StateCache,
+}
+
+fn processor(mut input: Inputs, out: mpsc::Sender<WriterMsg>, mut stages: Stages, shared: Shared) {
+    let Shared {
+        config,
+        metrics,
+        live,
+        states,
+    } = shared;
     let checkpoint_every = Duration::from_secs(config.real_time_analytics.update_interval);
     let history_every = Duration::from_secs(config.performance_metrics.update_interval);
     let retention_ms = config.performance_metrics.history_retention as i64 * 1000;
     let mut last_checkpoint = Instant::now();
     let mut last_history = Instant::now();
+    let mut last_publish = Instant::now();
     let mut last_seq = 0u64;
     let mut rate = RateMeter::default();
+    // End of the last batch, whether the next one was already waiting then,
+    // and whether a swap happened since (to measure the gap it caused).
+    let mut last_batch_end = Instant::now();
+    let mut swap_pending = false;
+    let mut next_batch_was_waiting = false;
+    let mut ordinary_gaps = 0u64;
     publish_plugins(&stages, &live);
     // Serve the restored window from the start.
     stages.clock.set_ms(crate::store::now_ms());
     refresh_snapshot(&mut stages, &metrics, &live);
     loop {
-        // Wait for a batch, or refresh the window when idle.
+        // Deployments first, between batches; then a batch, or refresh the
+        // window when idle.
         let batch = match recv_timeout(&mut input, Duration::from_secs(1)) {
+            Recv::Control(c) => {
+                let swapped = apply_control(&mut stages, c, last_seq, &metrics);
+                if swapped {
+                    swap_pending = true;
+                    publish_plugins(&stages, &live);
+                }
+                continue;
+            }
             Recv::Batch(b) => Some(b),
             Recv::Idle => None,
             Recv::Closed => break,
@@ -650,6 +784,21 @@ fn processor(
         let now = crate::store::now_ms();
         stages.clock.set_ms(now);
         if let Some(batch) = batch {
+            let gap = last_batch_end.elapsed();
+            if std::mem::take(&mut swap_pending) {
+                // Only when this batch was already waiting as the last one
+                // ended: then the gap is the swap and nothing else.
+                if next_batch_was_waiting {
+                    metrics.plugin_swap_gap.observe(gap.as_secs_f64());
+                    push_capped(&mut live.write().expect("live lock").swap_gaps_us, gap);
+                }
+            } else if next_batch_was_waiting && batch.items.len() > 1 {
+                // The baseline: ordinary consecutive batches under load.
+                ordinary_gaps += 1;
+                if ordinary_gaps % 16 == 0 {
+                    push_capped(&mut live.write().expect("live lock").batch_gaps_us, gap);
+                }
+            }
             last_seq = batch
                 .items
                 .iter()
@@ -669,15 +818,22 @@ fn processor(
             {
                 return;
             }
+            // The batch is handed to the writer: the processor is free.
+            last_batch_end = Instant::now();
+            next_batch_was_waiting = !input.batches.is_empty();
         } else {
             // Idle: let the window slide in what we serve.
             refresh_snapshot(&mut stages, &metrics, &live);
         }
         metrics.throughput.set(rate.per_second());
         if last_checkpoint.elapsed() >= checkpoint_every {
-            checkpoint(&mut stages, last_seq, &out, &metrics);
+            checkpoint(&mut stages, last_seq, &out, &metrics, &states);
             publish_plugins(&stages, &live);
             last_checkpoint = Instant::now();
+            last_publish = Instant::now();
+        } else if last_publish.elapsed() >= Duration::from_secs(1) {
+            publish_plugins(&stages, &live);
+            last_publish = Instant::now();
         }
         if config.performance_metrics.calculation_enabled && last_history.elapsed() >= history_every
         {
@@ -693,12 +849,105 @@ fn processor(
         }
     }
     // Input closed: everything has been processed. Final checkpoint.
-    checkpoint(&mut stages, last_seq, &out, &metrics);
+    checkpoint(&mut stages, last_seq, &out, &metrics, &states);
     publish_plugins(&stages, &live);
 }
 
+/// Apply one deployment change between batches. True when the set of
+/// plugins (or a version) changed.
+fn apply_control(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Metrics) -> bool {
+    match c {
+        Control::Install { slot, reply } => {
+            let started = Instant::now();
+            let mut slot = slot;
+            let mut fresh_start = None;
+            let pos = stages.position(&slot.name);
+            if let Some(i) = pos {
+                let old = &mut stages.slots[i].plugin;
+                if old.kind() != slot.plugin.kind() {
+                    let msg = format!(
+                        "{} is running as a {} plugin; this file is a {} plugin",
+                        slot.name,
+                        old.kind(),
+                        slot.plugin.kind()
+                    );
+                    let _ = reply.send(Err((msg, slot)));
+                    return false;
+                }
+                // The state moves across: the old version's, saved now.
+                let moved = old
+                    .save_state()
+                    .map_err(|e| format!("the running version could not save its state: {e}"))
+                    .and_then(|(v, bytes)| {
+                        slot.plugin.load_state(v, &bytes).map_err(|e| {
+                            format!(
+                                "cannot load the running version's state (state version {v}): {e}"
+                            )
+                        })
+                    });
+                if let Err(msg) = moved {
+                    if slot.plugin.metadata().fresh_start_ok {
+                        fresh_start = Some(msg);
+                    } else {
+                        let _ = reply.send(Err((msg, slot)));
+                        return false;
+                    }
+                }
+            }
+            let old = match pos {
+                Some(i) => Some(Box::new(std::mem::replace(&mut stages.slots[i], *slot))),
+                None => {
+                    stages.slots.push(*slot);
+                    None
+                }
+            };
+            stages.sort();
+            let pause = started.elapsed();
+            metrics.plugin_swap_pause.observe(pause.as_secs_f64());
+            let _ = reply.send(Ok(Swapped {
+                after_seq: last_seq,
+                pause,
+                fresh_start,
+                old,
+            }));
+            true
+        }
+        Control::Remove { name, reply } => {
+            let started = Instant::now();
+            let old = stages.position(&name).map(|i| stages.slots.remove(i));
+            let removed = old.is_some();
+            stages.sort();
+            let _ = reply.send(old.map(|o| Swapped {
+                after_seq: last_seq,
+                pause: started.elapsed(),
+                fresh_start: None,
+                old: Some(Box::new(o)),
+            }));
+            removed
+        }
+        Control::Configure { name, json, reply } => {
+            let r = match stages.position(&name) {
+                None => Err(format!("{name} is not loaded")),
+                Some(i) => {
+                    let slot = &mut stages.slots[i];
+                    slot.plugin
+                        .configure(&json)
+                        .map_err(|e| e.to_string())
+                        .map(|()| {
+                            slot.section_json = json;
+                            last_seq
+                        })
+                }
+            };
+            let ok = r.is_ok();
+            let _ = reply.send(r);
+            ok
+        }
+    }
+}
+
 fn refresh_snapshot(stages: &mut Stages, metrics: &Metrics, live: &RwLock<LiveView>) {
-    if let Some(a) = stages.analytics.as_mut() {
+    if let Some(a) = stages.stage_mut(PluginKind::Analytics).next() {
         match a.analytics_snapshot() {
             Ok(s) => {
                 let s = convert::snapshot_to_sdk(s);
@@ -722,6 +971,7 @@ pub fn pattern_names(findings: &[Finding]) -> Vec<&str> {
 }
 
 enum Recv {
+    Control(Control),
     Batch(Batch),
     Idle,
     Closed,
@@ -729,8 +979,12 @@ enum Recv {
 
 /// Blocking receive with a timeout, for the processor thread (outside the
 /// async runtime): a small current-thread runtime drives the timer.
-fn recv_timeout(rx: &mut mpsc::Receiver<Batch>, timeout: Duration) -> Recv {
-    match rx.try_recv() {
+/// Deployment changes come before batches.
+fn recv_timeout(rx: &mut Inputs, timeout: Duration) -> Recv {
+    if let Ok(c) = rx.control.try_recv() {
+        return Recv::Control(c);
+    }
+    match rx.batches.try_recv() {
         Ok(b) => return Recv::Batch(b),
         Err(mpsc::error::TryRecvError::Disconnected) => return Recv::Closed,
         Err(mpsc::error::TryRecvError::Empty) => {}
@@ -743,11 +997,19 @@ fn recv_timeout(rx: &mut mpsc::Receiver<Batch>, timeout: Duration) -> Recv {
     }
     RT.with(|rt| {
         rt.block_on(async {
-            match tokio::time::timeout(timeout, rx.recv()).await {
-                Ok(Some(b)) => Recv::Batch(b),
-                Ok(None) => Recv::Closed,
-                Err(_) => Recv::Idle,
-            }
+            let wait = async {
+                tokio::select! {
+                    biased;
+                    Some(c) = rx.control.recv() => Recv::Control(c),
+                    b = rx.batches.recv() => match b {
+                        Some(b) => Recv::Batch(b),
+                        None => Recv::Closed,
+                    },
+                }
+            };
+            tokio::time::timeout(timeout, wait)
+                .await
+                .unwrap_or(Recv::Idle)
         })
     })
 }
@@ -781,10 +1043,15 @@ fn checkpoint(
     last_seq: u64,
     out: &mpsc::Sender<WriterMsg>,
     metrics: &Metrics,
+    states: &StateCache,
 ) {
     for plugin in stages.plugins_mut() {
         match plugin.checkpoint() {
             Ok((state_version, state)) => {
+                states.lock().expect("state cache").insert(
+                    plugin.name().to_string(),
+                    (state_version, Arc::new(state.clone())),
+                );
                 let _ = out.blocking_send(WriterMsg::Checkpoint {
                     plugin: plugin.name().to_string(),
                     version: plugin.metadata().version.clone(),
@@ -800,18 +1067,23 @@ fn checkpoint(
 
 fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
     let list = stages
-        .plugins()
-        .map(|p| PluginStatus {
-            name: p.name().to_string(),
-            stage: p.kind(),
-            version: p.metadata().version.clone(),
-            wit_version: p.loaded().wit_version.clone(),
-            sha256: p.loaded().hash.clone(),
-            file: p.loaded().origin.clone(),
-            loaded_at: stages.loaded_at.clone(),
-            limits: p.limits(),
-            stats: p.stats().clone(),
-            enabled: true,
+        .slots
+        .iter()
+        .map(|s| {
+            let p = &s.plugin;
+            PluginStatus {
+                name: s.name.to_string(),
+                stage: p.kind(),
+                order: s.order,
+                version: p.metadata().version.clone(),
+                wit_version: p.loaded().wit_version.clone(),
+                sha256: p.loaded().hash.clone(),
+                file: s.file.clone(),
+                config_section: s.section.clone(),
+                loaded_at: s.loaded_at.clone(),
+                limits: p.limits(),
+                stats: p.stats(),
+            }
         })
         .collect();
     live.write().expect("live lock").plugins = list;
@@ -835,33 +1107,43 @@ fn process_batch(
     let wit_batch = convert::batch_to_wit(builder.finish());
     let mut stage_ns = [0u64; 3];
 
-    let snapshot: Option<types::WindowSnapshot> = stages
-        .analytics
-        .as_mut()
-        .filter(|_| config.real_time_analytics.enabled)
-        .and_then(|a| {
-            timed(metrics, a, "process", &mut stage_ns[0], |a| {
+    // Analytics: every analytics plugin sees the batch; the first (in
+    // order) provides the window that is served and handed to responses.
+    let mut snapshot: Option<types::WindowSnapshot> = None;
+    if config.real_time_analytics.enabled {
+        for a in stages.stage_mut(PluginKind::Analytics) {
+            let s = timed(metrics, a, "process", &mut stage_ns[0], |a| {
                 a.analytics_process(&wit_batch)
                     .and_then(|_| a.analytics_snapshot())
-            })
-        });
-    let correlation: Option<types::CorrelationResult> = stages
-        .correlation
-        .as_mut()
-        .filter(|_| config.event_correlation.enabled)
-        .and_then(|c| {
-            timed(metrics, c, "process", &mut stage_ns[1], |c| {
+            });
+            if snapshot.is_none() {
+                snapshot = s;
+            }
+        }
+    }
+    // Correlation: findings of every correlation plugin, in order; the
+    // score is the highest.
+    let mut correlation: Option<types::CorrelationResult> = None;
+    if config.event_correlation.enabled {
+        for c in stages.stage_mut(PluginKind::Correlation) {
+            if let Some(r) = timed(metrics, c, "process", &mut stage_ns[1], |c| {
                 c.correlation_process(&wit_batch)
-            })
-        });
+            }) {
+                match &mut correlation {
+                    None => correlation = Some(r),
+                    Some(all) => {
+                        all.findings.extend(r.findings);
+                        all.correlation_score = all.correlation_score.max(r.correlation_score);
+                    }
+                }
+            }
+        }
+    }
+    // Responses: each plugin decides on the window and all findings; their
+    // requests are concatenated.
     let mut actions: Vec<ActionRequest> = Vec::new();
-    if let (Some(r), Some(s)) = (
-        stages
-            .responses
-            .as_mut()
-            .filter(|_| config.automated_response.enabled),
-        snapshot.as_ref(),
-    ) {
+    let responding = config.automated_response.enabled && stages.has(PluginKind::Responses);
+    if let (true, Some(s)) = (responding, snapshot.as_ref()) {
         let input = types::ResponseInput {
             time_ms: now,
             analytics: s.clone(),
@@ -870,10 +1152,12 @@ fn process_batch(
                 .map(|c| c.findings.clone())
                 .unwrap_or_default(),
         };
-        if let Some(a) = timed(metrics, r, "decide", &mut stage_ns[2], |r| {
-            r.responses_decide(&input)
-        }) {
-            actions = a.into_iter().map(convert::action_to_sdk).collect();
+        for r in stages.stage_mut(PluginKind::Responses) {
+            if let Some(a) = timed(metrics, r, "decide", &mut stage_ns[2], |r| {
+                r.responses_decide(&input)
+            }) {
+                actions.extend(a.into_iter().map(convert::action_to_sdk));
+            }
         }
     }
 
@@ -937,19 +1221,18 @@ fn process_batch(
         })
         .to_string()
     });
-    let response_json =
-        (stages.responses.is_some() && config.automated_response.enabled).then(|| {
-            json!({
-                "response_triggered": !actions.is_empty(),
-                "response_type": actions.first().map(|a| a.action.as_str()).unwrap_or("none"),
-                "response_details": {
-                    "actions": actions.iter().map(|a| json!({
-                        "rule": a.rule, "action": a.action, "target": a.target, "reason": a.reason,
-                    })).collect::<Vec<_>>(),
-                },
-            })
-            .to_string()
-        });
+    let response_json = responding.then(|| {
+        json!({
+            "response_triggered": !actions.is_empty(),
+            "response_type": actions.first().map(|a| a.action.as_str()).unwrap_or("none"),
+            "response_details": {
+                "actions": actions.iter().map(|a| json!({
+                    "rule": a.rule, "action": a.action, "target": a.target, "reason": a.reason,
+                })).collect::<Vec<_>>(),
+            },
+        })
+        .to_string()
+    });
     let alerts: Vec<AlertRow> = findings
         .iter()
         .filter(|f| f.alert)
@@ -1028,6 +1311,7 @@ fn process_batch(
             analytics: analytics_json,
             correlation: correlation_json,
             response: response_json,
+            plugins: Some(stages.versions.clone()),
         }),
         events,
         alerts,

@@ -24,9 +24,10 @@ pub enum Backend {
 }
 
 /// Schema versions; each runs once, in order, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE events (
     seq {SEQ_KEY},
@@ -90,7 +91,30 @@ CREATE TABLE plugin_state (
     state {BLOB} NOT NULL
 )
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE batches ADD COLUMN plugins TEXT;
+CREATE TABLE plugin_deployments (
+    id BIGINT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    stage TEXT,
+    file TEXT NOT NULL,
+    sha256 TEXT,
+    version TEXT,
+    result TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    after_seq BIGINT,
+    compile_ms DOUBLE PRECISION,
+    pause_us BIGINT
+);
+CREATE INDEX plugin_deployments_plugin ON plugin_deployments (plugin, id)
+"#,
+    ),
+];
 
 /// One stored event.
 #[derive(Debug, Clone)]
@@ -115,6 +139,8 @@ pub struct BatchRow {
     pub analytics: Option<String>,
     pub correlation: Option<String>,
     pub response: Option<String>,
+    /// JSON object: plugin name -> version that processed the batch.
+    pub plugins: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +188,31 @@ pub struct RecordRow {
     pub analytics: Option<String>,
     pub correlation: Option<String>,
     pub response: Option<String>,
+    pub plugins: Option<String>,
+}
+
+/// One deployment attempt of a plugin (or of its config section).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub plugin: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub stage: Option<String>,
+    pub file: String,
+    pub sha256: Option<String>,
+    pub version: Option<String>,
+    /// accepted | rejected | unloaded | reconfigured | rolled_back
+    pub result: String,
+    pub reason: String,
+    /// startup | watch | reload | rollback | config
+    pub trigger: String,
+    /// The new version processes the batches after this event sequence
+    /// number.
+    pub after_seq: Option<i64>,
+    pub compile_ms: Option<f64>,
+    /// Time the processing path spent swapping (state hand-over).
+    pub pause_us: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -389,7 +440,7 @@ impl Store {
         for w in batches {
             if let Some(b) = &w.batch {
                 sqlx::query(
-                    "INSERT INTO batches (batch_seq, processed_at, size, analytics, correlation, response) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (batch_seq) DO NOTHING",
+                    "INSERT INTO batches (batch_seq, processed_at, size, analytics, correlation, response, plugins) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (batch_seq) DO NOTHING",
                 )
                 .bind(b.batch_seq as i64)
                 .bind(b.processed_at)
@@ -397,6 +448,7 @@ impl Store {
                 .bind(b.analytics.clone())
                 .bind(b.correlation.clone())
                 .bind(b.response.clone())
+                .bind(b.plugins.clone())
                 .execute(&mut *tx)
                 .await?;
                 for (n, a) in w.alerts.iter().enumerate() {
@@ -443,7 +495,7 @@ impl Store {
     /// The stored parts of one processing record, by event sequence number.
     pub async fn record(&self, seq: u64) -> anyhow::Result<Option<RecordRow>> {
         let row = sqlx::query(
-            "SELECT e.seq, e.event_id, e.event_type, e.processed_at, b.analytics, b.correlation, b.response \
+            "SELECT e.seq, e.event_id, e.event_type, e.processed_at, b.analytics, b.correlation, b.response, b.plugins \
              FROM events e LEFT JOIN batches b ON b.batch_seq = e.batch_seq WHERE e.seq = $1",
         )
         .bind(seq as i64)
@@ -458,6 +510,7 @@ impl Store {
                 analytics: r.try_get(4)?,
                 correlation: r.try_get(5)?,
                 response: r.try_get(6)?,
+                plugins: r.try_get(7)?,
             })
         })
         .transpose()
@@ -509,6 +562,64 @@ impl Store {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    pub async fn insert_deployment(&self, d: &DeploymentRow) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO plugin_deployments (id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+        )
+        .bind(d.id)
+        .bind(d.plugin.as_str())
+        .bind(d.at)
+        .bind(d.stage.clone())
+        .bind(d.file.as_str())
+        .bind(d.sha256.clone())
+        .bind(d.version.clone())
+        .bind(d.result.as_str())
+        .bind(d.reason.as_str())
+        .bind(d.trigger.as_str())
+        .bind(d.after_seq)
+        .bind(d.compile_ms)
+        .bind(d.pause_us)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// A plugin's deployments, newest first.
+    pub async fn deployments(
+        &self,
+        plugin: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DeploymentRow>> {
+        let rows = sqlx::query(
+            "SELECT id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us \
+             FROM plugin_deployments WHERE plugin = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(plugin)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeploymentRow {
+                    id: r.try_get(0)?,
+                    plugin: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    stage: r.try_get(3)?,
+                    file: r.try_get(4)?,
+                    sha256: r.try_get(5)?,
+                    version: r.try_get(6)?,
+                    result: r.try_get(7)?,
+                    reason: r.try_get(8)?,
+                    trigger: r.try_get(9)?,
+                    after_seq: r.try_get(10)?,
+                    compile_ms: r.try_get(11)?,
+                    pause_us: r.try_get(12)?,
+                })
+            })
+            .collect()
     }
 
     /// (state version, last seq, state) of a plugin's checkpoint.

@@ -40,6 +40,14 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub plugin_call: HistogramVec,
     pub plugin_failures: IntCounterVec,
+    /// plugin_deployments_total{plugin, result}: accepted | rejected |
+    /// unloaded | reconfigured | rolled_back.
+    pub plugin_deployments: IntCounterVec,
+    /// Time the processing path spends swapping a plugin (state hand-over).
+    pub plugin_swap_pause: Histogram,
+    /// End of the last batch on the old version to the start of the first on
+    /// the new, when a batch was waiting.
+    pub plugin_swap_gap: Histogram,
     pub db_write: Histogram,
     pub db_errors: IntCounter,
     pub action_requests: IntCounterVec,
@@ -214,6 +222,40 @@ impl Metrics {
                         "Failed plugin calls (timeout, memory_limit, trap, bad_output, rejected)"
                     ),
                     &["plugin", "failure"],
+                )
+                .expect("valid metric")
+            ),
+            plugin_deployments: reg!(
+                IntCounterVec::new(
+                    Opts::new(
+                        "plugin_deployments_total",
+                        "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back)"
+                    ),
+                    &["plugin", "result"],
+                )
+                .expect("valid metric")
+            ),
+            plugin_swap_pause: reg!(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "plugin_swap_pause_seconds",
+                        "Time the processing path spent swapping a plugin version"
+                    )
+                    .buckets(vec![
+                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.005, 0.01, 0.03, 0.1, 1.0
+                    ]),
+                )
+                .expect("valid metric")
+            ),
+            plugin_swap_gap: reg!(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "plugin_swap_gap_seconds",
+                        "End of the last batch on the old plugin version to the start of the first on the new"
+                    )
+                    .buckets(vec![
+                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.005, 0.01, 0.03, 0.1, 1.0
+                    ]),
                 )
                 .expect("valid metric")
             ),

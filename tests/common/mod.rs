@@ -43,6 +43,12 @@ pub fn tempdir() -> PathBuf {
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// SHA-256 of bytes, hex (as GET /plugins shows a plugin's hash).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// Admin token the test services run with.
 pub const TOKEN: &str = "test-admin-token";
 

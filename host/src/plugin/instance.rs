@@ -43,6 +43,17 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Reject bounds too small to run anything. `key` names them in the
+    /// message.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if self.deadline_ms == 0 || self.memory_mb < 4 {
+            return Err(format!(
+                "{key}: deadline_ms must be at least 1 and memory_mb at least 4"
+            ));
+        }
+        Ok(())
+    }
+
     fn ticks(&self) -> u64 {
         (self.deadline_ms as u128).div_ceil(EPOCH_TICK.as_millis().max(1)) as u64
     }
@@ -64,7 +75,39 @@ pub struct CallStats {
     /// Times the instance was re-created after a failure.
     pub restarts: u64,
     pub total_call_ns: u64,
+    /// 99th percentile of the last calls (up to 1024), in milliseconds.
+    pub p99_call_ms: f64,
     pub last_error: Option<String>,
+}
+
+/// Durations of the last calls, for percentiles.
+#[derive(Debug, Clone, Default)]
+struct RecentCalls {
+    ns: Vec<u64>,
+    next: usize,
+}
+
+impl RecentCalls {
+    const KEEP: usize = 1024;
+
+    fn push(&mut self, ns: u64) {
+        if self.ns.len() < Self::KEEP {
+            self.ns.push(ns);
+        } else {
+            self.ns[self.next] = ns;
+        }
+        self.next = (self.next + 1) % Self::KEEP;
+    }
+
+    fn p99_ms(&self) -> f64 {
+        if self.ns.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.ns.clone();
+        let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+        let (_, p, _) = v.select_nth_unstable(i);
+        *p as f64 / 1e6
+    }
 }
 
 enum Inst {
@@ -110,6 +153,7 @@ pub struct Plugin {
     checkpoint: Option<(u32, Vec<u8>)>,
     metadata: Metadata,
     stats: CallStats,
+    recent: RecentCalls,
 }
 
 impl Plugin {
@@ -138,6 +182,7 @@ impl Plugin {
                 fresh_start_ok: false,
             },
             stats: CallStats::default(),
+            recent: RecentCalls::default(),
         };
         let md = p.call("metadata", |store, inst| {
             plugin_iface!(inst, |g| g.call_metadata(store))
@@ -162,6 +207,15 @@ impl Plugin {
         &self.name
     }
 
+    /// Name it after its deployment (several deployments may run the same
+    /// component): errors, logs and metrics carry this name.
+    pub fn set_name(&mut self, name: Arc<str>) {
+        if let Some(live) = &mut self.live {
+            live.store.data_mut().plugin = name.clone();
+        }
+        self.name = name;
+    }
+
     pub fn kind(&self) -> PluginKind {
         self.loaded.kind
     }
@@ -178,8 +232,12 @@ impl Plugin {
         self.limits
     }
 
-    pub fn stats(&self) -> &CallStats {
-        &self.stats
+    /// Counters, with the percentile of the recent calls filled in.
+    pub fn stats(&self) -> CallStats {
+        CallStats {
+            p99_call_ms: self.recent.p99_ms(),
+            ..self.stats.clone()
+        }
     }
 
     pub fn clock(&self) -> &Clock {
@@ -311,8 +369,10 @@ impl Plugin {
         }
         let started = Instant::now();
         let r = f(&mut live.store, &live.inst);
+        let ns = started.elapsed().as_nanos() as u64;
         self.stats.calls += 1;
-        self.stats.total_call_ns += started.elapsed().as_nanos() as u64;
+        self.stats.total_call_ns += ns;
+        self.recent.push(ns);
         match r {
             Ok(v) => Ok(v),
             Err(e) => {

@@ -207,7 +207,12 @@ impl Analytics {
     pub fn metadata() -> Metadata {
         Metadata {
             name: "analytics".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: if cfg!(feature = "variant-b") {
+                concat!(env!("CARGO_PKG_VERSION"), "+b")
+            } else {
+                env!("CARGO_PKG_VERSION")
+            }
+            .into(),
             state_version: STATE_VERSION,
             wants_payload: false,
             fresh_start_ok: false,
