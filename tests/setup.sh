@@ -21,3 +21,19 @@ if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
     cargo install tansu --locked --features dynostore,postgres
 fi
 "$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version
+
+# Monitoring tools and a headless browser for the operations tests
+# (tests/operations.rs): promtool + Prometheus, the Pushgateway, Chromium and
+# ChromeDriver. Without recommends: prometheus-node-exporter would take port
+# 9100 on a machine with systemd.
+missing=()
+for p in promtool:prometheus prometheus-pushgateway:prometheus-pushgateway chromium:chromium chromedriver:chromium-driver; do
+    command -v "${p%%:*}" >/dev/null || missing+=("${p##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+fi
+promtool --version | head -1

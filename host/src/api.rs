@@ -159,6 +159,9 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.service.max_body_bytes;
     Router::new()
+        .route("/", get(page_index))
+        .route("/static/dashboard.js", get(page_js))
+        .route("/static/dashboard.css", get(page_css))
         .route("/health", get(health))
         .route("/analytics", get(analytics))
         .route("/analytics/status", get(analytics_status))
@@ -181,7 +184,65 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// http_requests_total{route, status}: the route pattern, not the path (a
+/// processing id would make a series per event); unknown paths are "other".
+async fn count_requests(
+    State(state): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+/// The live dashboard page and its assets, served from the binary (works
+/// offline: no CDN).
+async fn page_index() -> impl IntoResponse {
+    static_asset(
+        "text/html; charset=utf-8",
+        include_str!("../static/index.html"),
+    )
+}
+
+async fn page_js() -> impl IntoResponse {
+    static_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/dashboard.js"),
+    )
+}
+
+async fn page_css() -> impl IntoResponse {
+    static_asset(
+        "text/css; charset=utf-8",
+        include_str!("../static/dashboard.css"),
+    )
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -99,6 +99,8 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    // CUSTOM_METRICS_ENDPOINT: a Pushgateway, every update_interval.
+    let pusher = crate::push::spawn(&config, state.metrics.clone(), local);
     tracing::info!(
         address = %local, database = ?store.backend(), startup_ms = started.elapsed().as_millis() as u64,
         "{} listening", config.service.name
@@ -141,6 +143,10 @@ pub async fn run(
     kafka_done.await.context("kafka consumer")?;
     pipeline.handle.close();
     pipeline.done.await.context("pipeline writer")?;
+    if let Some(p) = pusher {
+        // The final counts.
+        p.finish().await;
+    }
     store.close().await;
     tracing::info!("stopped cleanly");
     Ok(())

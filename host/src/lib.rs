@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod pipeline;
 pub mod plugin;
 pub mod plugin_cli;
+pub mod push;
 pub mod recalc;
 pub mod store;
 pub mod telemetry;

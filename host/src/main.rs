@@ -92,6 +92,8 @@ fn init_logging(default_level: &str) {
             }),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in journald or in files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -795,7 +795,7 @@ fn processor(mut input: Inputs, out: mpsc::Sender<WriterMsg>, mut stages: Stages
             } else if next_batch_was_waiting && batch.items.len() > 1 {
                 // The baseline: ordinary consecutive batches under load.
                 ordinary_gaps += 1;
-                if ordinary_gaps % 16 == 0 {
+                if ordinary_gaps.is_multiple_of(16) {
                     push_capped(&mut live.write().expect("live lock").batch_gaps_us, gap);
                 }
             }
