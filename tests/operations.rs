@@ -641,7 +641,9 @@ async fn pushgateway_receives_pushed_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alert_queries_use_exported_metrics() {
     let (db, _dir) = sqlite_url();
-    let svc = Service::start(&db, &[]).await;
+    // Dry run: the action request is counted when decided (an executed one
+    // is counted when its webhook call ends).
+    let svc = Service::start(&db, &[("AUTOMATED_RESPONSE_DRY_RUN", "true")]).await;
     let events = [
         json!({"event_type": "llm_request", "data": {"model": "mixtral-8x7b", "latency_ms": 300, "success": false, "error": "timeout"}}),
         json!({"event_type": "user_feedback", "data": {"satisfaction": 6.0}}),

@@ -1016,7 +1016,19 @@ async fn automated_responses(
             "parameters": serde_json::from_str::<Value>(&a.parameters).unwrap_or(Value::Null),
             "reason": a.reason,
             "findings": serde_json::from_str::<Value>(&a.findings).unwrap_or(Value::Null),
+            "analytics": a.analytics.as_deref()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .unwrap_or(Value::Null),
             "outcome": a.outcome, "detail": a.detail,
+            "executor": a.executor,
+            "dry_run": a.dry_run,
+            "idempotency_key": a.idempotency_key,
+            "started_at": a.started_at.map(rfc3339),
+            "finished_at": a.finished_at.map(rfc3339),
+            "duration_ms": a.started_at.zip(a.finished_at).map(|(s, f)| f - s),
+            "attempts": a.attempts,
+            "http_status": a.http_status,
+            "error": a.error,
         })).collect::<Vec<_>>(),
     })))
 }

@@ -50,6 +50,10 @@ pub async fn run(
         control_tx,
     )?;
     let stages = Stages::new(deployer.initial().await?, clock);
+    // Executors: record the previous run's interrupted requests, then wait
+    // for jobs from the pipeline's writer.
+    let (executors, executor_handle) =
+        crate::executor::Executors::start(&config, store.clone(), metrics.clone()).await?;
     let pipeline = pipeline::start(
         config.clone(),
         store.clone(),
@@ -57,6 +61,7 @@ pub async fn run(
         metrics.clone(),
         control_rx,
         states,
+        executor_handle,
     )
     .await?;
     if config.plugins.watch {
@@ -143,6 +148,13 @@ pub async fn run(
     kafka_done.await.context("kafka consumer")?;
     pipeline.handle.close();
     pipeline.done.await.context("pipeline writer")?;
+    // Every stored request was submitted: running and queued ones get their
+    // grace, then are recorded as failed.
+    executors
+        .shutdown(Duration::from_secs(
+            config.automated_response.shutdown_grace_secs,
+        ))
+        .await;
     if let Some(p) = pusher {
         // The final counts.
         p.finish().await;

@@ -206,6 +206,34 @@ pub struct AutomatedResponse {
     /// Seconds after which a rule whose condition still holds asks again.
     pub repeat_interval: u32,
     pub response_rules: Vec<Rule>,
+    /// AUTOMATED_RESPONSE_DRY_RUN: record every request, call no executor.
+    pub dry_run: bool,
+    /// Rules whose requests are only recorded (dry run per rule).
+    pub dry_run_rules: Vec<String>,
+    /// Seconds an (action, target) stays quiet after a request was let
+    /// through; 0 = no cooldown.
+    pub cooldown_secs: u64,
+    /// Seconds within which an identical request (action, target,
+    /// parameters without the plugin's measured values) is dropped; 0 = off.
+    pub dedup_window_secs: u64,
+    /// Requests let through per action in any 60 s; 0 = unlimited.
+    pub rate_limit_per_minute: u32,
+    /// Executions running at once (webhook calls, commands).
+    pub max_concurrency: usize,
+    /// Requests waiting for a free slot; more are recorded as failed.
+    pub queue_capacity: usize,
+    /// A request that waited longer than this for a slot is recorded as
+    /// failed instead of acting on stale analytics.
+    pub max_queue_wait_secs: u64,
+    /// At shutdown, seconds running and queued requests get after the
+    /// pipeline drained; then they are recorded as failed ("shutdown").
+    pub shutdown_grace_secs: u64,
+    /// Programs a `command` executor may run (absolute paths, exact match).
+    pub command_allowlist: Vec<String>,
+    /// Executors by name.
+    pub executors: BTreeMap<String, crate::executor::Executor>,
+    /// Action -> executor name; "*" catches every other action.
+    pub actions: BTreeMap<String, String>,
 }
 
 impl Default for AutomatedResponse {
@@ -225,6 +253,18 @@ impl Default for AutomatedResponse {
                 ),
                 rule("notify_admin", "error_rate > 0.2", "send_notification"),
             ],
+            dry_run: false,
+            dry_run_rules: Vec::new(),
+            cooldown_secs: 300,
+            dedup_window_secs: 60,
+            rate_limit_per_minute: 10,
+            max_concurrency: 4,
+            queue_capacity: 1000,
+            max_queue_wait_secs: 60,
+            shutdown_grace_secs: 10,
+            command_allowlist: Vec::new(),
+            executors: crate::executor::default_executors(),
+            actions: crate::executor::default_actions(),
         }
     }
 }
@@ -502,6 +542,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "event_correlation.alert_threshold",
     ),
     ("AUTOMATED_RESPONSE_ENABLED", "automated_response.enabled"),
+    ("AUTOMATED_RESPONSE_DRY_RUN", "automated_response.dry_run"),
     (
         "AUTOMATED_RESPONSE_CRITICAL_EVENTS_ENABLED",
         "automated_response.critical_events_enabled",
@@ -787,6 +828,7 @@ impl Config {
             return Err("database.max_connections: must be at least 1".into());
         }
         self.plugins.limits.check("plugins.limits")?;
+        crate::executor::check(&self.automated_response, &self.monitoring)?;
         for (key, url) in [
             (
                 "monitoring.api_gateway_endpoint",
@@ -815,6 +857,13 @@ impl Config {
             c.service.admin_token = "(set)".into();
         }
         c.database.url = redact_url(&c.database.url);
+        for e in c.automated_response.executors.values_mut() {
+            if let crate::executor::Executor::Webhook(w) = e {
+                for v in w.headers.values_mut() {
+                    *v = "(set)".into();
+                }
+            }
+        }
         serde_json::to_value(c).expect("config serializes")
     }
 

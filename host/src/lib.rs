@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod deploy;
 pub mod event;
+pub mod executor;
 pub mod ingest;
 pub mod kafka;
 pub mod loadgen;

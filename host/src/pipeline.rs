@@ -25,7 +25,7 @@
 use crate::config::Config;
 use crate::event::ValidEvent;
 use crate::plugin::{Clock, Plugin, PluginError, PluginKind, convert, types};
-use crate::store::{ActionRow, AlertRow, BatchRow, BatchWrite, EventRow, Store};
+use crate::store::{AlertRow, BatchRow, BatchWrite, EventRow, Store};
 use crate::telemetry::{EventStatus, Metrics};
 use hxp_plugin_sdk::{ActionRequest, EventBatch, Finding, Snapshot};
 use serde_json::json;
@@ -452,6 +452,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     control: mpsc::Receiver<Control>,
     states: StateCache,
+    executor: crate::executor::ExecutorHandle,
 ) -> anyhow::Result<Pipeline> {
     let counters = Arc::new(Counters::default());
     let live = Arc::new(RwLock::new(LiveView::default()));
@@ -488,6 +489,7 @@ pub async fn start(
     let proc_live = live.clone();
     let proc_metrics = metrics.clone();
     let proc_config = config.clone();
+    let guardrails = crate::executor::Guardrails::new(&config.automated_response);
     std::thread::Builder::new()
         .name("processor".into())
         .spawn(move || {
@@ -503,10 +505,11 @@ pub async fn start(
                     metrics: proc_metrics,
                     live: proc_live,
                     states,
+                    guardrails,
                 },
             )
         })?;
-    let done = tokio::spawn(writer(write_rx, store, metrics, counters));
+    let done = tokio::spawn(writer(write_rx, store, metrics, counters, executor));
     Ok(Pipeline { handle, live, done })
 }
 
@@ -738,6 +741,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     live: Arc<RwLock<LiveView>>,
     states: StateCache,
+    guardrails: crate::executor::Guardrails,
 }
 
 fn processor(mut input: Inputs, out: mpsc::Sender<WriterMsg>, mut stages: Stages, shared: Shared) {
@@ -746,6 +750,7 @@ fn processor(mut input: Inputs, out: mpsc::Sender<WriterMsg>, mut stages: Stages
         metrics,
         live,
         states,
+        mut guardrails,
     } = shared;
     let checkpoint_every = Duration::from_secs(config.real_time_analytics.update_interval);
     let history_every = Duration::from_secs(config.performance_metrics.update_interval);
@@ -807,7 +812,15 @@ fn processor(mut input: Inputs, out: mpsc::Sender<WriterMsg>, mut stages: Stages
                 .unwrap_or(last_seq)
                 .max(last_seq);
             let mut batch = batch;
-            let write = process_batch(&mut stages, &mut batch, now, &config, &metrics, &live);
+            let write = process_batch(
+                &mut stages,
+                &mut batch,
+                now,
+                &config,
+                &metrics,
+                &live,
+                &mut guardrails,
+            );
             rate.add(batch.items.len());
             if out
                 .blocking_send(WriterMsg::Batch {
@@ -1097,6 +1110,7 @@ fn process_batch(
     config: &Config,
     metrics: &Metrics,
     live: &RwLock<LiveView>,
+    guardrails: &mut crate::executor::Guardrails,
 ) -> BatchWrite {
     let fresh: Vec<&Item> = batch.items.iter().filter(|i| !i.duplicate).collect();
     let batch_seq = fresh.first().map(|i| i.seq).unwrap_or(0);
@@ -1190,13 +1204,6 @@ fn process_batch(
     }
     metrics.correlation_score.set(score);
     metrics.batch_size.observe(batch.items.len() as f64);
-    for a in &actions {
-        metrics
-            .action_requests
-            .with_label_values(&[&a.action, "logged"])
-            .inc();
-        tracing::info!(rule = %a.rule, action = %a.action, target = %a.target, reason = %a.reason, "automated response requested");
-    }
 
     // The batch's shared processing results.
     let analytics_json = snapshot.as_ref().map(|s| {
@@ -1248,20 +1255,20 @@ fn process_batch(
         })
         .collect();
     let findings_json = serde_json::to_string(&findings).expect("findings serialize");
-    let action_rows: Vec<ActionRow> = actions
-        .iter()
-        .map(|a| ActionRow {
-            requested_at: now,
-            rule: a.rule.clone(),
-            action: a.action.clone(),
-            target: a.target.clone(),
-            parameters: a.parameters.clone(),
-            reason: a.reason.clone(),
-            findings: findings_json.clone(),
-            outcome: "logged".into(),
-            detail: "no executor configured; request logged".into(),
-        })
-        .collect();
+    // Guardrails decide now (in memory); executors act after the batch is
+    // stored. A batch of duplicates only stores no rows, so it asks nothing.
+    let (action_rows, jobs) = if fresh.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        guardrails.plan(
+            &actions,
+            batch_seq,
+            now,
+            &findings_json,
+            analytics_json.as_deref(),
+            metrics,
+        )
+    };
     let fresh_count = fresh.len();
     // The stored text moves out of the item; the item only acknowledges now.
     let events: Vec<EventRow> = batch
@@ -1316,6 +1323,7 @@ fn process_batch(
         events,
         alerts,
         actions: action_rows,
+        jobs,
     }
 }
 
@@ -1327,6 +1335,7 @@ async fn writer(
     store: Store,
     metrics: Arc<Metrics>,
     counters: Arc<Counters>,
+    executor: crate::executor::ExecutorHandle,
 ) {
     let mut carried: Option<WriterMsg> = None;
     let mut last_checkpoint = Instant::now();
@@ -1371,7 +1380,8 @@ async fn writer(
                         Err(_) => break,
                     }
                 }
-                let (items, writes): (Vec<Vec<Item>>, Vec<BatchWrite>) = group.into_iter().unzip();
+                let (items, mut writes): (Vec<Vec<Item>>, Vec<BatchWrite>) =
+                    group.into_iter().unzip();
                 let mut backoff = Duration::from_millis(50);
                 loop {
                     let t = Instant::now();
@@ -1398,6 +1408,11 @@ async fn writer(
                             backoff = (backoff * 2).min(Duration::from_secs(2));
                         }
                     }
+                }
+                // Stored: the executors may act now (never waits; a full
+                // queue records the request as failed).
+                for job in writes.iter_mut().flat_map(|w| std::mem::take(&mut w.jobs)) {
+                    executor.submit(job);
                 }
                 let items: Vec<Item> = items.into_iter().flatten().collect();
                 counters

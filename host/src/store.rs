@@ -114,6 +114,21 @@ CREATE TABLE plugin_deployments (
 CREATE INDEX plugin_deployments_plugin ON plugin_deployments (plugin, id)
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE action_requests ADD COLUMN analytics TEXT;
+ALTER TABLE action_requests ADD COLUMN executor TEXT;
+ALTER TABLE action_requests ADD COLUMN dry_run BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE action_requests ADD COLUMN idempotency_key TEXT;
+ALTER TABLE action_requests ADD COLUMN started_at BIGINT;
+ALTER TABLE action_requests ADD COLUMN finished_at BIGINT;
+ALTER TABLE action_requests ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE action_requests ADD COLUMN http_status BIGINT;
+ALTER TABLE action_requests ADD COLUMN error TEXT;
+CREATE INDEX action_requests_outcome ON action_requests (outcome)
+"#,
+    ),
 ];
 
 /// One stored event.
@@ -166,8 +181,20 @@ pub struct ActionRow {
     pub reason: String,
     /// JSON array of the findings active when it was requested.
     pub findings: String,
+    /// pending | executed | failed | suppressed_cooldown | deduplicated |
+    /// rate_limited | dry_run | disabled (rows before migration 3: logged)
     pub outcome: String,
     pub detail: String,
+    /// JSON object: the batch's analytics that the rule saw.
+    pub analytics: Option<String>,
+    pub executor: Option<String>,
+    pub dry_run: bool,
+    pub idempotency_key: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub attempts: i64,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
 }
 
 /// Everything one batch writes, in one transaction.
@@ -177,6 +204,9 @@ pub struct BatchWrite {
     pub batch: Option<BatchRow>,
     pub alerts: Vec<AlertRow>,
     pub actions: Vec<ActionRow>,
+    /// Requests to carry out once this write committed (not stored; the
+    /// writer hands them to the executor task).
+    pub jobs: Vec<crate::executor::Job>,
 }
 
 /// A processing record's stored parts.
@@ -470,7 +500,9 @@ impl Store {
                 }
                 for (n, a) in w.actions.iter().enumerate() {
                     sqlx::query(
-                        "INSERT INTO action_requests (batch_seq, n, requested_at, rule, action, target, parameters, reason, findings, outcome, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (batch_seq, n) DO NOTHING",
+                        "INSERT INTO action_requests (batch_seq, n, requested_at, rule, action, target, parameters, reason, findings, outcome, detail, \
+                         analytics, executor, dry_run, idempotency_key, started_at, finished_at, attempts, http_status, error) \
+                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) ON CONFLICT (batch_seq, n) DO NOTHING",
                     )
                     .bind(b.batch_seq as i64)
                     .bind(n as i64)
@@ -483,6 +515,15 @@ impl Store {
                     .bind(a.findings.as_str())
                     .bind(a.outcome.as_str())
                     .bind(a.detail.as_str())
+                    .bind(a.analytics.clone())
+                    .bind(a.executor.clone())
+                    .bind(i64::from(a.dry_run))
+                    .bind(a.idempotency_key.clone())
+                    .bind(a.started_at)
+                    .bind(a.finished_at)
+                    .bind(a.attempts)
+                    .bind(a.http_status)
+                    .bind(a.error.clone())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -733,7 +774,9 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         let rows = sqlx::query(&format!(
-            "SELECT requested_at, rule, action, target, parameters, reason, findings, outcome, detail FROM action_requests {filter} \
+            "SELECT requested_at, rule, action, target, parameters, reason, findings, outcome, detail, \
+             analytics, executor, dry_run, idempotency_key, started_at, finished_at, attempts, http_status, error \
+             FROM action_requests {filter} \
              ORDER BY requested_at DESC, batch_seq DESC, n DESC LIMIT $4 OFFSET $5"
         ))
         .bind(since_ms)
@@ -756,6 +799,15 @@ impl Store {
                     findings: r.try_get(6)?,
                     outcome: r.try_get(7)?,
                     detail: r.try_get(8)?,
+                    analytics: r.try_get(9)?,
+                    executor: r.try_get(10)?,
+                    dry_run: r.try_get::<i64, _>(11)? != 0,
+                    idempotency_key: r.try_get(12)?,
+                    started_at: r.try_get(13)?,
+                    finished_at: r.try_get(14)?,
+                    attempts: r.try_get(15)?,
+                    http_status: r.try_get(16)?,
+                    error: r.try_get(17)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -857,4 +909,68 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(format!("sqlite://{path}?mode=rwc"))
+}
+// ── Paste into host/src/store.rs (see integration.md for the other store.rs
+// ── edits: migration 3, ActionRow's new fields, the INSERT and the SELECT).
+// An inherent impl may be split over several blocks: append this block after
+// `impl Store { ... }` as it is.
+
+/// How an executor finished one action request (see
+/// [`Store::update_action_outcome`]).
+#[derive(Debug, Clone)]
+pub struct ActionUpdate {
+    /// executed | failed
+    pub outcome: &'static str,
+    pub detail: String,
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
+    pub attempts: i64,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Record an executor's result on the request's row, if it is still
+    /// pending (a row already marked interrupted keeps that). True when the
+    /// row was updated.
+    pub async fn update_action_outcome(
+        &self,
+        batch_seq: u64,
+        n: u32,
+        u: &ActionUpdate,
+    ) -> anyhow::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE action_requests SET outcome = $1, detail = $2, started_at = $3, finished_at = $4, \
+             attempts = $5, http_status = $6, error = $7 \
+             WHERE batch_seq = $8 AND n = $9 AND outcome = 'pending'",
+        )
+        .bind(u.outcome)
+        .bind(u.detail.as_str())
+        .bind(u.started_at)
+        .bind(u.finished_at)
+        .bind(u.attempts)
+        .bind(u.http_status)
+        .bind(u.error.clone())
+        .bind(batch_seq as i64)
+        .bind(n as i64)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Requests still pending that were requested before `before_ms`: their
+    /// process stopped without finishing them. Recorded as failed (not
+    /// re-run; see crate::executor). Returns how many.
+    pub async fn mark_interrupted(&self, before_ms: i64) -> anyhow::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE action_requests SET outcome = 'failed', error = 'interrupted by restart', \
+             detail = 'the service stopped before this request finished; not re-run', finished_at = $1 \
+             WHERE outcome = 'pending' AND requested_at < $2",
+        )
+        .bind(now_ms())
+        .bind(before_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
 }
