@@ -94,23 +94,9 @@ async fn wait_sha(svc: &Service, name: &str, sha: &str) -> Duration {
     }
 }
 
-/// Sum of a metric's samples whose labels contain `label`.
-async fn metric(svc: &Service, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(svc.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn wait_metric(svc: &Service, name: &str, label: &str, at_least: f64) {
     let t = Instant::now();
-    while metric(svc, name, label).await < at_least {
+    while svc.metric(name, &[label]).await < at_least {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "{name}{{{label}}} stayed below {at_least}: {:#}",
@@ -118,6 +104,18 @@ async fn wait_metric(svc: &Service, name: &str, label: &str, at_least: f64) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// GET /correlations, and the names of its active findings.
+async fn active_findings(svc: &Service) -> (Value, Vec<String>) {
+    let (_, c) = get(&svc.url("/correlations")).await;
+    let names = c["active_findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    (c, names)
 }
 
 async fn history(svc: &Service, name: &str) -> Vec<Value> {
@@ -129,24 +127,20 @@ async fn history(svc: &Service, name: &str) -> Vec<Value> {
 /// (batch_seq, analytics version) of every stored batch, in order.
 async fn batch_versions(db_url: &str) -> Vec<(i64, String)> {
     use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&format!("{db_url}?mode=ro"))
-        .await
-        .unwrap();
-    let rows = sqlx::query("SELECT batch_seq, plugins FROM batches ORDER BY batch_seq")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.iter()
-        .map(|r| {
-            let plugins: Value = serde_json::from_str(&r.get::<String, _>(1)).unwrap();
-            (
-                r.get::<i64, _>(0),
-                plugins["analytics"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    db_rows(
+        db_url,
+        "SELECT batch_seq, plugins FROM batches ORDER BY batch_seq",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        let plugins: Value = serde_json::from_str(&r.get::<String, _>(1)).unwrap();
+        (
+            r.get::<i64, _>(0),
+            plugins["analytics"].as_str().unwrap_or("").to_string(),
+        )
+    })
+    .collect()
 }
 
 /// Wait until `n` events are processed and stored.
@@ -242,7 +236,9 @@ async fn fifty_swaps_under_load_lose_nothing_and_broken_files_never_take_effect(
         tokio::time::sleep(Duration::from_millis(120)).await;
         if i % 5 == 4 {
             let (name, bytes, manifest) = &broken[i / 5];
-            let before = metric(&svc, "plugin_deployments_total", "result=\"rejected\"").await;
+            let before = svc
+                .metric("plugin_deployments_total", &["result=\"rejected\""])
+                .await;
             if let Some(m) = manifest {
                 std::fs::write(dir.join(name).with_extension("yaml"), m).unwrap();
             }
@@ -299,7 +295,9 @@ async fn fifty_swaps_under_load_lose_nothing_and_broken_files_never_take_effect(
         .filter(|d| d["result"] == "accepted" && d["trigger"] == "watch")
         .collect();
     assert_eq!(accepted.len(), 50, "{h:#?}");
-    let rejected = metric(&svc, "plugin_deployments_total", "result=\"rejected\"").await;
+    let rejected = svc
+        .metric("plugin_deployments_total", &["result=\"rejected\""])
+        .await;
     assert_eq!(rejected, 10.0);
     assert_eq!(
         h.iter().filter(|d| d["result"] == "rejected").count(),
@@ -464,10 +462,9 @@ async fn a_rule_threshold_changed_in_the_config_file_applies_within_two_seconds(
         "{error_shown}"
     );
     assert!(
-        metric(
-            &svc,
+        svc.metric(
             "plugin_deployments_total",
-            "plugin=\"config\",result=\"rejected\""
+            &["plugin=\"config\",result=\"rejected\""]
         )
         .await
             >= 1.0
@@ -595,27 +592,15 @@ async fn rule_modules_run_beside_the_default_plugin_and_unload_when_removed() {
     // 1); the default plugin's rules need five.
     let error = json!({"event_type": "error_event", "data": {"service": "payments", "error_type": "timeout"}});
     assert_eq!(post(&svc.url("/process"), &error).await.0, 200);
-    let (_, c) = get(&svc.url("/correlations")).await;
-    let names: Vec<&str> = c["active_findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert!(names.contains(&"payments_down"), "{c:#}");
-    assert!(!names.contains(&"high_error_rate"), "{c:#}");
+    let (c, names) = active_findings(&svc).await;
+    assert!(names.iter().any(|n| n == "payments_down"), "{c:#}");
+    assert!(!names.iter().any(|n| n == "high_error_rate"), "{c:#}");
     for _ in 0..4 {
         assert_eq!(post(&svc.url("/process"), &error).await.0, 200);
     }
-    let (_, c) = get(&svc.url("/correlations")).await;
-    let names: Vec<&str> = c["active_findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let (c, names) = active_findings(&svc).await;
     assert!(
-        names.contains(&"payments_down") && names.contains(&"high_error_rate"),
+        names.iter().any(|n| n == "payments_down") && names.iter().any(|n| n == "high_error_rate"),
         "merged: {c:#}"
     );
 
@@ -628,15 +613,9 @@ async fn rule_modules_run_beside_the_default_plugin_and_unload_when_removed() {
     }
     assert_eq!(history(&svc, "custom-rules").await[0]["result"], "unloaded");
     assert_eq!(post(&svc.url("/process"), &error).await.0, 200);
-    let (_, c) = get(&svc.url("/correlations")).await;
-    let names: Vec<&str> = c["active_findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let (c, names) = active_findings(&svc).await;
     assert!(
-        !names.contains(&"payments_down") && names.contains(&"high_error_rate"),
+        !names.iter().any(|n| n == "payments_down") && names.iter().any(|n| n == "high_error_rate"),
         "{c:#}"
     );
 }

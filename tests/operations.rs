@@ -580,21 +580,7 @@ async fn pushgateway_receives_pushed_metrics() {
         r#"job="event-processing-api""#.to_string(),
         r#"status="processed""#.to_string(),
     ];
-    let line = eventually(20, "the pushed event_processing_total", || {
-        let url = format!("{gw_base}/metrics");
-        let want = want.clone();
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.lines()
-                .find(|l| {
-                    l.starts_with("event_processing_total{")
-                        && want.iter().all(|w| l.contains(w.as_str()))
-                        && l.ends_with(" 3")
-                })
-                .map(str::to_string)
-        }
-    })
-    .await;
+    let line = wait_pushed(&gw_base, &want, 3).await;
     assert!(line.ends_with(" 3"), "{line}");
     let text = reqwest::get(format!("{gw_base}/metrics"))
         .await
@@ -617,22 +603,33 @@ async fn pushgateway_receives_pushed_metrics() {
     // Pushes go on: a later push carries a later event.
     let (status, _) = post(&svc.url("/process"), &llm(400)).await;
     assert_eq!(status, 200);
-    eventually(20, "the fourth event pushed", || {
-        let url = format!("{gw_base}/metrics");
-        let want = want.clone();
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.lines()
-                .any(|l| {
-                    l.starts_with("event_processing_total{")
-                        && want.iter().all(|w| l.contains(w.as_str()))
-                        && l.ends_with(" 4")
-                })
-                .then_some(())
-        }
-    })
-    .await;
+    wait_pushed(&gw_base, &want, 4).await;
     drop(gw);
+}
+
+/// Wait until the Pushgateway holds event_processing_total with all of
+/// `want` among its labels and the value `count`; that line.
+async fn wait_pushed(gw_base: &str, want: &[String], count: u64) -> String {
+    let suffix = format!(" {count}");
+    eventually(
+        20,
+        &format!("event_processing_total {count} pushed"),
+        || {
+            let url = format!("{gw_base}/metrics");
+            let suffix = suffix.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                text.lines()
+                    .find(|l| {
+                        l.starts_with("event_processing_total{")
+                            && want.iter().all(|w| l.contains(w.as_str()))
+                            && l.ends_with(&suffix)
+                    })
+                    .map(str::to_string)
+            }
+        },
+    )
+    .await
 }
 
 /// Every metric that the Grafana dashboard and the alert rules query is in
@@ -665,12 +662,7 @@ async fn dashboard_and_alert_queries_use_exported_metrics() {
     let (_, r) = get(&svc.url("/automated-responses")).await;
     assert!(r["total"].as_u64().unwrap() >= 1, "{r}");
 
-    let text = reqwest::get(svc.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     std::fs::write(output_dir().join("metrics.txt"), &text).unwrap();
     let fams = families(&text);
     let mut missing = Vec::new();

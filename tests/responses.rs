@@ -238,20 +238,6 @@ async fn wait_rows(svc: &Service, query: &str, n: usize, secs: u64) -> Vec<Value
     }
 }
 
-/// Sum of a metric's samples whose labels contain every one of `labels`.
-async fn metric(svc: &Service, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(svc.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// An executable script in `dir` (no shell runs it: the kernel reads the
 /// shebang).
 fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -265,16 +251,14 @@ fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// (outcome, error) of every stored action request, read from the database.
 async fn stored_outcomes(db_url: &str) -> Vec<(String, Option<String>)> {
     use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&format!("{db_url}?mode=ro"))
-        .await
-        .unwrap();
-    let r = sqlx::query("SELECT outcome, error FROM action_requests ORDER BY batch_seq, n")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    r.iter().map(|r| (r.get(0), r.get(1))).collect()
+    db_rows(
+        db_url,
+        "SELECT outcome, error FROM action_requests ORDER BY batch_seq, n",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
 // ──────────────────────────────── tests ────────────────────────────────
@@ -361,8 +345,7 @@ async fn an_error_burst_notifies_once_per_cooldown_with_its_findings() {
         .collect();
     assert!(keys.contains(&calls[0].key.as_deref().unwrap()));
     assert_eq!(
-        metric(
-            &svc,
+        svc.metric(
             "automated_response_requests_total",
             &["action=\"send_notification\"", "outcome=\"executed\""]
         )
@@ -370,8 +353,7 @@ async fn an_error_burst_notifies_once_per_cooldown_with_its_findings() {
         2.0
     );
     assert!(
-        metric(
-            &svc,
+        svc.metric(
             "automated_response_requests_total",
             &["outcome=\"suppressed_cooldown\""]
         )
@@ -435,8 +417,7 @@ async fn a_receiver_that_never_answers_times_out_and_fails() {
     assert!(x["duration_ms"].as_i64().unwrap() >= 1000, "{x:#}");
     assert_eq!(recv.calls().len(), 2);
     assert_eq!(
-        metric(
-            &svc,
+        svc.metric(
             "automated_response_requests_total",
             &["action=\"send_notification\"", "outcome=\"failed\""]
         )

@@ -170,12 +170,7 @@ async fn end_to_end(db_url: &str) {
     assert!(close(&r1["analytics_results"]["latency"], 100.0));
 
     // Metrics with the requirements' names.
-    let text = reqwest::get(svc.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.metrics_text().await;
     for want in [
         "event_processing_total{event_type=\"llm_request\",status=\"processed\"} 4",
         "event_processing_total{event_type=\"error_event\",status=\"processed\"} 3",

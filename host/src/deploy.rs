@@ -448,18 +448,14 @@ impl Deployer {
                 row.result = ok_result.to_string();
                 row.after_seq = Some(after_seq as i64);
                 row.pause_us = Some(pause.as_micros() as i64);
-                row.reason = match replaced {
-                    Some(sha) => {
-                        format!("replaced {}; state moved across", &sha[..12.min(sha.len())])
+                let short = |sha: &str| sha[..12.min(sha.len())].to_string();
+                row.reason = match (replaced, fresh_start) {
+                    (None, _) => "new plugin".into(),
+                    (Some(sha), None) => format!("replaced {}; state moved across", short(&sha)),
+                    (Some(sha), Some(why)) => {
+                        format!("replaced {}; started fresh: {why}", short(&sha))
                     }
-                    None => "new plugin".into(),
                 };
-                if let Some(why) = fresh_start {
-                    row.reason = format!(
-                        "{}; started fresh: {why}",
-                        row.reason.replace("; state moved across", "")
-                    );
-                }
                 self.running
                     .lock()
                     .expect("running lock")

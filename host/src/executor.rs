@@ -879,6 +879,24 @@ struct Attempted {
     detail: String,
 }
 
+impl Attempted {
+    fn failed(started_at: i64, attempts: u32, error: String) -> Attempted {
+        Attempted {
+            ok: false,
+            started_at,
+            attempts,
+            http_status: None,
+            error: Some(error.clone()),
+            detail: error,
+        }
+    }
+
+    /// A request that was never started (queue full, stale, shutdown).
+    fn not_started(error: String) -> Attempted {
+        Attempted::failed(now_ms(), 0, error)
+    }
+}
+
 /// The writer's side: submits jobs without waiting.
 #[derive(Clone)]
 pub struct ExecutorHandle {
@@ -911,20 +929,7 @@ impl ExecutorHandle {
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let (job, error) = refused;
-            let now = now_ms();
-            finish(
-                &ctx,
-                &job,
-                Attempted {
-                    ok: false,
-                    started_at: now,
-                    attempts: 0,
-                    http_status: None,
-                    error: Some(error.clone()),
-                    detail: error,
-                },
-            )
-            .await;
+            finish(&ctx, &job, Attempted::not_started(error)).await;
         });
     }
 }
@@ -1130,21 +1135,8 @@ async fn run(
     rx.close();
     while let Ok(q) = rx.try_recv() {
         ctx.queue_depth.dec();
-        let now = now_ms();
         let error = "shutdown: not started before the service stopped".to_string();
-        finish(
-            &ctx,
-            &q.job,
-            Attempted {
-                ok: false,
-                started_at: now,
-                attempts: 0,
-                http_status: None,
-                error: Some(error.clone()),
-                detail: error,
-            },
-        )
-        .await;
+        finish(&ctx, &q.job, Attempted::not_started(error)).await;
     }
     // Running ones finish, or see the cancel and record "shutdown".
     while running.join_next().await.is_some() {}
@@ -1154,14 +1146,7 @@ async fn execute(ctx: &Ctx, q: Queued, mut cancel: watch::Receiver<bool>) {
     let job = q.job;
     let waited = q.enqueued.elapsed();
     let started_at = now_ms();
-    let failed = |error: String, attempts: u32| Attempted {
-        ok: false,
-        started_at,
-        attempts,
-        http_status: None,
-        error: Some(error.clone()),
-        detail: error,
-    };
+    let failed = |error: String, attempts: u32| Attempted::failed(started_at, attempts, error);
     if waited > ctx.max_queue_wait {
         let e = format!(
             "expired: waited {} ms for a free executor slot (max_queue_wait_secs)",

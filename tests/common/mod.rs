@@ -162,6 +162,27 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// GET /metrics, the text exposition.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of a metric's samples whose labels contain every one of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let prefix = format!("{name}{{");
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -220,9 +241,8 @@ pub async fn get(url: &str) -> (u16, serde_json::Value) {
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-/// Every event id stored in a database, with how often (always once).
-pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
-    use sqlx::Row;
+/// The rows of a query against a service's database (SQLite read-only).
+pub async fn db_rows(db_url: &str, sql: &str) -> Vec<sqlx::any::AnyRow> {
     sqlx::any::install_default_drivers();
     let url = if db_url.starts_with("sqlite") {
         format!("{db_url}?mode=ro")
@@ -230,11 +250,19 @@ pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
         db_url.to_string()
     };
     let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let rows = sqlx::query("SELECT event_id, COUNT(*) FROM events GROUP BY event_id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
     pool.close().await;
+    rows
+}
+
+/// Every event id stored in a database, with how often (always once).
+pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
+    use sqlx::Row;
+    let rows = db_rows(
+        db_url,
+        "SELECT event_id, COUNT(*) FROM events GROUP BY event_id",
+    )
+    .await;
     rows.iter()
         .map(|r| {
             let b: Vec<u8> = r.get(0);
