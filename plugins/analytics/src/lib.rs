@@ -30,8 +30,6 @@
 //! exact to those units. Inputs are clamped to plausible ranges (latency up
 //! to 10^9 ms, |business value| and cost up to 10^12 and 10^6 per event).
 
-#[cfg(target_arch = "wasm32")]
-mod guest;
 pub mod hist;
 
 use hist::{Dense, Sparse, bucket_of, exact_quantile};
@@ -531,6 +529,37 @@ fn stats(t: &Sums, llm: u64, covered: f64, q: Option<[f64; 3]>, exact: bool) -> 
         cost_per_request: mean(t.cost, t.cost_count, COST_SCALE),
     }
 }
+
+// The component: the SDK's traits over the methods above, and the export.
+impl hxp_plugin_sdk::Plugin for Analytics {
+    fn metadata() -> Metadata {
+        Analytics::metadata()
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        Analytics::configure(self, config)
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        Analytics::save_state(self)
+    }
+
+    fn load_state(&mut self, state_version: u32, state: &[u8]) -> Result<(), String> {
+        Analytics::load_state(self, state_version, state)
+    }
+}
+
+impl hxp_plugin_sdk::Analytics for Analytics {
+    fn process(&mut self, events: &EventBatch, now_ms: i64) {
+        Analytics::process(self, events, now_ms)
+    }
+
+    fn snapshot(&mut self, now_ms: i64) -> Snapshot {
+        Analytics::snapshot(self, now_ms)
+    }
+}
+
+hxp_plugin_sdk::export_analytics!(Analytics);
 
 #[cfg(test)]
 mod tests {

@@ -33,9 +33,6 @@
 //! `correlation_score` combines the active findings as a noisy-OR:
 //! `1 - Π(1 - score)`.
 
-#[cfg(target_arch = "wasm32")]
-mod guest;
-
 use hxp_plugin_sdk::expr::{self, Expr, Value, ValueType};
 use hxp_plugin_sdk::patterns::PatternConfig;
 use hxp_plugin_sdk::{CorrelationResult, EventBatch, EventRef, Finding, Metadata};
@@ -718,6 +715,33 @@ fn strength(x: f64, threshold: f64) -> f64 {
     }
     (0.5 * x / threshold).clamp(0.0, 1.0)
 }
+
+// The component: the SDK's traits over the methods above, and the export.
+impl hxp_plugin_sdk::Plugin for Correlation {
+    fn metadata() -> Metadata {
+        Correlation::metadata()
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        Correlation::configure(self, config)
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        Correlation::save_state(self)
+    }
+
+    fn load_state(&mut self, state_version: u32, state: &[u8]) -> Result<(), String> {
+        Correlation::load_state(self, state_version, state)
+    }
+}
+
+impl hxp_plugin_sdk::Correlation for Correlation {
+    fn process(&mut self, events: &EventBatch, now_ms: i64) -> CorrelationResult {
+        Correlation::process(self, events, now_ms)
+    }
+}
+
+hxp_plugin_sdk::export_correlation!(Correlation);
 
 #[cfg(test)]
 mod tests {

@@ -23,9 +23,6 @@
 //! `error` for rules on errors or findings, `business` otherwise, unless the
 //! rule sets `category`.
 
-#[cfg(target_arch = "wasm32")]
-mod guest;
-
 use hxp_plugin_sdk::expr::{self, Expr, Value, ValueType};
 use hxp_plugin_sdk::{ActionRequest, Finding, Metadata, ResponseInput, ServiceHealth, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -463,6 +460,33 @@ fn request(rule: &Rule, ctx: &Ctx, target: &str) -> ActionRequest {
         ),
     }
 }
+
+// The component: the SDK's traits over the methods above, and the export.
+impl hxp_plugin_sdk::Plugin for Responses {
+    fn metadata() -> Metadata {
+        Responses::metadata()
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        Responses::configure(self, config)
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        Responses::save_state(self)
+    }
+
+    fn load_state(&mut self, state_version: u32, state: &[u8]) -> Result<(), String> {
+        Responses::load_state(self, state_version, state)
+    }
+}
+
+impl hxp_plugin_sdk::Responses for Responses {
+    fn decide(&mut self, input: &ResponseInput) -> Vec<ActionRequest> {
+        Responses::decide(self, input)
+    }
+}
+
+hxp_plugin_sdk::export_responses!(Responses);
 
 #[cfg(test)]
 mod tests {

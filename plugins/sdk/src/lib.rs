@@ -1,13 +1,42 @@
-//! Plain Rust mirror of the `hxp:events` WIT types, plus the rule expression
-//! language, shared by the default plugins.
+//! The SDK for hxp-events plugins written in Rust.
 //!
-//! Plugin logic is written against these types so it can be unit-tested and
-//! benchmarked natively; each plugin's thin wit-bindgen layer converts the
-//! generated types into these (moves, no copies).
+//! - Plain Rust mirror of the `hxp:events` WIT types ([`EventBatch`],
+//!   [`Snapshot`], [`Finding`], [`ActionRequest`], ...), so plugin logic can
+//!   be unit-tested and benchmarked natively.
+//! - The traits a plugin implements ([`Plugin`] and one of [`Analytics`],
+//!   [`Correlation`], [`Responses`]) and the macros that export it as a wasm
+//!   component ([`export_analytics!`], [`export_correlation!`],
+//!   [`export_responses!`]); see [`plugin`](mod@plugin). The guest bindings
+//!   are generated here from the embedded WIT ([`WIT`]), only in wasm builds,
+//!   so a plugin crate depends on this crate alone.
+//! - The rule expression language ([`expr`]) and pattern settings
+//!   ([`patterns`]) of the default plugins.
+//! - [`wit_conversions!`]: moves between generated WIT types and these types,
+//!   shared by the guest bindings and the host's wasmtime bindings.
+//!
+//! Start with `use hxp_plugin_sdk::prelude::*;`.
 
 pub mod expr;
+#[cfg(target_arch = "wasm32")]
+pub mod guest;
 pub mod patterns;
+pub mod plugin;
 mod wit_glue;
+
+pub use plugin::{Analytics, Correlation, Plugin, Responses};
+
+/// The WIT this SDK implements (`hxp:events@0.1.0`), the same text as the
+/// repository's `wit/events.wit`.
+pub const WIT: &str = include_str!("../wit/events.wit");
+
+/// Everything a plugin usually needs: the traits and the types they use.
+pub mod prelude {
+    pub use crate::plugin::{Analytics, Correlation, Plugin, Responses};
+    pub use crate::{
+        ActionRequest, CorrelationResult, Event, EventBatch, EventKind, EventRef, Finding, Health,
+        Metadata, ResponseInput, ServiceHealth, Snapshot, Stats,
+    };
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -412,13 +441,54 @@ impl BatchBuilder {
     }
 }
 
+/// `record plugin-metadata`: what a plugin says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Stable plugin name; the host keys state and metrics by it.
     pub name: String,
+    /// The plugin's own version (semver).
     pub version: String,
+    /// Version of the layout `save_state` produces.
     pub state_version: u32,
+    /// Whether batches must carry each event's `data` JSON (a copy per event).
     pub wants_payload: bool,
+    /// Whether this version may be deployed over a state it cannot read,
+    /// starting empty.
     pub fresh_start_ok: bool,
+}
+
+impl Metadata {
+    /// Metadata for a plugin without state worth keeping: `state_version` 1,
+    /// no payloads (`wants_payload` false) and `fresh_start_ok` true (a
+    /// deployment may start it empty). A plugin whose state matters sets
+    /// [`with_state_version`](Metadata::with_state_version) and
+    /// `with_fresh_start_ok(false)`.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Metadata {
+        Metadata {
+            name: name.into(),
+            version: version.into(),
+            state_version: 1,
+            wants_payload: false,
+            fresh_start_ok: true,
+        }
+    }
+
+    /// The layout version of `save_state`'s bytes.
+    pub fn with_state_version(mut self, state_version: u32) -> Metadata {
+        self.state_version = state_version;
+        self
+    }
+
+    /// Ask for each event's `data` JSON in [`EventBatch::payload`].
+    pub fn with_payload(mut self) -> Metadata {
+        self.wants_payload = true;
+        self
+    }
+
+    pub fn with_fresh_start_ok(mut self, ok: bool) -> Metadata {
+        self.fresh_start_ok = ok;
+        self
+    }
 }
 
 /// Aggregates over a window (see `record stats`).
@@ -500,13 +570,48 @@ pub struct CorrelationResult {
     pub correlation_score: f64,
 }
 
+/// `record action-request`: an action a response plugin asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRequest {
+    /// The rule that produced it.
     pub rule: String,
+    /// e.g. "scale_models", "restart_service", "send_notification"; the
+    /// host's `automated_response.actions` maps it to an executor.
     pub action: String,
+    /// What to act on (a service, a model, "all").
     pub target: String,
+    /// Action parameters as a JSON object text.
     pub parameters: String,
+    /// Why, in words.
     pub reason: String,
+}
+
+impl ActionRequest {
+    /// A request with no parameters (`{}`) and no reason.
+    pub fn new(
+        rule: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+    ) -> ActionRequest {
+        ActionRequest {
+            rule: rule.into(),
+            action: action.into(),
+            target: target.into(),
+            parameters: "{}".into(),
+            reason: String::new(),
+        }
+    }
+
+    /// Parameters as a JSON object text.
+    pub fn with_parameters(mut self, json: impl Into<String>) -> ActionRequest {
+        self.parameters = json.into();
+        self
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> ActionRequest {
+        self.reason = reason.into();
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -547,6 +652,73 @@ mod tests {
         assert_eq!(r[1].kind, EventKind::SystemMetric);
         assert_eq!(r[1].satisfaction, None);
         assert_eq!(r[1].payload, None);
+    }
+
+    #[test]
+    fn embedded_wit_is_the_published_wit() {
+        // `wit/events.wit` at the repository root is the published contract;
+        // the SDK builds from its own copy so it works as a dependency.
+        assert!(
+            WIT == include_str!("../../../wit/events.wit"),
+            "plugins/sdk/wit/events.wit differs from wit/events.wit: copy it over"
+        );
+        assert!(WIT.contains("package hxp:events@0.1.0;"));
+    }
+
+    #[test]
+    fn metadata_and_action_builders() {
+        let m = Metadata::new("pager", "0.1.0");
+        assert_eq!(
+            (m.state_version, m.wants_payload, m.fresh_start_ok),
+            (1, false, true)
+        );
+        let m = m
+            .with_state_version(3)
+            .with_payload()
+            .with_fresh_start_ok(false);
+        assert_eq!(
+            (m.state_version, m.wants_payload, m.fresh_start_ok),
+            (3, true, false)
+        );
+        let a = ActionRequest::new("r", "page_oncall", "team").with_reason("why");
+        assert_eq!(
+            (a.rule.as_str(), a.action.as_str(), a.target.as_str()),
+            ("r", "page_oncall", "team")
+        );
+        assert_eq!((a.parameters.as_str(), a.reason.as_str()), ("{}", "why"));
+    }
+
+    #[derive(Default)]
+    struct Pager(u32);
+
+    impl Plugin for Pager {
+        fn metadata() -> Metadata {
+            Metadata::new("pager", "0.1.0")
+        }
+    }
+
+    impl Responses for Pager {
+        fn decide(&mut self, input: &ResponseInput) -> Vec<ActionRequest> {
+            self.0 += 1;
+            let page = ActionRequest::new("minimal", "page_oncall", "team");
+            Vec::from_iter((input.analytics.overall.error_rate > 0.5).then_some(page))
+        }
+    }
+
+    // Natively the macro only checks the trait impls.
+    crate::export_responses!(Pager);
+
+    #[test]
+    fn trait_defaults() {
+        let mut p = Pager::default();
+        assert_eq!(p.configure("{\"anything\": 1}"), Ok(()));
+        assert!(p.save_state().is_empty());
+        assert_eq!(p.load_state(7, b"old"), Ok(()));
+        let mut input = ResponseInput::default();
+        assert!(p.decide(&input).is_empty());
+        input.analytics.overall.error_rate = 0.75;
+        assert_eq!(p.decide(&input)[0].action, "page_oncall");
+        assert_eq!(p.0, 2);
     }
 
     #[test]
