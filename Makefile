@@ -10,7 +10,8 @@ WASM_OUT    := target/$(WASM_TARGET)/release
 PLUGIN_DIR  := target/plugins
 # The default plugins, and the guests the runtime tests load.
 GUESTS      := -p hxp-analytics -p hxp-correlation -p hxp-responses \
-               -p hostile-guest -p future-wit-guest -p not-a-plugin-guest
+               -p hostile-guest -p future-wit-guest -p not-a-plugin-guest \
+               -p minimal-responses-guest
 
 .PHONY: build run test bench wasm-target plugins lint
 
@@ -48,6 +49,7 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench deploy
 
 lint:
+	python3 tools/check-module-graph.py host/src
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(GUESTS) -- -D warnings

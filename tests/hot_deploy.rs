@@ -23,13 +23,13 @@ fn analytics_b() -> Vec<u8> {
 
 /// The shipped config with a long analytics window (everything sent stays
 /// in it), checkpoints every second, and `edit` applied.
-fn config_yaml(edit: impl FnOnce(&mut serde_yaml::Value)) -> String {
+fn config_yaml(edit: impl FnOnce(&mut serde_norway::Value)) -> String {
     let text = std::fs::read_to_string(root().join("config/event-processing.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     v["real_time_analytics"]["window_size"] = 3600.into();
     v["real_time_analytics"]["update_interval"] = 1.into();
     edit(&mut v);
-    serde_yaml::to_string(&v).unwrap()
+    serde_norway::to_string(&v).unwrap()
 }
 
 /// A plugin directory with the three default plugins.
@@ -198,7 +198,8 @@ async fn fifty_swaps_under_load_lose_nothing_and_broken_files_never_take_effect(
     let (db_url, _) = sqlite_url();
     let dir = plugin_dir();
     let yaml = config_yaml(|v| {
-        v["plugin_config"] = serde_yaml::from_str("{hostile: {mode: panic-in-configure}}").unwrap();
+        v["plugin_config"] =
+            serde_norway::from_str("{hostile: {mode: panic-in-configure}}").unwrap();
     });
     let svc = start(&db_url, &dir, &yaml).await;
     let a = std::fs::read(dir.join("analytics.wasm")).unwrap();
@@ -211,15 +212,17 @@ async fn fifty_swaps_under_load_lose_nothing_and_broken_files_never_take_effect(
     );
 
     // Steady load from the load generator while files change.
-    let load = tokio::spawn(hxp_events::loadgen::run(hxp_events::loadgen::Options {
-        target: svc.base.clone(),
-        rate: 2000,
-        duration: Duration::from_secs(40),
-        batch: 20,
-        concurrency: 4,
-        seed: 11,
-        quiet: true,
-    }));
+    let load = tokio::spawn(hxp_events::cli::loadgen::run(
+        hxp_events::cli::loadgen::Options {
+            target: svc.base.clone(),
+            rate: 2000,
+            duration: Duration::from_secs(40),
+            batch: 20,
+            concurrency: 4,
+            seed: 11,
+            quiet: true,
+        },
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let broken = broken_files(&a, &b);
@@ -348,7 +351,7 @@ async fn window_counts_just_before_and_after_a_swap_agree() {
     let (db_url, _) = sqlite_url();
     let dir = plugin_dir();
     let svc = start(&db_url, &dir, &config_yaml(|_| {})).await;
-    let summary = hxp_events::loadgen::run(hxp_events::loadgen::Options {
+    let summary = hxp_events::cli::loadgen::run(hxp_events::cli::loadgen::Options {
         target: svc.base.clone(),
         rate: 3000,
         duration: Duration::from_secs(2),
@@ -547,7 +550,7 @@ async fn rule_modules_run_beside_the_default_plugin_and_unload_when_removed() {
     let (db_url, _) = sqlite_url();
     let dir = plugin_dir();
     let yaml = config_yaml(|v| {
-        v["plugin_config"] = serde_yaml::from_str(
+        v["plugin_config"] = serde_norway::from_str(
             "{custom_rules: {pattern_detection_enabled: false, alert_threshold: 1, \
               correlation_rules: [{name: payments_down, condition: 'error_rate > 0.5', action: alert}]}}",
         )
@@ -658,4 +661,52 @@ async fn a_restart_with_a_rejected_file_runs_the_last_accepted_version() {
     );
     let shown = plugins(&svc).await;
     assert_eq!(shown["rejected"].as_array().unwrap().len(), 1, "{shown:#}");
+}
+
+/// The SDK's promise: a response plugin in at most 15 lines of Rust,
+/// built by `make build`, dropped into a running service, acting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifteen_line_sdk_plugin_is_hot_deployed_and_acts() {
+    let source = root().join("tests/guests/minimal-responses/src/lib.rs");
+    let lines = std::fs::read_to_string(&source).unwrap().lines().count();
+    assert!(lines <= 15, "{}: {lines} lines", source.display());
+    let (db_url, _) = sqlite_url();
+    let dir = plugin_dir();
+    let svc = start(&db_url, &dir, &config_yaml(|_| {})).await;
+    put(&dir, "pager.wasm", &wasm_bytes("minimal_responses_guest"));
+    let t = Instant::now();
+    while running(&svc, "pager").await.is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{:#}",
+            plugins(&svc).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pager = running(&svc, "pager").await.unwrap();
+    assert_eq!(pager["stage"], "responses");
+    assert_eq!(pager["version"], "0.1.0");
+    // Every request fails: the window's error rate is 1 > 0.5. The action
+    // has no executor of its own, so the catch-all `log` executor acts.
+    let failed = json!({"event_type": "llm_request", "data": {"model": "m", "success": false}});
+    for _ in 0..3 {
+        assert_eq!(post(&svc.url("/process"), &failed).await.0, 200);
+    }
+    let t = Instant::now();
+    loop {
+        let (status, body) = get(&svc.url("/automated-responses?action=page_oncall")).await;
+        assert_eq!(status, 200, "{body:#}");
+        if let Some(r) = body["responses"].as_array().and_then(|r| r.first()) {
+            assert_eq!(r["rule"], "minimal");
+            assert_eq!(r["target"], "team");
+            assert_eq!(r["outcome"], "executed");
+            assert_eq!(r["executor"], "log");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no page_oncall request: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use hxp_events::kafka::derived_id;
+use hxp_events::event::derived_id;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -124,10 +124,10 @@ async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
 /// `n` realistic events of all five types; every other one carries its
 /// own event_id, the rest get ids derived from their position.
 fn events(n: usize, seed: u64) -> Vec<(Option<u128>, String)> {
-    let mut rng = hxp_events::loadgen::Rng(seed);
+    let mut rng = hxp_events::cli::loadgen::Rng(seed);
     (0..n)
         .map(|i| {
-            let text = hxp_events::loadgen::event(&mut rng, Duration::from_secs(1));
+            let text = hxp_events::cli::loadgen::event(&mut rng, Duration::from_secs(1));
             if i % 2 == 0 {
                 let id = uuid::Uuid::new_v4();
                 let mut v: Value = serde_json::from_str(&text).unwrap();

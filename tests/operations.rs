@@ -345,7 +345,7 @@ fn alert_metrics() -> BTreeMap<String, BTreeSet<String>> {
     let text =
         std::fs::read_to_string(root().join("config/prometheus/event_processing_alerts.yml"))
             .unwrap();
-    let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let rules: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for g in rules["groups"].as_sequence().unwrap() {
         for r in g["rules"].as_sequence().unwrap() {

@@ -140,15 +140,15 @@ async fn hook(
 // ─────────────────────────────── helpers ───────────────────────────────
 
 /// The shipped config with `edit` applied.
-fn config_yaml(edit: impl FnOnce(&mut serde_yaml::Value)) -> String {
+fn config_yaml(edit: impl FnOnce(&mut serde_norway::Value)) -> String {
     let text = std::fs::read_to_string(root().join("config/event-processing.yaml")).unwrap();
-    let mut v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     edit(&mut v);
-    serde_yaml::to_string(&v).unwrap()
+    serde_norway::to_string(&v).unwrap()
 }
 
 /// Guardrails that let every request through (tests narrow them).
-fn open_guardrails(v: &mut serde_yaml::Value) {
+fn open_guardrails(v: &mut serde_norway::Value) {
     let ar = &mut v["automated_response"];
     ar["cooldown_secs"] = 0.into();
     ar["dedup_window_secs"] = 0.into();
@@ -157,21 +157,21 @@ fn open_guardrails(v: &mut serde_yaml::Value) {
 }
 
 fn notify_at(
-    v: &mut serde_yaml::Value,
+    v: &mut serde_norway::Value,
     url: String,
     timeout_ms: u64,
     retries: u32,
     backoff_ms: u64,
 ) {
     let n = &mut v["automated_response"]["executors"]["notify"];
-    n["url"] = serde_yaml::Value::from(url);
-    n["timeout_ms"] = serde_yaml::Value::from(timeout_ms);
-    n["retries"] = serde_yaml::Value::from(retries);
-    n["backoff_ms"] = serde_yaml::Value::from(backoff_ms);
+    n["url"] = serde_norway::Value::from(url);
+    n["timeout_ms"] = serde_norway::Value::from(timeout_ms);
+    n["retries"] = serde_norway::Value::from(retries);
+    n["backoff_ms"] = serde_norway::Value::from(backoff_ms);
 }
 
 /// The shipped response rule `name`, to edit.
-fn response_rule<'a>(v: &'a mut serde_yaml::Value, name: &str) -> &'a mut serde_yaml::Value {
+fn response_rule<'a>(v: &'a mut serde_norway::Value, name: &str) -> &'a mut serde_norway::Value {
     v["automated_response"]["response_rules"]
         .as_sequence_mut()
         .unwrap()
@@ -438,7 +438,8 @@ async fn dry_run_records_the_request_and_calls_nothing() {
     let per_rule = config_yaml(|v| {
         open_guardrails(v);
         notify_at(v, recv.url("/notify"), 2000, 0, 100);
-        v["automated_response"]["dry_run_rules"] = serde_yaml::from_str("[notify_admin]").unwrap();
+        v["automated_response"]["dry_run_rules"] =
+            serde_norway::from_str("[notify_admin]").unwrap();
     });
     for (env, yaml, why) in [
         (
@@ -488,8 +489,8 @@ async fn the_command_executor_runs_an_allowlisted_program_with_templated_argumen
     let yaml = config_yaml(|v| {
         open_guardrails(v);
         let ar = &mut v["automated_response"];
-        ar["command_allowlist"] = serde_yaml::Value::Sequence(vec![program_s.clone().into()]);
-        ar["executors"]["record"] = serde_yaml::from_str(&format!(
+        ar["command_allowlist"] = serde_norway::Value::Sequence(vec![program_s.clone().into()]);
+        ar["executors"]["record"] = serde_norway::from_str(&format!(
             "{{kind: command, program: '{program_s}', timeout_ms: 5000, args: ['{}', '{{action}}', '{{target}}', '--replicas={{parameters.replicas}}', '{{rule}}', '{{parameters.category}}', 'a b; $(touch {}/pwned)']}}",
             out.display(),
             dir.display(),
@@ -497,7 +498,7 @@ async fn the_command_executor_runs_an_allowlisted_program_with_templated_argumen
         .unwrap();
         ar["actions"]["send_notification"] = "record".into();
         response_rule(v, "notify_admin")["parameters"] =
-            serde_yaml::from_str("{replicas: 3}").unwrap();
+            serde_norway::from_str("{replicas: 3}").unwrap();
     });
     let (url, _dir) = sqlite_url();
     let svc = Service::start_with(&url, &[], Some(&yaml)).await;
@@ -535,7 +536,7 @@ async fn a_program_outside_the_allowlist_is_refused_at_config_load_and_never_run
     let program = script(&dir, "mark", "#!/bin/sh\necho ran > \"$1\"\n");
     let yaml = config_yaml(|v| {
         let ar = &mut v["automated_response"];
-        ar["executors"]["mark"] = serde_yaml::from_str(&format!(
+        ar["executors"]["mark"] = serde_norway::from_str(&format!(
             "{{kind: command, program: '{}', args: ['{}']}}",
             program.display(),
             marker.display()
@@ -609,7 +610,7 @@ async fn a_hanging_webhook_never_slows_event_processing() {
         });
         let (url, _dir) = sqlite_url();
         let mut svc = Service::start_with(&url, &[], Some(&yaml)).await;
-        let summary = hxp_events::loadgen::run(hxp_events::loadgen::Options {
+        let summary = hxp_events::cli::loadgen::run(hxp_events::cli::loadgen::Options {
             target: svc.base.clone(),
             rate: RATE,
             duration: Duration::from_secs(6),

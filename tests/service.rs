@@ -789,11 +789,13 @@ async fn sigterm_mid_stream(db_url: &str) {
         );
         senders.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut rng = hxp_events::loadgen::Rng(1 + t);
+            let mut rng = hxp_events::cli::loadgen::Rng(1 + t);
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let body: String = (0..40)
-                    .map(|_| hxp_events::loadgen::event(&mut rng, Duration::from_secs(1)) + "\n")
+                    .map(|_| {
+                        hxp_events::cli::loadgen::event(&mut rng, Duration::from_secs(1)) + "\n"
+                    })
                     .collect();
                 match client
                     .post(&url)

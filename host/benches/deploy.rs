@@ -137,7 +137,7 @@ async fn swap_run(a: &[u8], b: &[u8]) -> Run {
     )
     .await;
     let load = |secs: u64| {
-        hxp_events::loadgen::run(hxp_events::loadgen::Options {
+        hxp_events::cli::loadgen::run(hxp_events::cli::loadgen::Options {
             target: svc.base.clone(),
             rate: 150_000,
             duration: Duration::from_secs(secs),
@@ -149,15 +149,17 @@ async fn swap_run(a: &[u8], b: &[u8]) -> Run {
     };
     // Quiet baseline: the same load without swapping.
     let quiet = load(5).await.unwrap();
-    let swapping = tokio::spawn(hxp_events::loadgen::run(hxp_events::loadgen::Options {
-        target: svc.base.clone(),
-        rate: 150_000,
-        duration: Duration::from_secs(600),
-        batch: 500,
-        concurrency: 4,
-        seed: 4,
-        quiet: true,
-    }));
+    let swapping = tokio::spawn(hxp_events::cli::loadgen::run(
+        hxp_events::cli::loadgen::Options {
+            target: svc.base.clone(),
+            rate: 150_000,
+            duration: Duration::from_secs(600),
+            batch: 500,
+            concurrency: 4,
+            seed: 4,
+            quiet: true,
+        },
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (sha_a, sha_b) = (common::sha256_hex(a), common::sha256_hex(b));
     let started = Instant::now();

@@ -214,11 +214,11 @@ fn main() {
             .set("max.in.flight.requests.per.connection", "1")
             .create()
             .unwrap();
-        let mut rng = hxp_events::loadgen::Rng(42);
+        let mut rng = hxp_events::cli::loadgen::Rng(42);
         let t = Instant::now();
         let mut pending = Vec::new();
         for _ in 0..N {
-            let text = hxp_events::loadgen::event(&mut rng, Duration::from_secs(1));
+            let text = hxp_events::cli::loadgen::event(&mut rng, Duration::from_secs(1));
             let topic = common::topic_of(&text);
             let p = p.clone();
             pending.push(tokio::spawn(async move {

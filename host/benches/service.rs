@@ -14,13 +14,25 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use hxp_events::loadgen;
+use hxp_events::cli::loadgen;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
+
+/// The binary under test: this build, or (for a before/after comparison,
+/// `HXP_BENCH_BASELINE_BIN=path`) another build of the service.
+static BINARY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn binary() -> PathBuf {
+    BINARY
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hxp-events")))
+}
 
 struct Svc {
     child: Child,
@@ -40,7 +52,7 @@ impl Drop for Svc {
 fn start(env: &[(&str, &str)]) -> Svc {
     let dir = common::tempdir();
     let port = common::free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
+    let mut cmd = Command::new(binary());
     cmd.args([
         "serve",
         "--config",
@@ -208,6 +220,42 @@ fn analytics_visibility(rt: &tokio::runtime::Runtime) -> Vec<f64> {
     })
 }
 
+/// Throughput at the shipped batch size: another build (`baseline`) and
+/// this one, runs alternating so that drift hits both alike.
+fn before_after(rt: &tokio::runtime::Runtime, baseline: PathBuf) {
+    const PAIRS: usize = 5;
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..PAIRS {
+        *BINARY.lock().unwrap() = Some(baseline.clone());
+        before.push(throughput(rt, &[]).rate);
+        *BINARY.lock().unwrap() = None;
+        after.push(throughput(rt, &[]).rate);
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (b, a) = (
+        common::median(before.clone()),
+        common::median(after.clone()),
+    );
+    println!(
+        "\nBefore/after, all three plugins, batch_size 100 (shipped), SQLite, 15 s per run, {PAIRS} alternating pairs:\n"
+    );
+    println!("| build | events/s (median) | runs |");
+    println!("|---|---:|---|");
+    println!(
+        "| before: {} | {b:.0} | {} |",
+        baseline.display(),
+        show(&before)
+    );
+    println!("| after: this build | {a:.0} | {} |", show(&after));
+    println!("\nafter / before: {:.3}", a / b);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -215,6 +263,10 @@ fn main() {
         .build()
         .unwrap();
     println!("machine: {}", common::machine());
+    if let Ok(baseline) = std::env::var("HXP_BENCH_BASELINE_BIN") {
+        before_after(&rt, PathBuf::from(baseline));
+        return;
+    }
 
     let full: &[(&str, &str)] = &[("STREAM_PROCESSING_BATCH_SIZE", "1000")];
     let no_plugins: &[(&str, &str)] = &[

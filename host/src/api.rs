@@ -2,8 +2,7 @@
 //! ingestion, processing records and plugin status.
 
 use crate::config::Config;
-use crate::event::{EventError, EventErrorKind};
-use crate::ingest;
+use crate::event::{EventError, EventErrorKind, processing_id, seq_of_processing_id};
 use crate::pipeline::{LiveView, PipelineHandle, Receipt, SubmitError};
 use crate::plugin::{Clock, Plugin, PluginEngine, convert};
 use crate::store::Store;
@@ -34,7 +33,7 @@ pub struct AppState {
     pub deployer: Arc<crate::deploy::Deployer>,
     pub validators: Arc<rayon::ThreadPool>,
     /// The Kafka consumer's status, when Kafka is configured.
-    pub kafka: Option<Arc<crate::kafka::KafkaStatus>>,
+    pub kafka: Option<Arc<crate::sources::kafka::KafkaStatus>>,
     /// Processing ids are UUIDs that carry this namespace and the event's
     /// sequence number.
     pub namespace: u64,
@@ -81,7 +80,9 @@ impl From<EventError> for ApiError {
     fn from(e: EventError) -> ApiError {
         let (status, error) = match e.kind {
             EventErrorKind::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
-            EventErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event"),
+            EventErrorKind::Invalid | EventErrorKind::UnknownType => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event")
+            }
             EventErrorKind::Disabled => (StatusCode::UNPROCESSABLE_ENTITY, "event_type_disabled"),
         };
         ApiError {
@@ -339,20 +340,6 @@ fn require_json(headers: &HeaderMap, ndjson_ok: bool) -> ApiResult<bool> {
     ))
 }
 
-/// Processing id: a version 8 UUID holding the namespace (60 bits) and the
-/// event's sequence number (62 bits), so a lookup needs no extra index.
-pub fn processing_id(namespace: u64, seq: u64) -> uuid::Uuid {
-    let hi = ((namespace >> 12) << 16) | (0x8 << 12) | (namespace & 0xfff);
-    let lo = (0b10u64 << 62) | (seq & ((1 << 62) - 1));
-    uuid::Uuid::from_u64_pair(hi, lo)
-}
-
-fn seq_of_processing_id(namespace: u64, id: uuid::Uuid) -> Option<u64> {
-    let (hi, lo) = id.as_u64_pair();
-    (hi == processing_id(namespace, 0).as_u64_pair().0 && lo >> 62 == 0b10)
-        .then_some(lo & ((1 << 62) - 1))
-}
-
 fn receipt_json(state: &AppState, r: &Receipt) -> Value {
     json!({
         "event_id": uuid::Uuid::from_u128(r.event_id).hyphenated().to_string(),
@@ -435,7 +422,7 @@ async fn events(
     let pool = state.validators.clone();
     let now = crate::store::now_ms();
     let parsed = tokio::task::spawn_blocking(move || {
-        ingest::parse_bulk(&body, ndjson, now, &enabled, &pool)
+        crate::sources::validate::parse_bulk(&body, ndjson, now, &enabled, &pool)
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))??;
@@ -710,7 +697,7 @@ async fn recalculate(State(state): St, headers: HeaderMap) -> ApiResult<Json<Val
             "no events have been processed yet",
         ));
     };
-    let r = crate::recalc::recalculate(&state.store, &snap)
+    let r = crate::pipeline::recalc::recalculate(&state.store, &snap)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(r))
@@ -995,15 +982,23 @@ async fn automated_responses(
         ));
     }
     let offset = q.offset.unwrap_or(0);
+    let outcome = match q.outcome.as_deref() {
+        None | Some("") => None,
+        Some(o) => Some(crate::store::Outcome::parse(o).ok_or_else(|| {
+            let known: Vec<&str> = crate::store::Outcome::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("outcome: '{o}' is not one of {}", known.join(", ")),
+            )
+        })?),
+    };
     let (rows, total) = state
         .store
-        .actions(
-            since,
-            q.action.as_deref(),
-            q.outcome.as_deref(),
-            limit,
-            offset,
-        )
+        .actions(since, q.action.as_deref(), outcome, limit, offset)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({
@@ -1113,8 +1108,8 @@ async fn plugins(State(state): St) -> Json<Value> {
     let problems = state.deployer.problems();
     Json(json!({
         "plugins": list,
-        "rejected": problems["rejected"],
-        "config_error": problems["config"],
+        "rejected": problems.rejected,
+        "config_error": problems.config,
         "directory": state.deployer.directory(),
         "watching": state.config.plugins.watch,
     }))
@@ -1168,11 +1163,21 @@ async fn plugin_rollback(
     require_admin(&state, &headers)?;
     match state.deployer.rollback(&name).await {
         Ok(row) => Ok(Json(json!({ "rolled_back": true, "deployment": row }))),
-        Err((status, message)) => Err(ApiError::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Err(e) => Err(ApiError::new(
+            rollback_status(&e),
             "rollback_failed",
-            message,
+            e.to_string(),
         )),
+    }
+}
+
+fn rollback_status(e: &crate::deploy::DeployError) -> StatusCode {
+    use crate::deploy::DeployError as E;
+    match e {
+        E::NotLoaded(_) => StatusCode::NOT_FOUND,
+        E::NoEarlierVersion(_) | E::NotArchived(_) => StatusCode::CONFLICT,
+        E::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -1180,7 +1185,15 @@ async fn plugin_rollback(
 /// files rejected before) and re-read the config file.
 async fn plugins_reload(State(state): St, headers: HeaderMap) -> ApiResult<Json<Value>> {
     require_admin(&state, &headers)?;
-    let mut rows = state.deployer.reload_config("reload").await;
-    rows.extend(state.deployer.rescan(true, "reload").await);
+    let mut rows = state
+        .deployer
+        .reload_config(crate::store::Trigger::Reload)
+        .await;
+    rows.extend(
+        state
+            .deployer
+            .rescan(true, crate::store::Trigger::Reload)
+            .await,
+    );
     Ok(Json(json!({ "deployments": rows })))
 }

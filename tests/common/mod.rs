@@ -276,7 +276,7 @@ pub async fn stored_ids(db_url: &str) -> Vec<(u128, i64)> {
 
 /// The shipped config's Kafka topic per event type: (type, topic).
 pub fn kafka_topics() -> Vec<(&'static str, String)> {
-    hxp_events::kafka::topics(&hxp_events::config::Config::default())
+    hxp_events::sources::kafka::topics(&hxp_events::config::Config::default())
         .into_iter()
         .map(|(k, t)| (k.as_str(), t))
         .collect()

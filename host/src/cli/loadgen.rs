@@ -255,3 +255,18 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
         "request_ms_p99": q(0.99),
     }))
 }
+
+/// The run's summary: a line for people on stderr, the JSON on stdout.
+pub fn print_summary(summary: &serde_json::Value) {
+    eprintln!(
+        "sent {} events in {:.1} s: {} accepted, {} rejected, {} refused as busy, {} failed; achieved {:.0} events/s",
+        summary["sent"],
+        summary["seconds"].as_f64().unwrap_or(0.0),
+        summary["accepted"],
+        summary["rejected"],
+        summary["busy"],
+        summary["failed"],
+        summary["achieved_rate"].as_f64().unwrap_or(0.0)
+    );
+    println!("{summary}");
+}

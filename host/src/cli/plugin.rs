@@ -9,15 +9,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The config section each kind of plugin receives.
-pub fn config_section(kind: PluginKind) -> &'static str {
-    match kind {
-        PluginKind::Analytics => "real_time_analytics",
-        PluginKind::Correlation => "event_correlation",
-        PluginKind::Responses => "automated_response",
-    }
-}
-
 /// Describe a plugin file: world, WIT version, metadata, imports, exports.
 pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value> {
     let loaded = engine.load_file(file)?;
@@ -35,7 +26,7 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
         "world": format!("hxp:events/{}@{}", loaded.kind.world(), loaded.wit_version),
         "wit_version": loaded.wit_version,
         "stage": loaded.kind,
-        "config_section": config_section(loaded.kind),
+        "config_section": loaded.kind.config_section(),
         "metadata": md,
         "imports": loaded.imports,
         "exports": loaded.exports,
@@ -48,12 +39,12 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
 pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+    let yaml: serde_norway::Value = serde_norway::from_str(&text)
         .with_context(|| format!("{} is not valid YAML", path.display()))?;
     let v = yaml
         .get(section)
         .cloned()
-        .unwrap_or(serde_yaml::Value::Null);
+        .unwrap_or(serde_norway::Value::Null);
     if v.is_null() {
         return Ok(String::new());
     }
@@ -82,7 +73,7 @@ fn load(
     let loaded = engine.load_file(file)?;
     let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone())?;
     if let Some(path) = config {
-        let section = section_from_file(path, config_section(p.kind()))?;
+        let section = section_from_file(path, p.kind().config_section())?;
         p.configure(&section)?;
     }
     Ok(p)
@@ -193,4 +184,44 @@ pub fn test(
         start = end;
     }
     Ok(())
+}
+
+/// `plugin inspect` as text.
+pub fn print_inspect(file: &Path, info: &Value) {
+    let md = &info["metadata"];
+    println!(
+        "file:        {} ({} bytes)",
+        file.display(),
+        info["size_bytes"]
+    );
+    println!(
+        "sha256:      {}",
+        info["sha256"].as_str().unwrap_or_default()
+    );
+    println!(
+        "world:       {}",
+        info["world"].as_str().unwrap_or_default()
+    );
+    println!(
+        "wit version: {}",
+        info["wit_version"].as_str().unwrap_or_default()
+    );
+    println!(
+        "plugin:      {} {} (state version {}, wants payload: {}, fresh start ok: {})",
+        md["name"].as_str().unwrap_or_default(),
+        md["version"].as_str().unwrap_or_default(),
+        md["state_version"],
+        md["wants_payload"],
+        md["fresh_start_ok"]
+    );
+    println!(
+        "config:      section `{}`",
+        info["config_section"].as_str().unwrap_or_default()
+    );
+    for (label, key) in [("imports", "imports"), ("exports", "exports")] {
+        println!("{label}:");
+        for n in info[key].as_array().into_iter().flatten() {
+            println!("  {}", n.as_str().unwrap_or_default());
+        }
+    }
 }

@@ -1,18 +1,29 @@
-//! `hxp-events serve`: wires the store, the plugins, the pipeline and the
-//! HTTP API, and shuts them down in order.
+//! `hxp-events serve`: wires the store, the plugins, the pipeline, the
+//! sources and the HTTP API, and shuts them down in order.
 
+use crate::actions::Executors;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::deploy::Deployer;
-use crate::pipeline::{self, Stages, StateCache};
+use crate::pipeline::{self, Parts, Pipeline, Stages, StateCache};
 use crate::plugin::{Clock, PluginEngine};
+use crate::sources::kafka::{self, KafkaSource};
 use crate::store::Store;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, push};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The running parts, in the order they stop.
+struct Running {
+    config: Arc<Config>,
+    store: Store,
+    pipeline: Pipeline,
+    executors: Executors,
+    kafka: Option<KafkaSource>,
+}
 
 /// Run the service until `shutdown` resolves; then stop intake, drain, and
 /// return. `bound` receives the listening address.
@@ -23,17 +34,38 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let config = Arc::new(config);
-    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
-    let ns_text = store
-        .meta_or_insert(
-            "processing_namespace",
-            &format!("{:015x}", rand_u64() & ((1 << 60) - 1)),
-        )
-        .await?;
-    let namespace =
-        u64::from_str_radix(&ns_text, 16).context("stored processing namespace is not hex")?;
+    let (running, state) = start(Arc::new(config), config_path, started).await?;
+    let config = running.config.clone();
+    let listener = bind(&config).await?;
+    let local = listener.local_addr()?;
+    // CUSTOM_METRICS_ENDPOINT: a Pushgateway, every update_interval.
+    let pusher = push::spawn(&config, state.metrics.clone(), local);
+    tracing::info!(
+        address = %local, database = ?running.store.backend(), startup_ms = started.elapsed().as_millis() as u64,
+        "{} listening", config.service.name
+    );
+    if let Some(tx) = bound {
+        let _ = tx.send(local);
+    }
+    serve_http(listener, state, &running.pipeline, shutdown).await?;
+    drain(running).await?;
+    if let Some(p) = pusher {
+        // The final counts.
+        p.finish().await;
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
 
+/// Store, plugins, executors, pipeline and sources, up and running; and the
+/// state the API handlers share.
+async fn start(
+    config: Arc<Config>,
+    config_path: Option<std::path::PathBuf>,
+    started: Instant,
+) -> anyhow::Result<(Running, Arc<AppState>)> {
+    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    let namespace = processing_namespace(&store).await?;
     let engine = PluginEngine::new(Some(config.plugins.cache_dir.clone()))?;
     let clock = Clock::manual(crate::store::now_ms());
     let metrics = Arc::new(Metrics::new());
@@ -52,29 +84,28 @@ pub async fn run(
     let stages = Stages::new(deployer.initial().await?, clock);
     // Executors: record the previous run's interrupted requests, then wait
     // for jobs from the pipeline's writer.
-    let (executors, executor_handle) =
-        crate::executor::Executors::start(&config, store.clone(), metrics.clone()).await?;
-    let pipeline = pipeline::start(
-        config.clone(),
-        store.clone(),
+    let (executors, executor) = Executors::start(&config, store.clone(), metrics.clone()).await?;
+    let pipeline = pipeline::start(Parts {
+        config: config.clone(),
+        store: store.clone(),
         stages,
-        metrics.clone(),
-        control_rx,
+        metrics: metrics.clone(),
+        control: control_rx,
         states,
-        executor_handle,
-    )
+        executor,
+    })
     .await?;
     if config.plugins.watch {
         deployer.watch()?;
     }
-    let validators = Arc::new(crate::ingest::pool(
+    let validators = Arc::new(crate::sources::validate::pool(
         config.stream_processing.parallel_workers,
     )?);
     let kafka = if config.kafka.bootstrap_servers.is_empty() {
         tracing::info!("kafka.bootstrap_servers is empty: HTTP ingestion only");
         None
     } else {
-        Some(crate::kafka::start(
+        Some(kafka::start(
             config.clone(),
             pipeline.handle.clone(),
             metrics.clone(),
@@ -95,27 +126,41 @@ pub async fn run(
         namespace,
         started,
     });
+    let running = Running {
+        config,
+        store,
+        pipeline,
+        executors,
+        kafka,
+    };
+    Ok((running, state))
+}
 
+/// Processing ids carry this database's namespace, chosen once.
+async fn processing_namespace(store: &Store) -> anyhow::Result<u64> {
+    let fresh = format!("{:015x}", rand_u64() & ((1 << 60) - 1));
+    let text = store.meta_or_insert("processing_namespace", &fresh).await?;
+    u64::from_str_radix(&text, 16).context("stored processing namespace is not hex")
+}
+
+async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let addr: SocketAddr = format!("{}:{}", config.service.host, config.service.port)
         .parse()
         .or_else(|_| format!("127.0.0.1:{}", config.service.port).parse())
         .context("service.host/port")?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    // CUSTOM_METRICS_ENDPOINT: a Pushgateway, every update_interval.
-    let pusher = crate::push::spawn(&config, state.metrics.clone(), local);
-    tracing::info!(
-        address = %local, database = ?store.backend(), startup_ms = started.elapsed().as_millis() as u64,
-        "{} listening", config.service.name
-    );
-    if let Some(tx) = bound {
-        let _ = tx.send(local);
-    }
+        .with_context(|| format!("binding {addr}"))
+}
 
-    // On shutdown: stop intake at once (new events get 503), let in-flight
-    // requests finish, drain the pipeline.
+/// Serve until `shutdown`: then intake stops at once (new events get 503)
+/// and open requests get `service.timeout` + 5 s to finish.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    pipeline: &Pipeline,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handle = pipeline.handle.clone();
     tokio::spawn(async move {
@@ -124,12 +169,11 @@ pub async fn run(
         handle.close();
         let _ = stop_tx.send(true);
     });
+    let grace = Duration::from_secs(state.config.service.timeout + 5);
     let mut server_stop = stop_rx.clone();
-    let server =
-        axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-    let grace = Duration::from_secs(config.service.timeout + 5);
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
     let mut stopped = stop_rx;
     tokio::select! {
         r = server => r.context("HTTP server")?,
@@ -138,8 +182,20 @@ pub async fn run(
             tokio::time::sleep(grace).await;
         } => tracing::warn!("HTTP requests still open after {grace:?}; closing them"),
     }
-    // Kafka: stop polling, let its polls in flight be stored, commit. The
-    // pipeline still runs meanwhile.
+    Ok(())
+}
+
+/// Stop Kafka (its polls in flight are stored and committed while the
+/// pipeline still runs), drain the pipeline, give the executors their
+/// grace, close the store.
+async fn drain(running: Running) -> anyhow::Result<()> {
+    let Running {
+        config,
+        store,
+        pipeline,
+        executors,
+        kafka,
+    } = running;
     let kafka_done = tokio::task::spawn_blocking(move || {
         if let Some(k) = kafka {
             k.stop();
@@ -150,17 +206,9 @@ pub async fn run(
     pipeline.done.await.context("pipeline writer")?;
     // Every stored request was submitted: running and queued ones get their
     // grace, then are recorded as failed.
-    executors
-        .shutdown(Duration::from_secs(
-            config.automated_response.shutdown_grace_secs,
-        ))
-        .await;
-    if let Some(p) = pusher {
-        // The final counts.
-        p.finish().await;
-    }
+    let grace = Duration::from_secs(config.automated_response.shutdown_grace_secs);
+    executors.shutdown(grace).await;
     store.close().await;
-    tracing::info!("stopped cleanly");
     Ok(())
 }
 
@@ -168,11 +216,18 @@ pub async fn run(
 pub async fn signals() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("no SIGTERM handler ({e}); stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
     #[cfg(not(unix))]

@@ -52,6 +52,16 @@ impl PluginKind {
     pub fn as_str(self) -> &'static str {
         self.interface()
     }
+
+    /// The config section a plugin of this kind is configured with, unless
+    /// its manifest names another.
+    pub fn config_section(self) -> &'static str {
+        match self {
+            PluginKind::Analytics => "real_time_analytics",
+            PluginKind::Correlation => "event_correlation",
+            PluginKind::Responses => "automated_response",
+        }
+    }
 }
 
 impl std::fmt::Display for PluginKind {

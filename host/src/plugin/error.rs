@@ -77,6 +77,20 @@ fn describe(e: &PluginError) -> String {
     }
 }
 
+impl Failure {
+    /// The name used in metrics labels and JSON (its serde name).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::MemoryLimit => "memory_limit",
+            Failure::Trap => "trap",
+            Failure::BadOutput => "bad_output",
+            Failure::Rejected => "rejected",
+            Failure::Instantiate => "instantiate",
+        }
+    }
+}
+
 impl PluginError {
     /// True when the instance was discarded (everything but a refusal).
     pub fn poisoned(&self) -> bool {

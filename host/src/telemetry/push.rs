@@ -10,18 +10,9 @@
 //! (the first of a run of failures as a warning, then every 60th, and the
 //! recovery) and the next one is tried on schedule: the gateway being away
 //! never affects processing.
-//!
-//! Integration (host/src/lib.rs: `pub mod push;`; host/src/app.rs, once the
-//! listener is bound):
-//!
-//! ```ignore
-//! let pusher = crate::push::spawn(&config, state.metrics.clone(), local);
-//! // ... after `pipeline.done.await` (the final counts), before `store.close()`:
-//! if let Some(p) = pusher { p.finish().await; }
-//! ```
 
+use super::Metrics;
 use crate::config::Config;
-use crate::telemetry::Metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

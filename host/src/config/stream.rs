@@ -1,0 +1,60 @@
+//! `stream_processing`: batching, validation threads and the intake queue.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamProcessing {
+    pub enabled: bool,
+    /// Largest batch handed to the plugins and written in one transaction.
+    pub batch_size: usize,
+    /// Longest time, in seconds, an event may wait for its batch to fill. A
+    /// batch also closes as soon as no more input is waiting.
+    pub flush_interval: f64,
+    /// Threads that parse and validate incoming events (bulk bodies, Kafka).
+    pub parallel_workers: usize,
+    /// Only `real_time` is supported.
+    pub processing_mode: String,
+    /// Events that may wait for processing before ingestion pushes back
+    /// (HTTP 503 with Retry-After).
+    pub queue_capacity: usize,
+}
+
+impl Default for StreamProcessing {
+    fn default() -> Self {
+        StreamProcessing {
+            enabled: true,
+            batch_size: 100,
+            flush_interval: 5.0,
+            parallel_workers: 4,
+            processing_mode: "real_time".into(),
+            queue_capacity: 100_000,
+        }
+    }
+}
+
+impl StreamProcessing {
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return Err("stream_processing.batch_size: must be between 1 and 100000".into());
+        }
+        if !(self.flush_interval > 0.0 && self.flush_interval <= 3600.0) {
+            return Err(
+                "stream_processing.flush_interval: must be between 0 and 3600 seconds".into(),
+            );
+        }
+        if self.parallel_workers == 0 || self.parallel_workers > 256 {
+            return Err("stream_processing.parallel_workers: must be between 1 and 256".into());
+        }
+        if self.processing_mode != "real_time" {
+            return Err(format!(
+                "stream_processing.processing_mode: '{}' is not supported (only real_time)",
+                self.processing_mode
+            ));
+        }
+        if self.queue_capacity < self.batch_size {
+            return Err("stream_processing.queue_capacity: must be at least batch_size".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! Plugin files as found in the directory: `NAME.wasm` with an optional
+//! `NAME.yaml` manifest, read, named and fingerprinted.
+
+use crate::plugin::{Limits, PluginKind};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A plugin's manifest (`NAME.yaml` next to `NAME.wasm`); every key is
+/// optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: Option<String>,
+    pub stage: Option<PluginKind>,
+    pub order: Option<i32>,
+    pub config: Option<String>,
+    pub limits: Option<Limits>,
+}
+
+/// Position of a plugin without a manifest `order`.
+pub const DEFAULT_ORDER: i32 = 100;
+
+/// A plugin file as found in the directory (or taken from the archive).
+pub(super) struct Candidate {
+    pub(super) file: PathBuf,
+    pub(super) name: String,
+    pub(super) manifest: Manifest,
+    pub(super) bytes: Vec<u8>,
+    pub(super) sha256: String,
+    /// Hash of the file and of its manifest: a change of either redeploys.
+    pub(super) fingerprint: String,
+}
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// The manifest path of a plugin file.
+pub(super) fn manifest_path(wasm: &Path) -> PathBuf {
+    wasm.with_extension("yaml")
+}
+
+pub(super) fn stem(wasm: &Path) -> String {
+    wasm.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Plugin files in a directory: `*.wasm`, not hidden, sorted.
+pub(super) fn plugin_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_plugin_file(p) && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+pub(super) fn is_plugin_file(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "wasm")
+        && !p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Read a plugin file and its manifest. Errors: (name, reason).
+pub(super) fn read_candidate(file: &Path) -> Result<Candidate, (String, String)> {
+    let stem = stem(file);
+    let mpath = manifest_path(file);
+    let (manifest, manifest_text) = match std::fs::read_to_string(&mpath) {
+        Ok(text) => match serde_norway::from_str::<Option<Manifest>>(&text) {
+            Ok(m) => (m.unwrap_or_default(), text),
+            Err(e) => {
+                return Err((stem, format!("manifest {}: {e}", mpath.display())));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Manifest::default(), String::new()),
+        Err(e) => return Err((stem, format!("reading {}: {e}", mpath.display()))),
+    };
+    let name = manifest.name.clone().unwrap_or(stem);
+    if !valid_name(&name) {
+        return Err((
+            name.clone(),
+            format!("plugin name '{name}': use 1 to 64 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    if let Some(l) = &manifest.limits {
+        l.check("manifest limits").map_err(|e| (name.clone(), e))?;
+    }
+    let bytes = std::fs::read(file)
+        .map_err(|e| (name.clone(), format!("reading {}: {e}", file.display())))?;
+    let sha256 = sha256_hex(&bytes);
+    let fingerprint = format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes()));
+    Ok(Candidate {
+        file: file.to_path_buf(),
+        name,
+        manifest,
+        bytes,
+        sha256,
+        fingerprint,
+    })
+}

@@ -1,0 +1,341 @@
+//! The batcher: takes submissions off the intake, gives each event its
+//! sequence number (reserved from the database in blocks), marks duplicates
+//! of recently seen event ids, and closes a batch at `batch_size` or as
+//! soon as no more input is waiting, so a lone event goes straight through
+//! and batches grow under load.
+
+use super::intake::{Submission, Tracker};
+use crate::event::ValidEvent;
+use crate::store::Store;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One event on its way through.
+pub(super) struct Item {
+    pub(super) tracker: Arc<Tracker>,
+    pub(super) index: usize,
+    pub(super) seq: u64,
+    pub(super) duplicate: bool,
+    pub(super) ingested_at: i64,
+    pub(super) source: Option<Arc<str>>,
+    pub(super) event: ValidEvent,
+}
+
+pub(super) struct Batch {
+    pub(super) items: Vec<Item>,
+}
+
+/// Recently seen event ids, for duplicate detection before the plugins.
+pub(super) struct RecentIds {
+    map: HashMap<u128, u64, hxp_plugin_sdk::FxBuildHasher>,
+    order: VecDeque<u128>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    pub(super) fn new(capacity: usize) -> RecentIds {
+        RecentIds {
+            map: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), Default::default()),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn get(&self, id: u128) -> Option<u64> {
+        self.map.get(&id).copied()
+    }
+
+    pub(super) fn insert(&mut self, id: u128, seq: u64) {
+        if self.map.insert(id, seq).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Event ids remembered for duplicate detection (and loaded at start).
+pub const RECENT_IDS: usize = 200_000;
+
+/// Runs until the intake closes and everything taken from it went out in
+/// a batch.
+pub(super) async fn batcher(
+    mut intake: mpsc::UnboundedReceiver<Submission>,
+    out: mpsc::Sender<Batch>,
+    mut batcher: Batcher,
+) {
+    loop {
+        if batcher.pending.is_empty() {
+            match intake.recv().await {
+                Some(s) => batcher.add(s),
+                None => break,
+            }
+        }
+        batcher.take_waiting(&mut intake);
+        let closed = batcher.close();
+        let items = batcher.number(closed).await;
+        if out.send(Batch { items }).await.is_err() {
+            return;
+        }
+        if batcher.drained() {
+            break;
+        }
+    }
+}
+
+/// Events taken from the intake and not yet in a batch, and what numbers
+/// and deduplicates them.
+pub(super) struct Batcher {
+    pending: VecDeque<Item>,
+    /// False once the intake closed.
+    open: bool,
+    batch_size: usize,
+    seqs: SeqBlock,
+    recent: RecentIds,
+    store: Store,
+}
+
+impl Batcher {
+    pub(super) fn new(batch_size: usize, seqs: SeqBlock, recent: RecentIds, store: Store) -> Self {
+        Batcher {
+            pending: VecDeque::new(),
+            open: true,
+            batch_size,
+            seqs,
+            recent,
+            store,
+        }
+    }
+
+    /// A submission's events, in order, at the end of the queue.
+    fn add(&mut self, s: Submission) {
+        explode(s, &mut self.pending);
+    }
+
+    /// Take whatever else is already waiting, up to one batch: the batch
+    /// closes when it is full or when nothing more is waiting.
+    fn take_waiting(&mut self, intake: &mut mpsc::UnboundedReceiver<Submission>) {
+        while self.open && self.pending.len() < self.batch_size {
+            match intake.try_recv() {
+                Ok(s) => self.add(s),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    /// The next batch: at most `batch_size` of the pending events.
+    fn close(&mut self) -> Vec<Item> {
+        let n = self.pending.len().min(self.batch_size);
+        self.pending.drain(..n).collect()
+    }
+
+    /// Give each event its sequence number; an id seen recently is a
+    /// duplicate and gets the original's.
+    async fn number(&mut self, mut items: Vec<Item>) -> Vec<Item> {
+        for item in &mut items {
+            let id = item.event.typed.id;
+            match self.recent.get(id) {
+                Some(seq) => {
+                    item.seq = seq;
+                    item.duplicate = true;
+                }
+                None => {
+                    item.seq = self.seqs.next(&self.store).await;
+                    item.event.typed.seq = item.seq;
+                    self.recent.insert(id, item.seq);
+                }
+            }
+        }
+        items
+    }
+
+    /// The intake closed and nothing is left.
+    fn drained(&self) -> bool {
+        !self.open && self.pending.is_empty()
+    }
+}
+
+/// Sequence numbers reserved in the database, a block at a time, so that
+/// instances sharing a database never collide.
+pub(super) struct SeqBlock {
+    next: u64,
+    end: u64,
+}
+
+const SEQ_BLOCK: u64 = 100_000;
+
+impl SeqBlock {
+    pub(super) async fn reserve(store: &Store) -> anyhow::Result<SeqBlock> {
+        let first = store.reserve_seqs(SEQ_BLOCK).await?;
+        Ok(SeqBlock {
+            next: first,
+            end: first + SEQ_BLOCK,
+        })
+    }
+
+    async fn next(&mut self, store: &Store) -> u64 {
+        if self.next == self.end {
+            // Retried while the database is away: intake backs up meanwhile.
+            let mut delay = Duration::from_millis(50);
+            *self = loop {
+                match SeqBlock::reserve(store).await {
+                    Ok(b) => break b,
+                    Err(e) => {
+                        tracing::warn!("reserving sequence numbers failed, retrying: {e:#}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            };
+        }
+        let seq = self.next;
+        self.next += 1;
+        seq
+    }
+}
+
+fn explode(s: Submission, pending: &mut VecDeque<Item>) {
+    let source: Option<Arc<str>> = s.source.map(Arc::from);
+    for (index, event) in s.events.into_iter().enumerate() {
+        pending.push_back(Item {
+            tracker: s.tracker.clone(),
+            index,
+            seq: 0,
+            duplicate: false,
+            ingested_at: s.ingested_at,
+            source: source.clone(),
+            event,
+        });
+    }
+}
+
+/// One plugin call, timed once: its histogram, the stage's nanoseconds,
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::pipeline::intake::{Receipt, Tracker};
+    use std::sync::Mutex;
+
+    /// An event with a chosen id (so a test can resend it).
+    pub(crate) fn event(id: u128) -> ValidEvent {
+        let text = format!(
+            r#"{{"event_type":"error_event","event_id":"{}","data":{{"service":"api","error_type":"timeout"}}}}"#,
+            uuid::Uuid::from_u128(id)
+        );
+        crate::event::parse(text.as_bytes(), 1_700_000_000_000, &[true; 5]).unwrap()
+    }
+
+    /// A submission of events with these ids; its receipts land in the
+    /// returned cell.
+    pub(crate) fn submission(ids: &[u128]) -> (Submission, Arc<Mutex<Option<Vec<Receipt>>>>) {
+        let acked = Arc::new(Mutex::new(None));
+        let cell = acked.clone();
+        let ack = Box::new(move |r| *cell.lock().unwrap() = Some(r));
+        let s = Submission {
+            events: ids.iter().map(|&id| event(id)).collect(),
+            source: None,
+            ingested_at: 1,
+            tracker: Arc::new(Tracker::new(ids.len(), ack, None)),
+        };
+        (s, acked)
+    }
+
+    async fn batcher_over(batch_size: usize) -> Batcher {
+        let store = crate::store::temp_store().await;
+        let seqs = SeqBlock::reserve(&store).await.unwrap();
+        Batcher::new(batch_size, seqs, RecentIds::new(100), store)
+    }
+
+    /// Run the batcher over what is queued, then closed; the batches' ids.
+    async fn batches_of(batch_size: usize, subs: Vec<Vec<u128>>) -> Vec<Vec<(u128, u64, bool)>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for ids in subs {
+            tx.send(submission(&ids).0).unwrap();
+        }
+        drop(tx);
+        let (out, mut batches) = mpsc::channel(100);
+        batcher(rx, out, batcher_over(batch_size).await).await;
+        let mut all = Vec::new();
+        while let Ok(b) = batches.try_recv() {
+            all.push(
+                b.items
+                    .iter()
+                    .map(|i| (i.event.typed.id, i.seq, i.duplicate))
+                    .collect(),
+            );
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn batches_close_when_full_and_take_what_waits() {
+        let batches = batches_of(3, vec![vec![1, 2], vec![3, 4, 5], vec![6]]).await;
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        // 2 + 3 + 1 events waiting: two full batches of 3 (a submission is
+        // split across batches), no event left behind.
+        assert_eq!(sizes, vec![3, 3], "{batches:?}");
+        let ids: Vec<u128> = batches.iter().flatten().map(|e| e.0).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6], "order kept");
+    }
+
+    #[tokio::test]
+    async fn a_lone_event_goes_out_at_once() {
+        let store = crate::store::temp_store().await;
+        let seqs = SeqBlock::reserve(&store).await.unwrap();
+        let batching = Batcher::new(100, seqs, RecentIds::new(100), store);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (out, mut batches) = mpsc::channel(10);
+        let task = tokio::spawn(batcher(rx, out, batching));
+        tx.send(submission(&[7]).0).unwrap();
+        // The intake stays open: the batch must not wait to fill.
+        let b = tokio::time::timeout(Duration::from_secs(5), batches.recv())
+            .await
+            .expect("a lone event is not held back")
+            .unwrap();
+        assert_eq!(b.items.len(), 1);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn resent_ids_are_duplicates_with_the_original_sequence_number() {
+        let batches = batches_of(10, vec![vec![1, 2], vec![2, 3, 1]]).await;
+        let all: Vec<(u128, u64, bool)> = batches.into_iter().flatten().collect();
+        let seq_of = |id| all.iter().find(|e| e.0 == id && !e.2).unwrap().1;
+        assert_eq!(all.iter().filter(|e| e.2).count(), 2, "{all:?}");
+        for (id, seq, duplicate) in &all {
+            assert_eq!(*seq, seq_of(*id), "id {id} keeps one sequence number");
+            if *duplicate {
+                assert!(*id == 1 || *id == 2);
+            }
+        }
+        let mut fresh: Vec<u64> = all.iter().filter(|e| !e.2).map(|e| e.1).collect();
+        let sorted = {
+            let mut s = fresh.clone();
+            s.sort();
+            s.dedup();
+            s
+        };
+        fresh.dedup();
+        assert_eq!(fresh, sorted, "new events get increasing, distinct numbers");
+    }
+
+    #[test]
+    fn recent_ids_forget_the_oldest_beyond_capacity() {
+        let mut r = RecentIds::new(2);
+        r.insert(1, 10);
+        r.insert(2, 20);
+        r.insert(1, 11); // already known: no new entry
+        r.insert(3, 30);
+        assert_eq!(r.get(1), None, "the oldest is evicted");
+        assert_eq!(r.get(2), Some(20));
+        assert_eq!(r.get(3), Some(30));
+    }
+}

@@ -1,0 +1,492 @@
+//! The processor thread: owns the plugin instances, applies deployments
+//! between batches, runs each batch through the stages, decides on the
+//! action requests (guardrails), and hands the batch's rows to the writer.
+//! Before each batch it sets the plugins' clock to the batch's processing
+//! time, which is stored, so a restart can replay exactly.
+
+use super::batcher::{Batch, Item};
+use super::checkpoint::{StateCache, checkpoint};
+use super::live::{self, BatchCounts, LiveView};
+use super::record::{self, BatchRecord};
+use super::stages::{Stages, Switches};
+use super::swap::{self, Control};
+use super::writer::WriterMsg;
+use crate::actions::{Guardrails, Job};
+use crate::config::Config;
+use crate::plugin::convert;
+use crate::store::BatchWrite;
+use crate::telemetry::Metrics;
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the processor thread receives.
+pub(super) struct Inputs {
+    pub batches: mpsc::Receiver<Batch>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// The processor and what it shares with the rest.
+pub(super) struct Processor {
+    pub stages: Stages,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub live: Arc<RwLock<LiveView>>,
+    pub states: StateCache,
+    pub guardrails: Guardrails,
+    pub out: mpsc::Sender<WriterMsg>,
+}
+
+/// When periodic work last ran, and what measures the gaps between batches.
+struct Timers {
+    checkpoint: Instant,
+    history: Instant,
+    publish: Instant,
+    /// Highest sequence number processed.
+    last_seq: u64,
+    rate: RateMeter,
+    /// End of the last batch, whether the next was already waiting then,
+    /// and whether a swap happened since (to measure the gap it caused).
+    last_batch_end: Instant,
+    next_was_waiting: bool,
+    swap_pending: bool,
+    ordinary_gaps: u64,
+}
+
+impl Processor {
+    /// Runs until the batcher closes, then checkpoints a last time.
+    pub(super) fn run(mut self, mut input: Inputs) {
+        let now = Instant::now();
+        let mut t = Timers {
+            checkpoint: now,
+            history: now,
+            publish: now,
+            last_seq: 0,
+            rate: RateMeter::default(),
+            last_batch_end: now,
+            next_was_waiting: false,
+            swap_pending: false,
+            ordinary_gaps: 0,
+        };
+        live::publish_plugins(&self.stages, &self.live);
+        // Serve the restored window from the start.
+        self.stages.clock.set_ms(crate::store::now_ms());
+        live::refresh_snapshot(&mut self.stages, &self.metrics, &self.live);
+        loop {
+            // Deployments first, between batches; then a batch, or refresh
+            // the window when idle.
+            match recv_timeout(&mut input, Duration::from_secs(1)) {
+                Recv::Control(c) => {
+                    if swap::apply(&mut self.stages, c, t.last_seq, &self.metrics) {
+                        t.swap_pending = true;
+                        live::publish_plugins(&self.stages, &self.live);
+                    }
+                    continue;
+                }
+                Recv::Batch(b) => {
+                    if !self.on_batch(b, &mut t, &input) {
+                        return;
+                    }
+                }
+                Recv::Idle => {
+                    self.stages.clock.set_ms(crate::store::now_ms());
+                    live::refresh_snapshot(&mut self.stages, &self.metrics, &self.live);
+                }
+                Recv::Closed => break,
+            }
+            self.periodic(&mut t);
+        }
+        // Input closed: everything has been processed. Final checkpoint.
+        let s = &mut self.stages;
+        checkpoint(s, t.last_seq, &self.out, &self.metrics, &self.states);
+        live::publish_plugins(&self.stages, &self.live);
+    }
+
+    /// Process one batch and hand it to the writer. False when the writer
+    /// is gone.
+    fn on_batch(&mut self, mut batch: Batch, t: &mut Timers, input: &Inputs) -> bool {
+        self.measure_gap(t, &batch);
+        let now = crate::store::now_ms();
+        self.stages.clock.set_ms(now);
+        if let Some(max) = batch.items.iter().map(|i| i.seq).max() {
+            t.last_seq = t.last_seq.max(max);
+        }
+        let (write, jobs) = self.process_batch(&mut batch.items, now);
+        t.rate.add(batch.items.len());
+        let msg = WriterMsg::Batch {
+            items: batch.items,
+            write,
+            jobs,
+        };
+        if self.out.blocking_send(msg).is_err() {
+            return false;
+        }
+        // The batch is handed to the writer: the processor is free.
+        t.last_batch_end = Instant::now();
+        t.next_was_waiting = !input.batches.is_empty();
+        true
+    }
+
+    /// Run one batch through the stages and prepare its write: the stages'
+    /// results, metrics, the stored record, the guardrails' verdicts, the
+    /// event rows, the live view.
+    pub(super) fn process_batch(&mut self, items: &mut [Item], now: i64) -> (BatchWrite, Vec<Job>) {
+        let fresh = items.iter().filter(|i| !i.duplicate).count();
+        let batch_seq = items.iter().find(|i| !i.duplicate).map_or(0, |i| i.seq);
+        let wit = to_wit(items);
+        let results = self.stages.run(&wit, now, self.switches(), &self.metrics);
+        live::export_metrics(&self.metrics, &results, items.len());
+        let record = BatchRecord::new(&results);
+        // Guardrails decide now (in memory); executors act after the batch
+        // is stored. A batch of duplicates stores no rows, so it asks nothing.
+        let (actions, jobs) = match fresh {
+            0 => (Vec::new(), Vec::new()),
+            _ => self.guardrails.plan(
+                &results.actions,
+                batch_seq,
+                now,
+                &record.findings,
+                record.analytics.as_deref(),
+                &self.metrics,
+            ),
+        };
+        let alerts = record::alerts(record::findings(&results), now);
+        let events = record::event_rows(items, now, batch_seq);
+        let counts = BatchCounts {
+            at: now,
+            size: items.len(),
+            fresh,
+        };
+        live::write(&self.live).record_batch(results, counts);
+        let batch = record.row(batch_seq, now, fresh, &self.stages.versions);
+        let write = BatchWrite {
+            events,
+            batch,
+            alerts,
+            actions,
+        };
+        (write, jobs)
+    }
+
+    fn switches(&self) -> Switches {
+        let c = &self.config;
+        Switches {
+            analytics: c.real_time_analytics.enabled,
+            correlation: c.event_correlation.enabled,
+            responses: c.automated_response.enabled,
+        }
+    }
+
+    /// The gap since the last batch: after a swap it is the swap's cost
+    /// (when this batch was already waiting); otherwise a sample of the
+    /// ordinary gaps under load, for comparison.
+    fn measure_gap(&self, t: &mut Timers, batch: &Batch) {
+        let gap = t.last_batch_end.elapsed();
+        if std::mem::take(&mut t.swap_pending) {
+            if t.next_was_waiting {
+                self.metrics.plugin_swap_gap.observe(gap.as_secs_f64());
+                live::push_capped(&mut live::write(&self.live).swap_gaps_us, gap);
+            }
+        } else if t.next_was_waiting && batch.items.len() > 1 {
+            t.ordinary_gaps += 1;
+            if t.ordinary_gaps.is_multiple_of(16) {
+                live::push_capped(&mut live::write(&self.live).batch_gaps_us, gap);
+            }
+        }
+    }
+
+    /// Throughput, plugin checkpoints, the plugin list, analytics history.
+    fn periodic(&mut self, t: &mut Timers) {
+        self.metrics.throughput.set(t.rate.per_second());
+        let c = &self.config;
+        let checkpoint_every = Duration::from_secs(c.real_time_analytics.update_interval);
+        if t.checkpoint.elapsed() >= checkpoint_every {
+            let s = &mut self.stages;
+            checkpoint(s, t.last_seq, &self.out, &self.metrics, &self.states);
+            live::publish_plugins(&self.stages, &self.live);
+            t.checkpoint = Instant::now();
+            t.publish = Instant::now();
+        } else if t.publish.elapsed() >= Duration::from_secs(1) {
+            live::publish_plugins(&self.stages, &self.live);
+            t.publish = Instant::now();
+        }
+        let history_every = Duration::from_secs(c.performance_metrics.update_interval);
+        if c.performance_metrics.calculation_enabled && t.history.elapsed() >= history_every {
+            self.save_history();
+            t.history = Instant::now();
+        }
+    }
+
+    /// The served window into the analytics history.
+    fn save_history(&self) {
+        let snapshot = self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot
+            .clone();
+        let Some(s) = snapshot else { return };
+        let Ok(json) = serde_json::to_string(&s) else {
+            return;
+        };
+        let retention_ms = self.config.performance_metrics.history_retention as i64 * 1000;
+        let _ = self.out.blocking_send(WriterMsg::Snapshot {
+            taken_at: crate::store::now_ms(),
+            json,
+            retention_ms,
+        });
+    }
+}
+
+/// The batch's new events as the columnar WIT batch.
+fn to_wit(items: &[Item]) -> crate::plugin::types::EventBatch {
+    let mut builder = hxp_plugin_sdk::BatchBuilder::with_capacity(items.len());
+    for item in items.iter().filter(|i| !i.duplicate) {
+        builder.push(&item.event.typed);
+    }
+    convert::batch_to_wit(builder.finish())
+}
+
+enum Recv {
+    Control(Control),
+    Batch(Batch),
+    Idle,
+    Closed,
+}
+
+/// Blocking receive with a timeout, for the processor thread (outside the
+/// async runtime): a small current-thread runtime drives the timer.
+/// Deployment changes come before batches.
+fn recv_timeout(rx: &mut Inputs, timeout: Duration) -> Recv {
+    if let Ok(c) = rx.control.try_recv() {
+        return Recv::Control(c);
+    }
+    match rx.batches.try_recv() {
+        Ok(b) => return Recv::Batch(b),
+        Err(mpsc::error::TryRecvError::Disconnected) => return Recv::Closed,
+        Err(mpsc::error::TryRecvError::Empty) => {}
+    }
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("timer runtime");
+    }
+    RT.with(|rt| {
+        rt.block_on(async {
+            let wait = async {
+                tokio::select! {
+                    biased;
+                    Some(c) = rx.control.recv() => Recv::Control(c),
+                    b = rx.batches.recv() => match b {
+                        Some(b) => Recv::Batch(b),
+                        None => Recv::Closed,
+                    },
+                }
+            };
+            tokio::time::timeout(timeout, wait)
+                .await
+                .unwrap_or(Recv::Idle)
+        })
+    })
+}
+
+/// Events processed per second over the last 5 seconds.
+#[derive(Default)]
+struct RateMeter {
+    window: VecDeque<(Instant, usize)>,
+}
+
+impl RateMeter {
+    fn add(&mut self, n: usize) {
+        self.window.push_back((Instant::now(), n));
+    }
+
+    fn per_second(&mut self) -> f64 {
+        let horizon = Duration::from_secs(5);
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > horizon)
+        {
+            self.window.pop_front();
+        }
+        self.window.iter().map(|(_, n)| *n).sum::<usize>() as f64 / horizon.as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::batcher::tests::submission;
+    use crate::pipeline::fake::{Fake, action, finding};
+    use crate::plugin::{Clock, PluginKind};
+    use crate::store::Outcome;
+
+    fn processor(slots: Vec<crate::pipeline::Slot>) -> (Processor, mpsc::Receiver<WriterMsg>) {
+        let config = Arc::new(Config::default());
+        let (out, rx) = mpsc::channel(16);
+        let p = Processor {
+            stages: Stages::new(slots, Clock::manual(0)),
+            guardrails: Guardrails::new(&config.automated_response),
+            config,
+            metrics: Arc::new(Metrics::new()),
+            live: Arc::default(),
+            states: StateCache::default(),
+            out,
+        };
+        (p, rx)
+    }
+
+    /// Items with these ids and sequence numbers (`dup`: marked duplicate).
+    fn items(ids: &[(u128, u64, bool)]) -> Vec<Item> {
+        let raw: Vec<u128> = ids.iter().map(|i| i.0).collect();
+        let s = submission(&raw).0;
+        s.events
+            .into_iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(index, (mut event, &(_, seq, duplicate)))| {
+                // As the batcher numbers them.
+                event.typed.seq = seq;
+                Item {
+                    tracker: s.tracker.clone(),
+                    index,
+                    seq,
+                    duplicate,
+                    ingested_at: 1,
+                    source: None,
+                    event,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_analytics_plugin_sees_the_batch_and_the_first_serves() {
+        let mut first = Fake::new("a-first", PluginKind::Analytics);
+        first.base_count = 100;
+        let mut second = Fake::new("b-second", PluginKind::Analytics);
+        second.base_count = 200;
+        let (seen1, seen2) = (first.seen.clone(), second.seen.clone());
+        // Order decides, not the name: "b-second" has the lower order.
+        let (mut p, _rx) = processor(vec![first.slot(20), second.slot(10)]);
+        let mut batch = items(&[(1, 5, false), (2, 6, false), (3, 7, true)]);
+        let (write, _) = p.process_batch(&mut batch, 1_000);
+        assert_eq!(
+            *seen1.lock().unwrap(),
+            vec![vec![5, 6]],
+            "duplicates are not processed"
+        );
+        assert_eq!(*seen2.lock().unwrap(), vec![vec![5, 6]]);
+        let live = p.live.read().unwrap();
+        assert_eq!(
+            live.snapshot.as_ref().unwrap().overall.count,
+            202,
+            "order 10 serves"
+        );
+        assert_eq!((live.events, live.duplicates), (2, 1));
+        assert_eq!(write.events.len(), 2);
+        let row = write.batch.expect("a batch with new events has a row");
+        assert_eq!((row.batch_seq, row.size, row.processed_at), (5, 2, 1_000));
+        assert!(row.analytics.unwrap().contains("\"throughput\""));
+    }
+
+    #[test]
+    fn correlation_findings_merge_and_the_highest_score_wins() {
+        let mut a = Fake::new("rules-a", PluginKind::Correlation);
+        a.findings = vec![finding("burst", true, 0.4)];
+        a.score = 0.4;
+        let mut b = Fake::new("rules-b", PluginKind::Correlation);
+        b.findings = vec![finding("slow", false, 0.9), finding("burst", true, 0.2)];
+        b.score = 0.9;
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            b.slot(2),
+            a.slot(1),
+        ]);
+        let (write, _) = p.process_batch(&mut items(&[(1, 1, false)]), 5);
+        let live = p.live.read().unwrap();
+        let names: Vec<&str> = live.findings.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, vec!["burst", "slow", "burst"], "in plugin order");
+        assert_eq!(live.correlation_score, 0.9);
+        assert_eq!(write.alerts.len(), 2, "one row per alerting finding");
+        let record: serde_json::Value =
+            serde_json::from_str(write.batch.unwrap().correlation.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            record["patterns_detected"],
+            serde_json::json!(["burst", "slow"])
+        );
+    }
+
+    #[test]
+    fn a_failing_plugin_costs_its_own_result_only() {
+        let mut broken = Fake::new("broken", PluginKind::Correlation);
+        broken.fails = true;
+        broken.findings = vec![finding("never", true, 1.0)];
+        let mut fine = Fake::new("fine", PluginKind::Correlation);
+        fine.findings = vec![finding("burst", true, 0.5)];
+        fine.score = 0.5;
+        let mut responder = Fake::new("responder", PluginKind::Responses);
+        responder.actions = vec![action("notify_admin", "page_oncall")];
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            broken.slot(1),
+            fine.slot(2),
+            responder.slot(1),
+        ]);
+        let (write, _jobs) = p.process_batch(&mut items(&[(1, 1, false), (2, 2, false)]), 9);
+        assert_eq!(write.events.len(), 2, "the batch is stored all the same");
+        let live = p.live.read().unwrap();
+        let names: Vec<&str> = live.findings.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, vec!["burst"]);
+        let failures = p
+            .metrics
+            .plugin_failures
+            .with_label_values(&["broken", "trap"])
+            .get();
+        assert_eq!(failures, 1);
+        // Responses still decide; the unknown action goes to the log
+        // executor ("*") and is done at once.
+        assert_eq!(write.actions.len(), 1);
+        assert_eq!(write.actions[0].outcome, Outcome::Executed);
+    }
+
+    #[test]
+    fn responses_concatenate_and_pending_requests_become_jobs() {
+        let mut one = Fake::new("one", PluginKind::Responses);
+        one.actions = vec![action("scale_up_models", "scale_models")];
+        let mut two = Fake::new("two", PluginKind::Responses);
+        two.actions = vec![action("notify_admin", "send_notification")];
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            one.slot(1),
+            two.slot(2),
+        ]);
+        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, false)]), 7);
+        let actions: Vec<&str> = write.actions.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, vec!["scale_models", "send_notification"]);
+        assert!(write.actions.iter().all(|a| a.outcome == Outcome::Pending));
+        assert_eq!(
+            jobs.len(),
+            2,
+            "webhook executors act after the batch is stored"
+        );
+        assert_eq!((jobs[0].batch_seq, jobs[1].n), (3, 1));
+    }
+
+    #[test]
+    fn a_batch_of_duplicates_stores_nothing_and_asks_nothing() {
+        let mut responder = Fake::new("responder", PluginKind::Responses);
+        responder.actions = vec![action("scale_up_models", "scale_models")];
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            responder.slot(1),
+        ]);
+        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, true), (2, 4, true)]), 7);
+        assert!(write.events.is_empty() && write.batch.is_none());
+        assert!(write.actions.is_empty() && jobs.is_empty());
+        assert_eq!(p.live.read().unwrap().duplicates, 2);
+    }
+}

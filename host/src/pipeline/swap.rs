@@ -1,0 +1,142 @@
+//! Hot-swap control: the changes the deployer asks of the processor, applied
+//! between two batches. A replacement takes the running version's state
+//! (save-state → load-state); a version that cannot read it is refused
+//! unless it declared `fresh-start-ok`.
+
+use super::stages::{Slot, Stages};
+use crate::telemetry::Metrics;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Changes the deployer asks of the processor; applied between batches.
+pub enum Control {
+    /// Add a plugin, or replace the one of the same name (its state moves
+    /// across).
+    Install {
+        slot: Box<Slot>,
+        reply: oneshot::Sender<Result<Swapped, (String, Box<Slot>)>>,
+    },
+    /// Unload a plugin.
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Option<Swapped>>,
+    },
+    /// Apply a new config section (already tried on a scratch instance).
+    Configure {
+        name: String,
+        json: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// What a swap did.
+pub struct Swapped {
+    /// The new version processes the batches after this sequence number.
+    pub after_seq: u64,
+    /// Time the processing path spent on it.
+    pub pause: Duration,
+    /// The new version could not read the old state and starts fresh (it
+    /// declared that it may).
+    pub fresh_start: Option<String>,
+    /// The replaced (or removed) slot, to be dropped off the processing path.
+    pub old: Option<Box<Slot>>,
+}
+
+/// Apply one deployment change between batches. True when the set of
+/// plugins (or a version) changed.
+pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Metrics) -> bool {
+    match c {
+        Control::Install { slot, reply } => {
+            let started = Instant::now();
+            let result = install(stages, slot).map(|(fresh_start, old)| {
+                let pause = started.elapsed();
+                metrics.plugin_swap_pause.observe(pause.as_secs_f64());
+                Swapped {
+                    after_seq: last_seq,
+                    pause,
+                    fresh_start,
+                    old,
+                }
+            });
+            let ok = result.is_ok();
+            let _ = reply.send(result);
+            ok
+        }
+        Control::Remove { name, reply } => {
+            let started = Instant::now();
+            let old = stages.position(&name).map(|i| stages.slots.remove(i));
+            let removed = old.is_some();
+            stages.sort();
+            let _ = reply.send(old.map(|o| Swapped {
+                after_seq: last_seq,
+                pause: started.elapsed(),
+                fresh_start: None,
+                old: Some(Box::new(o)),
+            }));
+            removed
+        }
+        Control::Configure { name, json, reply } => {
+            let r = configure(stages, &name, json).map(|()| last_seq);
+            let ok = r.is_ok();
+            let _ = reply.send(r);
+            ok
+        }
+    }
+}
+
+/// The fresh-start reason (if the new version starts fresh) and the
+/// replaced slot; or why not, with the slot handed back.
+type Installed = (Option<String>, Option<Box<Slot>>);
+
+/// Add `slot`, or replace the plugin of its name, moving the state across.
+fn install(stages: &mut Stages, mut slot: Box<Slot>) -> Result<Installed, (String, Box<Slot>)> {
+    let mut fresh_start = None;
+    let pos = stages.position(&slot.name);
+    if let Some(i) = pos {
+        let old = &mut stages.slots[i].plugin;
+        if old.kind() != slot.plugin.kind() {
+            let msg = format!(
+                "{} is running as a {} plugin; this file is a {} plugin",
+                slot.name,
+                old.kind(),
+                slot.plugin.kind()
+            );
+            return Err((msg, slot));
+        }
+        // The state moves across: the old version's, saved now.
+        let moved = old
+            .save_state()
+            .map_err(|e| format!("the running version could not save its state: {e}"))
+            .and_then(|(v, bytes)| {
+                slot.plugin.load_state(v, &bytes).map_err(|e| {
+                    format!("cannot load the running version's state (state version {v}): {e}")
+                })
+            });
+        if let Err(msg) = moved {
+            if !slot.plugin.metadata().fresh_start_ok {
+                return Err((msg, slot));
+            }
+            fresh_start = Some(msg);
+        }
+    }
+    let old = match pos {
+        Some(i) => Some(Box::new(std::mem::replace(&mut stages.slots[i], *slot))),
+        None => {
+            stages.slots.push(*slot);
+            None
+        }
+    };
+    stages.sort();
+    Ok((fresh_start, old))
+}
+
+/// Apply a new config section (already tried on a scratch instance).
+fn configure(stages: &mut Stages, name: &str, json: String) -> Result<(), String> {
+    let i = stages
+        .position(name)
+        .ok_or_else(|| format!("{name} is not loaded"))?;
+    let slot = &mut stages.slots[i];
+    slot.plugin.configure(&json).map_err(|e| e.to_string())?;
+    slot.section_json = json;
+    Ok(())
+}

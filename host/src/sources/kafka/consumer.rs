@@ -1,0 +1,412 @@
+//! The consumer thread: polls, validates on the validation threads, hands
+//! valid events to the pipeline and refused ones to the dead-letter topic,
+//! pauses the assignment while the pipeline is full, and stores offsets
+//! once each poll is done.
+
+use super::context::Ctx;
+use super::dead_letter::{DeadLetter, DeadLetterReason, dead_letter};
+use super::offsets::Inflight;
+use super::results::publish_results;
+use super::status::{KafkaMetrics, KafkaStatus};
+use crate::config::Config;
+use crate::event::{self, Defaults, EventError, ValidEvent, derived_id};
+use crate::pipeline::{PipelineHandle, Receipt, SubmitError};
+use crate::telemetry::{EventStatus, Metrics};
+use hxp_plugin_sdk::EventKind;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// One consumed message, copied out of the client's buffer.
+pub(super) struct Msg {
+    pub(super) topic: Arc<str>,
+    pub(super) kind: Option<EventKind>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Option<Vec<u8>>,
+}
+
+pub(super) struct Worker {
+    pub(super) config: Arc<Config>,
+    pub(super) topics: Vec<(EventKind, String)>,
+    pub(super) consumer: BaseConsumer<Ctx>,
+    pub(super) producer: FutureProducer,
+    pub(super) admin: AdminClient<DefaultClientContext>,
+    pub(super) pipeline: Arc<PipelineHandle>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) kmetrics: KafkaMetrics,
+    pub(super) status: Arc<KafkaStatus>,
+    pub(super) inflight: Arc<Inflight>,
+    pub(super) validators: Arc<rayon::ThreadPool>,
+    pub(super) namespace: u64,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+/// A poll that has been read and validated but not yet accepted by the
+/// pipeline (it was full).
+struct Held {
+    pub(super) valid: Vec<ValidEvent>,
+    /// Where each valid event came from; kept only for the results topic.
+    pub(super) origins: Vec<Origin>,
+    pub(super) dead: Vec<DeadLetter>,
+    pub(super) offsets: Vec<(Arc<str>, i32, i64)>,
+}
+
+/// A valid event's message, for its record on the results topic.
+pub(super) struct Origin {
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) kind: EventKind,
+}
+
+impl Worker {
+    pub(super) fn run(self) {
+        if !self.prepare_topics() {
+            return;
+        }
+        let names: Vec<&str> = self.topics.iter().map(|(_, t)| t.as_str()).collect();
+        if let Err(e) = self.consumer.subscribe(&names) {
+            tracing::error!("kafka: subscribing to {names:?} failed: {e}");
+            *self.status.last_error.lock().expect("lock") = Some(format!("subscribe: {e}"));
+            return;
+        }
+        self.status.subscribed.store(true, Ordering::Relaxed);
+        tracing::info!(group = %self.config.kafka.consumer_group, topics = ?names, "kafka: consuming");
+        let kinds: HashMap<&str, EventKind> =
+            self.topics.iter().map(|(k, t)| (t.as_str(), *k)).collect();
+        let max = self.config.kafka.max_poll_records;
+        let mut held: Option<Held> = None;
+        let mut last_commit = Instant::now();
+        let mut stored_since_commit = false;
+        let commit_every = Duration::from_millis(self.config.kafka.auto_commit_interval_ms.max(10));
+        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        loop {
+            if self.inflight.store_done(&self.consumer) > 0 {
+                stored_since_commit = true;
+            }
+            if !self.config.kafka.auto_commit
+                && stored_since_commit
+                && last_commit.elapsed() >= commit_every
+            {
+                self.commit(CommitMode::Async);
+                last_commit = Instant::now();
+                stored_since_commit = false;
+            }
+            self.status
+                .polls_in_flight
+                .store(self.inflight.len() as u64, Ordering::Relaxed);
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Some(h) = held.take() {
+                match self.hand_over(h) {
+                    Ok(()) => self.set_paused(false),
+                    Err(Some(h)) => {
+                        held = Some(h);
+                        self.set_paused(true);
+                        // Keep polling: it serves the group protocol and
+                        // callbacks; a paused assignment delivers nothing.
+                        if let Some(m) = self.consumer.poll(Duration::from_millis(20)) {
+                            self.unexpected_while_paused(m);
+                        }
+                        continue;
+                    }
+                    Err(None) => break,
+                }
+                continue;
+            }
+            // Read one poll: up to max_poll_records messages.
+            let mut msgs: Vec<Msg> = Vec::new();
+            let mut wait = Duration::from_millis(100);
+            while msgs.len() < max {
+                match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        let topic = topic_names
+                            .entry(m.topic().to_string())
+                            .or_insert_with(|| Arc::from(m.topic()))
+                            .clone();
+                        msgs.push(Msg {
+                            kind: kinds.get(&*topic).copied(),
+                            topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        });
+                        wait = Duration::ZERO;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("kafka: consume error: {e}");
+                        *self.status.last_error.lock().expect("lock") = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            self.status.connected.store(true, Ordering::Relaxed);
+            self.status
+                .consumed
+                .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            let h = self.validate(msgs);
+            match self.hand_over(h) {
+                Ok(()) => {}
+                Err(Some(h)) => {
+                    held = Some(h);
+                    self.set_paused(true);
+                }
+                Err(None) => break,
+            }
+        }
+        self.finish();
+    }
+
+    /// A message delivered while paused (fetched before the pause): it is
+    /// not kept; the partition is rewound to it, so it is read again after
+    /// resuming.
+    fn unexpected_while_paused(&self, m: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) {
+        if let Ok(m) = m {
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset()));
+            let _ = self.consumer.seek_partitions(tpl, Duration::from_secs(1));
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        if self.status.paused.swap(paused, Ordering::Relaxed) == paused {
+            return;
+        }
+        if let Ok(tpl) = self.consumer.assignment() {
+            let r = if paused {
+                self.consumer.pause(&tpl)
+            } else {
+                self.consumer.resume(&tpl)
+            };
+            if let Err(e) = r {
+                tracing::warn!("kafka: pause/resume: {e}");
+            }
+        }
+        self.kmetrics.paused.set(paused as i64);
+        if paused {
+            tracing::info!("kafka: processing queue full, consumption paused");
+        } else {
+            tracing::info!("kafka: consumption resumed");
+        }
+    }
+
+    /// Parse and validate a poll on the validation threads.
+    fn validate(&self, msgs: Vec<Msg>) -> Held {
+        let now = crate::store::now_ms();
+        let enabled = self.config.event_consumers.enabled();
+        let limit = self.config.kafka.max_message_bytes;
+        let check = |m: &Msg| -> Result<ValidEvent, (DeadLetterReason, String)> {
+            let Some(payload) = m.payload.as_deref().filter(|p| !p.is_empty()) else {
+                return Err((DeadLetterReason::Empty, "the message has no payload".into()));
+            };
+            if payload.len() > limit {
+                return Err((
+                    DeadLetterReason::Oversized,
+                    format!(
+                        "the message has {} bytes, more than kafka.max_message_bytes ({limit})",
+                        payload.len()
+                    ),
+                ));
+            }
+            let defaults = Defaults {
+                kind: m.kind,
+                id: Some(derived_id(&m.topic, m.partition, m.offset)),
+            };
+            event::parse_with(payload, now, &enabled, &defaults)
+                .map_err(|e: EventError| (DeadLetterReason::of(&e), e.message))
+        };
+        let results = crate::sources::validate::map_parallel(&msgs, &self.validators, check);
+        let mut offsets: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+        let results_topic = !self.config.kafka.results_topic.is_empty();
+        let mut h = Held {
+            valid: Vec::with_capacity(msgs.len()),
+            origins: Vec::new(),
+            dead: Vec::new(),
+            offsets: Vec::new(),
+        };
+        // Counted per poll: (topic, outcome) -> messages.
+        let mut counts: HashMap<(Arc<str>, &str), u64> = HashMap::new();
+        for (m, r) in msgs.into_iter().zip(results) {
+            let o = offsets
+                .entry((m.topic.clone(), m.partition))
+                .or_insert(m.offset);
+            *o = (*o).max(m.offset);
+            match r {
+                Ok(e) => {
+                    *counts.entry((m.topic.clone(), "accepted")).or_default() += 1;
+                    if results_topic {
+                        h.origins.push(Origin {
+                            topic: m.topic.clone(),
+                            partition: m.partition,
+                            offset: m.offset,
+                            kind: e.kind,
+                        });
+                    }
+                    h.valid.push(e);
+                }
+                Err((reason, message)) => {
+                    *counts.entry((m.topic.clone(), "dead_letter")).or_default() += 1;
+                    self.kmetrics
+                        .dead_letters
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    self.metrics.event(m.kind, EventStatus::Rejected).inc();
+                    tracing::debug!(topic = %m.topic, partition = m.partition, offset = m.offset, reason = reason.as_str(), "kafka: dead letter: {message}");
+                    h.dead.push(DeadLetter {
+                        msg: m,
+                        reason,
+                        message,
+                    });
+                }
+            }
+        }
+        for ((topic, outcome), n) in counts {
+            self.kmetrics
+                .messages
+                .with_label_values(&[&*topic, outcome])
+                .inc_by(n);
+        }
+        self.status
+            .dead_lettered
+            .fetch_add(h.dead.len() as u64, Ordering::Relaxed);
+        h.offsets = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        h
+    }
+
+    /// Give a poll to the pipeline and the dead-letter producer; its
+    /// offsets are stored once both are done. `Err(Some)`: the pipeline is
+    /// full, try again; `Err(None)`: the service is stopping.
+    fn hand_over(&self, mut h: Held) -> Result<(), Option<Held>> {
+        let receipts = if h.valid.is_empty() {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel::<Vec<Receipt>>();
+            let events = std::mem::take(&mut h.valid);
+            let ack = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            match self.pipeline.try_submit(events, Some("kafka".into()), ack) {
+                Ok(()) => Some(rx),
+                Err((SubmitError::Busy { .. }, events)) => {
+                    h.valid = events;
+                    return Err(Some(h));
+                }
+                Err((e, _)) => {
+                    // Closed or disabled: the service is stopping. (TooLarge
+                    // cannot happen: max_poll_records <= queue_capacity.)
+                    tracing::info!("kafka: poll not handed over ({e}); it is read again later");
+                    return Err(None);
+                }
+            }
+        };
+        let id = self.inflight.register(h.offsets);
+        let inflight = self.inflight.clone();
+        let producer = self.producer.clone();
+        let dlq = self.config.kafka.dead_letter_topic.clone();
+        let results = self.config.kafka.results_topic.clone();
+        let namespace = self.namespace;
+        let origins = h.origins;
+        let dead = h.dead;
+        self.runtime.spawn(async move {
+            let sends = dead.iter().map(|d| dead_letter(&producer, &dlq, d));
+            futures::future::join_all(sends).await;
+            if let Some(rx) = receipts {
+                match rx.await {
+                    Ok(receipts) => {
+                        if !results.is_empty() {
+                            publish_results(&producer, &results, namespace, &origins, &receipts)
+                                .await;
+                        }
+                    }
+                    // The pipeline dropped the poll (it stopped before
+                    // storing it): its offsets must not be stored.
+                    Err(_) => {
+                        tracing::warn!(
+                            "kafka: a poll was not stored; it is read again after a restart"
+                        );
+                        return;
+                    }
+                }
+            }
+            inflight.complete(id);
+        });
+        Ok(())
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        if let Err(e) = self.consumer.commit_consumer_state(mode)
+            && e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset)
+        {
+            self.kmetrics.commit_errors.inc();
+            tracing::warn!("kafka: commit failed: {e}");
+        }
+    }
+
+    /// On shutdown: wait for what is in flight, store, commit, leave.
+    fn finish(self) {
+        let deadline = Instant::now() + Duration::from_secs(self.config.service.timeout.max(5));
+        // Keep serving the client's callbacks while waiting.
+        while !self
+            .inflight
+            .wait_all(Instant::now() + Duration::from_millis(50))
+        {
+            let _ = self.consumer.poll(Duration::ZERO);
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "kafka: polls still in flight at shutdown; they are read again after a restart"
+                );
+                break;
+            }
+        }
+        self.inflight.store_done(&self.consumer);
+        if self.status.subscribed.load(Ordering::Relaxed) {
+            self.commit(CommitMode::Sync);
+        }
+        // Dropping the consumer closes it: it leaves the group at once.
+        tracing::info!("kafka: consumer stopped, offsets committed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_type_fills_in_a_missing_event_type() {
+        let enabled = [true; 5];
+        let d = Defaults {
+            kind: Some(EventKind::UserFeedback),
+            id: Some(derived_id("user-feedback", 0, 1)),
+        };
+        let e = event::parse_with(br#"{"data": {"satisfaction": 8}}"#, 0, &enabled, &d).unwrap();
+        assert_eq!(e.kind, EventKind::UserFeedback);
+        assert_eq!(e.typed.id, d.id.unwrap());
+        // The message's own type and id win.
+        let e = event::parse_with(
+            br#"{"event_type": "error_event", "event_id": "0190a0a0-0000-7000-8000-000000000001", "data": {"service": "api", "error_type": "timeout"}}"#,
+            0,
+            &enabled,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(e.kind, EventKind::ErrorEvent);
+        assert_eq!(e.id, "0190a0a0-0000-7000-8000-000000000001");
+    }
+}

@@ -1,0 +1,171 @@
+//! What the API, /health and /metrics see of the consumer: its status,
+//! per-partition progress, and the Kafka metrics.
+
+use crate::telemetry::Metrics;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Progress of one assigned partition, from the client's statistics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionProgress {
+    pub topic: String,
+    pub partition: i32,
+    /// Next offset the application will get.
+    pub position: i64,
+    /// Offset stored for commit (next to read after a restart).
+    pub stored: i64,
+    pub committed: i64,
+    /// As the broker reports it (some brokers report it late).
+    pub high_watermark: i64,
+    /// high watermark − committed offset.
+    pub lag: i64,
+}
+
+/// What the API and /health read.
+#[derive(Debug, Default)]
+pub struct KafkaStatus {
+    pub group: String,
+    pub topics: Vec<String>,
+    /// A broker connection is up.
+    pub connected: AtomicBool,
+    /// Topics exist and the subscription is in place.
+    pub subscribed: AtomicBool,
+    pub paused: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    pub consumed: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub polls_in_flight: AtomicU64,
+    pub partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
+    pub assignment: Mutex<Vec<(String, i32)>>,
+    pub rebalances: AtomicU64,
+}
+
+impl KafkaStatus {
+    /// `None` when healthy, else why not.
+    pub fn problem(&self) -> Option<String> {
+        let err = || {
+            self.last_error
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_else(|| "no broker connection yet".into())
+        };
+        if !self.connected.load(Ordering::Relaxed) {
+            return Some(format!("broker unreachable: {}", err()));
+        }
+        if !self.subscribed.load(Ordering::Relaxed) {
+            return Some(format!("topics not ready: {}", err()));
+        }
+        None
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let partitions: Vec<PartitionProgress> = {
+            let assigned = self.assignment.lock().expect("lock").clone();
+            let all = self.partitions.lock().expect("lock");
+            assigned
+                .iter()
+                .map(|(t, p)| {
+                    all.get(&(t.clone(), *p))
+                        .cloned()
+                        .unwrap_or_else(|| PartitionProgress {
+                            topic: t.clone(),
+                            partition: *p,
+                            position: -1,
+                            stored: -1,
+                            committed: -1,
+                            high_watermark: -1,
+                            lag: -1,
+                        })
+                })
+                .collect()
+        };
+        json!({
+            "enabled": true,
+            "status": match self.problem() { None => "ok".to_string(), Some(p) => p },
+            "group": self.group,
+            "topics": self.topics,
+            "connected": self.connected.load(Ordering::Relaxed),
+            "paused": self.paused.load(Ordering::Relaxed),
+            "consumed": self.consumed.load(Ordering::Relaxed),
+            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
+            "polls_in_flight": self.polls_in_flight.load(Ordering::Relaxed),
+            "rebalances": self.rebalances.load(Ordering::Relaxed),
+            "last_error": self.last_error.lock().expect("lock").clone(),
+            "partitions": partitions,
+        })
+    }
+}
+
+/// Kafka metrics, in the service's registry.
+#[derive(Clone)]
+pub(super) struct KafkaMetrics {
+    pub(super) messages: IntCounterVec,
+    pub(super) dead_letters: IntCounterVec,
+    pub(super) lag: IntGaugeVec,
+    pub(super) position: IntGaugeVec,
+    pub(super) committed: IntGaugeVec,
+    pub(super) connected: IntGauge,
+    pub(super) paused: IntGauge,
+    pub(super) commit_errors: IntCounter,
+    pub(super) rebalances: IntCounter,
+}
+
+impl KafkaMetrics {
+    pub(super) fn new(m: &Metrics) -> KafkaMetrics {
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            m.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str| {
+            m.register(
+                IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"])
+                    .expect("valid metric"),
+            )
+        };
+        let gauge =
+            |name: &str, help: &str| m.register(IntGauge::new(name, help).expect("valid metric"));
+        let counter =
+            |name: &str, help: &str| m.register(IntCounter::new(name, help).expect("valid metric"));
+        KafkaMetrics {
+            messages: counter_vec(
+                "kafka_messages_total",
+                "Kafka messages consumed, by topic and outcome (accepted | dead_letter)",
+                &["topic", "outcome"],
+            ),
+            dead_letters: counter_vec(
+                "kafka_dead_letters_total",
+                "Messages sent to the dead-letter topic, by reason",
+                &["reason"],
+            ),
+            lag: gauge_vec(
+                "kafka_consumer_lag",
+                "High watermark minus committed offset, per assigned partition",
+            ),
+            position: gauge_vec(
+                "kafka_consumer_position",
+                "Next offset the service reads, per assigned partition",
+            ),
+            committed: gauge_vec(
+                "kafka_consumer_committed_offset",
+                "Committed offset, per assigned partition",
+            ),
+            connected: gauge("kafka_broker_connected", "1 when a broker connection is up"),
+            paused: gauge(
+                "kafka_consumer_paused",
+                "1 while consumption is paused because the processing queue is full",
+            ),
+            commit_errors: counter(
+                "kafka_commit_errors_total",
+                "Offset commits that failed (retried with the next commit)",
+            ),
+            rebalances: counter(
+                "kafka_rebalances_total",
+                "Partition assignments and revocations",
+            ),
+        }
+    }
+}

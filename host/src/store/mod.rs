@@ -1,0 +1,202 @@
+//! Persistence with sqlx: one code path for SQLite (embedded, the default)
+//! and PostgreSQL, through sqlx's `Any` driver. The SQL is the subset both
+//! speak (`$n` parameters, `ON CONFLICT DO NOTHING`); the only difference is
+//! the name of the binary column type.
+//!
+//! Layout: one row per event (`events`, keyed by its sequence number, unique
+//! on event_id), one per batch (`batches`: the analytics, correlation and
+//! response results every processing record of the batch shares), alerts,
+//! action requests, analytics history and plugin checkpoints.
+
+mod actions;
+mod analytics;
+mod events;
+mod migrations;
+mod plugins;
+mod rows;
+
+pub use rows::{
+    ActionRow, ActionUpdate, AlertRow, BatchRow, BatchWrite, DeploymentResult, DeploymentRow,
+    EventRow, Outcome, RecordRow, StoredEvent, Trigger,
+};
+
+use anyhow::Context;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    /// Reads.
+    pool: AnyPool,
+    /// Writes (for SQLite, one dedicated connection).
+    writer: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connect (creating a SQLite file and its directory if needed) and
+    /// migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_string(),
+        };
+        let connect = |max: u32| {
+            let opts = AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(5))
+                .max_connections(max);
+            let opts = match backend {
+                Backend::Sqlite => opts.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        // WAL: readers do not block the writer.
+                        // synchronous=NORMAL: a commit survives the process
+                        // being killed (a power cut needs FULL, at several
+                        // times the cost per commit).
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // 32 MiB of page cache, so index pages stay in memory.
+                        conn.execute("PRAGMA cache_size = -32768").await?;
+                        // Checkpoints (which fsync) run between the writer's
+                        // transactions (`checkpoint`), not inside its commits.
+                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                        Ok(())
+                    })
+                }),
+                Backend::Postgres => opts,
+            };
+            let url = url.clone();
+            async move {
+                opts.connect(&url)
+                    .await
+                    .with_context(|| format!("connecting to {}", crate::config::redact_url(&url)))
+            }
+        };
+        // SQLite has one writer: it gets a connection of its own, which keeps
+        // its page cache warm; readers share a small pool.
+        let (pool, writer) = match backend {
+            Backend::Sqlite => (connect(3).await?, connect(1).await?),
+            Backend::Postgres => {
+                let p = connect(max_connections).await?;
+                (p.clone(), p)
+            }
+        };
+        let store = Store {
+            pool,
+            writer,
+            backend,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Parameter `n` (1-based) of a statement with many parameters. SQLite
+    /// looks `$n` names up linearly, which makes binding thousands of them
+    /// quadratic; its anonymous `?` binds by position. PostgreSQL needs `$n`.
+    /// (Statements with a few parameters use `$n`, which both accept.)
+    pub(super) fn placeholder(&self, sql: &mut String, n: usize) {
+        use std::fmt::Write;
+        match self.backend {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => write!(sql, "${n}").expect("writing to a String"),
+        }
+    }
+    /// A value of the `meta` table, set once on first use.
+    pub async fn meta_or_insert(&self, key: &str, value: &str) -> anyhow::Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// writer tripled the tail latency.) PostgreSQL checkpoints by itself.
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.writer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        if self.backend == Backend::Sqlite {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_all(&self.writer)
+                .await;
+        }
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+}
+
+fn id_from_bytes(b: &[u8]) -> anyhow::Result<u128> {
+    let arr: [u8; 16] = b.try_into().context("event_id is not 16 bytes")?;
+    Ok(u128::from_be_bytes(arr))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `sqlite://path`, creating the file and its directory if needed.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split_once('?').map(|(p, _)| p).unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!(
+            "database.url: an in-memory SQLite database would lose every event; give a file path"
+        );
+    }
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(format!("sqlite://{path}?mode=rwc"))
+}
+
+/// A store on a fresh SQLite file, for unit tests.
+#[cfg(test)]
+pub(crate) async fn temp_store() -> Store {
+    let dir = std::env::temp_dir().join(format!("hxp-unit-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}/events.db", dir.display());
+    Store::connect(&url, 1)
+        .await
+        .expect("temporary SQLite store")
+}
+
+#[cfg(test)]
+mod tests;
