@@ -91,7 +91,7 @@ fn push_capped(v: &mut VecDeque<u64>, gap: Duration) {
     v.push_back(gap.as_micros() as u64);
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub stage: PluginKind,

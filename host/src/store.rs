@@ -222,7 +222,7 @@ pub struct RecordRow {
 }
 
 /// One deployment attempt of a plugin (or of its config section).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeploymentRow {
     pub id: i64,
     pub plugin: String,
