@@ -412,7 +412,10 @@ async fn correlations(c: &mut Checker) {
         "post",
         t,
         t,
-        |r| r.header("content-type", "application/json").body("[1,"),
+        |r| {
+            r.header("content-type", "application/json")
+                .body("{\"events\": [")
+        },
         400,
     )
     .await;
