@@ -92,10 +92,10 @@ pub(super) async fn analytics(
         Some(secs) => Some(history(&state, secs).await?),
     };
     Ok(Json(match &snap {
-        Some(s) => AnalyticsView::Snapshot(AnalyticsSnapshotView {
+        Some(s) => AnalyticsView::Snapshot(Box::new(AnalyticsSnapshotView {
             history,
             ..snapshot_view(s, cfg.aggregation_enabled)
-        }),
+        })),
         None => AnalyticsView::Empty(AnalyticsEmptyView {
             event_count: 0,
             throughput: 0.0,

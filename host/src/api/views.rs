@@ -147,7 +147,7 @@ pub struct AnalyticsSnapshotView {
 pub enum AnalyticsView {
     Disabled(AnalyticsDisabledView),
     Empty(AnalyticsEmptyView),
-    Snapshot(AnalyticsSnapshotView),
+    Snapshot(Box<AnalyticsSnapshotView>),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
