@@ -23,7 +23,7 @@ use hxp_plugin_sdk::{Event, EventKind};
 
 /// Why an event was refused. The message names the problem; `field` names
 /// where (a JSON pointer such as `/data/latency_ms`) when there is one.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, utoipa::ToSchema)]
 #[error("{message}")]
 pub struct EventError {
     pub kind: EventErrorKind,
@@ -32,7 +32,7 @@ pub struct EventError {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventErrorKind {
     /// Not JSON at all (HTTP 400).

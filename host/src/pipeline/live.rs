@@ -34,7 +34,7 @@ pub struct LiveView {
 }
 
 /// What GET /plugins shows of a running plugin.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub stage: PluginKind,

@@ -17,7 +17,9 @@ use wasmtime::{Config, Engine};
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The three plugin worlds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
     Analytics,

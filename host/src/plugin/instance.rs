@@ -24,7 +24,7 @@ pub const MAX_SERVICES: usize = 100_000;
 pub const MAX_STATE_BYTES: usize = 256 << 20;
 
 /// Per-plugin bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock budget of one call, in milliseconds.
@@ -64,7 +64,7 @@ impl Limits {
 }
 
 /// Counters for GET /plugins and /metrics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CallStats {
     pub calls: u64,
     pub errors: u64,

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 const PARALLEL_MIN: usize = 64;
 
 /// Why one element of a bulk body was refused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemError {
     /// 0-based position in the array, or line number minus one for NDJSON.
     pub index: usize,

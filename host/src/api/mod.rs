@@ -1,0 +1,206 @@
+//! The HTTP API (axum): every endpoint of the requirements, plus bulk
+//! ingestion, processing records and plugin status. One module per route
+//! group; the answers are typed views (`views`), described by the OpenAPI
+//! document served at GET /openapi.json (`openapi`).
+
+mod analytics;
+mod correlations;
+mod error;
+mod health;
+mod ingest;
+pub mod openapi;
+mod page;
+mod plugins;
+mod processing;
+mod responses;
+pub mod views;
+
+pub use error::{ApiError, ErrorBody};
+pub use processing::processing_id;
+
+use crate::config::Config;
+use crate::pipeline::{LiveView, PipelineHandle};
+use crate::plugin::PluginEngine;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pipeline: Arc<PipelineHandle>,
+    pub live: Arc<RwLock<LiveView>>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub engine: Arc<PluginEngine>,
+    /// Hot deployment; also gives the current correlation component for
+    /// scratch instances (POST /correlations/test).
+    pub deployer: Arc<crate::deploy::Deployer>,
+    pub validators: Arc<rayon::ThreadPool>,
+    /// The Kafka consumer's status, when Kafka is configured.
+    pub kafka: Option<Arc<crate::sources::kafka::KafkaStatus>>,
+    /// Processing ids are UUIDs that carry this namespace and the event's
+    /// sequence number.
+    pub namespace: u64,
+    pub started: Instant,
+}
+
+type St = State<Arc<AppState>>;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.service.max_body_bytes;
+    Router::new()
+        .route("/", get(page::index))
+        .route("/static/dashboard.js", get(page::js))
+        .route("/static/dashboard.css", get(page::css))
+        .route("/openapi.json", get(openapi::document))
+        .route("/health", get(health::health))
+        .route("/analytics", get(analytics::analytics))
+        .route("/analytics/status", get(analytics::status))
+        .route("/analytics/recalculate", post(analytics::recalculate))
+        .route("/correlations", get(correlations::correlations))
+        .route("/correlations/config", get(correlations::config))
+        .route("/correlations/test", post(correlations::test))
+        .route("/correlations/stats", get(correlations::stats))
+        .route("/automated-responses", get(responses::automated_responses))
+        .route("/process", post(ingest::process))
+        .route("/events", post(ingest::events))
+        .route("/metrics", get(health::metrics))
+        .route("/config", get(health::config))
+        .route("/processing/pipeline", get(processing::pipeline))
+        .route("/processing/{processing_id}", get(processing::record))
+        .route("/plugins", get(plugins::plugins))
+        .route("/plugins/reload", post(plugins::reload))
+        .route("/plugins/{name}/history", get(plugins::history))
+        .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// http_requests_total{route, status}: the route pattern, not the path (a
+/// processing id would make a series per event); unknown paths are "other".
+async fn count_requests(
+    State(state): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Admin endpoints need `Authorization: Bearer <service.admin_token>`.
+fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let token = &state.config.service.admin_token;
+    if token.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin endpoints are disabled: set EVENT_PROCESSING_ADMIN_TOKEN (service.admin_token)",
+        ));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison.
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !ok {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        )
+        .with_details(serde_json::json!({ "hint": "Authorization: Bearer <token>" })));
+    }
+    Ok(())
+}
+
+fn require_json(headers: &HeaderMap, ndjson_ok: bool) -> ApiResult<bool> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
+        return Ok(false);
+    }
+    if ndjson_ok
+        && matches!(
+            ct.as_str(),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+        )
+    {
+        return Ok(true);
+    }
+    let want = if ndjson_ok {
+        "application/json (an array) or application/x-ndjson"
+    } else {
+        "application/json"
+    };
+    let got = if ct.is_empty() {
+        "none".to_string()
+    } else {
+        ct
+    };
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type must be {want} (got {got})"),
+    ))
+}

@@ -1,0 +1,547 @@
+//! The typed answers of the API. Field names are the JSON names; `Option`
+//! fields serialize as `null` unless marked `skip_serializing_if` (absent
+//! when empty). Free-form parts (plugin-defined or stored JSON) are
+//! `serde_json::Value`.
+
+use crate::pipeline::PluginStatus;
+use crate::sources::kafka::PartitionProgress;
+use crate::sources::validate::ItemError;
+use crate::store::DeploymentRow;
+use hxp_plugin_sdk::Finding;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+// ---- ingestion ----
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Success {
+    Success,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkStatus {
+    /// Every event was valid.
+    Success,
+    /// Some were refused (see `errors`).
+    Partial,
+}
+
+/// The ids of one stored event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    pub event_id: String,
+    pub processing_id: String,
+    /// The event id was stored before; the ids are the original's.
+    pub duplicate: bool,
+}
+
+/// POST /process.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessView {
+    pub status: Success,
+    pub event_id: String,
+    pub processing_id: String,
+    pub duplicate: bool,
+}
+
+/// POST /events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsView {
+    pub status: BulkStatus,
+    pub received: usize,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// The first 100 refused events.
+    pub errors: Vec<ItemError>,
+    /// With `?receipts=true`: each stored event's ids, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<Vec<ReceiptView>>,
+}
+
+// ---- analytics ----
+
+/// Analytics figures over the window (or one event type's share).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatsView {
+    pub event_count: u64,
+    pub throughput: f64,
+    pub requests_per_second: f64,
+    /// Mean latency (ms).
+    pub latency: Option<f64>,
+    pub latency_p50: Option<f64>,
+    pub latency_p95: Option<f64>,
+    pub latency_p99: Option<f64>,
+    pub latency_exact: bool,
+    pub error_rate: f64,
+    pub error_percentage: f64,
+    pub user_satisfaction: Option<f64>,
+    pub business_value: f64,
+    pub cost_per_request: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceHealthView {
+    pub service: String,
+    /// healthy | degraded | failed
+    pub health: String,
+    pub reported_at: String,
+}
+
+/// One stored snapshot of GET /analytics?history=N.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPointView {
+    #[serde(flatten)]
+    pub stats: StatsView,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Disabled {
+    Disabled,
+}
+
+/// GET /analytics when real-time analytics are switched off.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsDisabledView {
+    pub status: Disabled,
+    pub message: String,
+}
+
+/// GET /analytics before the first snapshot.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsEmptyView {
+    pub event_count: u64,
+    pub throughput: f64,
+    pub error_rate: f64,
+    pub window_seconds: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryPointView>>,
+}
+
+/// GET /analytics: the requirements' fields at the top level.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsSnapshotView {
+    #[serde(flatten)]
+    pub stats: StatsView,
+    pub timestamp: String,
+    pub window_seconds: u32,
+    pub covered_seconds: f64,
+    /// Per event type (with `real_time_analytics.aggregation_enabled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_event_type: Option<BTreeMap<String, StatsView>>,
+    pub services: Vec<ServiceHealthView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryPointView>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnalyticsView {
+    Disabled(AnalyticsDisabledView),
+    Empty(AnalyticsEmptyView),
+    Snapshot(Box<AnalyticsSnapshotView>),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalyticsState {
+    Disabled,
+    NoPlugin,
+    Stale,
+    Running,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsPluginView {
+    pub name: String,
+    pub version: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub last_error: Option<String>,
+}
+
+/// GET /analytics/status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsStatusView {
+    pub status: AnalyticsState,
+    pub enabled: bool,
+    pub window_size: u32,
+    pub update_interval: u64,
+    pub last_update: Option<String>,
+    pub age_seconds: Option<f64>,
+    pub events_in_window: u64,
+    pub events_processed: u64,
+    pub replayed_at_start: u64,
+    pub plugin: Option<AnalyticsPluginView>,
+}
+
+/// Schema of POST /analytics/recalculate (built by `crate::pipeline::recalc`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecalculationView {
+    pub window: RecalculationWindow,
+    /// The real-time figures (as in GET /analytics).
+    #[schema(value_type = Object)]
+    pub real_time: Value,
+    /// The same figures recomputed from the stored events.
+    #[schema(value_type = Object)]
+    pub batch: Value,
+    /// Per figure: `{absolute, relative}`, or null when one side has none.
+    #[schema(value_type = Object)]
+    pub difference: Value,
+    pub latency_quantiles_exact_in_real_time: bool,
+    pub recalculation_ms: f64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecalculationWindow {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub seconds: u32,
+    pub covered_seconds: f64,
+}
+
+// ---- correlations ----
+
+/// A correlation finding (`hxp_plugin_sdk::Finding`; schema only).
+#[derive(ToSchema)]
+#[schema(as = Finding)]
+#[allow(dead_code)]
+pub struct FindingSchema {
+    pub name: String,
+    pub source: String,
+    pub subject: String,
+    pub alert: bool,
+    pub occurrences: u32,
+    pub score: f64,
+    pub message: String,
+    /// Sequence numbers of the events behind it.
+    pub evidence: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    pub raised_at: String,
+    pub rule: String,
+    pub source: String,
+    pub subject: String,
+    pub occurrences: i64,
+    pub score: f64,
+    pub message: String,
+    /// As the correlation plugin recorded it (free-form).
+    pub evidence: Value,
+}
+
+/// GET /correlations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CorrelationsView {
+    pub patterns_detected: Vec<String>,
+    pub alert_triggered: bool,
+    pub correlation_score: f64,
+    pub window_seconds: u32,
+    #[schema(value_type = Vec<FindingSchema>)]
+    pub active_findings: Vec<Finding>,
+    pub recent_alerts: Vec<AlertView>,
+    pub timestamp: String,
+}
+
+/// POST /correlations/test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CorrelationTestView {
+    pub events: usize,
+    pub patterns_detected: Vec<String>,
+    pub alert_triggered: bool,
+    pub correlation_score: f64,
+    #[schema(value_type = Vec<FindingSchema>)]
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleCountView {
+    pub rule: String,
+    pub total: i64,
+    pub last_hour: i64,
+}
+
+/// GET /correlations/stats.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CorrelationStatsView {
+    pub alerts_total: i64,
+    pub alerts_last_hour: i64,
+    pub by_rule: Vec<RuleCountView>,
+    pub active_findings: usize,
+    pub correlation_score: f64,
+    pub events_evaluated: u64,
+    pub rules: usize,
+    pub window_seconds: u32,
+    pub alert_threshold: u32,
+}
+
+// ---- automated responses ----
+
+/// One requested action and what became of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionView {
+    pub requested_at: String,
+    pub rule: String,
+    pub action: String,
+    pub target: String,
+    /// Action parameters, as the rule gave them (free-form).
+    pub parameters: Value,
+    pub reason: String,
+    /// The findings behind the action (free-form).
+    pub findings: Value,
+    /// The analytics snapshot at the decision (free-form, or null).
+    pub analytics: Value,
+    pub outcome: crate::store::Outcome,
+    pub detail: String,
+    pub executor: Option<String>,
+    pub dry_run: bool,
+    pub idempotency_key: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub attempts: i64,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// GET /automated-responses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponsesView {
+    pub total: i64,
+    pub limit: usize,
+    pub offset: usize,
+    pub responses: Vec<ActionView>,
+}
+
+// ---- processing ----
+
+/// GET /processing/{processing_id}.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessingRecordView {
+    pub processing_id: String,
+    pub event_id: String,
+    pub processing_type: String,
+    pub processing_timestamp: String,
+    /// What the analytics stage produced (free-form; absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_results: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_results: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automated_response: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub depth: usize,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchingView {
+    pub batch_size: usize,
+    pub flush_interval: f64,
+    pub parallel_workers: usize,
+    pub batches: u64,
+    pub average_batch_size: f64,
+    pub last_batch_size: usize,
+    pub last_batch_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventCountsView {
+    pub processed: u64,
+    pub duplicates: u64,
+    pub stored: u64,
+    pub replayed_at_start: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageTimesView {
+    pub analytics: f64,
+    pub correlation: f64,
+    pub responses: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseView {
+    /// sqlite | postgres
+    pub backend: String,
+    pub failing: bool,
+    pub last_error: Option<String>,
+    pub batches_written: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaDisabledView {
+    /// Always false.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KafkaConsumerView {
+    /// Always true.
+    pub enabled: bool,
+    /// "ok", or what is wrong.
+    pub status: String,
+    pub group: String,
+    pub topics: Vec<String>,
+    pub connected: bool,
+    pub paused: bool,
+    pub consumed: u64,
+    pub dead_lettered: u64,
+    pub polls_in_flight: u64,
+    pub rebalances: u64,
+    pub last_error: Option<String>,
+    pub partitions: Vec<PartitionProgress>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum KafkaView {
+    Disabled(KafkaDisabledView),
+    Consumer(KafkaConsumerView),
+}
+
+/// GET /processing/pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineView {
+    pub mode: String,
+    pub enabled: bool,
+    pub stages: Vec<&'static str>,
+    pub queue: QueueView,
+    pub batching: BatchingView,
+    pub events: EventCountsView,
+    /// End of the last batch on an old plugin version to the start of the
+    /// first on the new one (swaps made while a batch was waiting), in µs.
+    pub plugin_swap_gaps_us: Vec<u64>,
+    pub batch_gaps_us: Vec<u64>,
+    pub stage_ms_per_batch: StageTimesView,
+    pub database: DatabaseView,
+    pub kafka: KafkaView,
+}
+
+// ---- plugins ----
+
+/// A running plugin, with its mean call time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    #[serde(flatten)]
+    pub status: PluginStatus,
+    pub mean_call_ms: f64,
+}
+
+/// GET /plugins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginsView {
+    pub plugins: Vec<PluginView>,
+    /// Files refused at the last scan.
+    pub rejected: Vec<DeploymentRow>,
+    /// The last refused config section, if the current config was refused.
+    pub config_error: Option<DeploymentRow>,
+    #[schema(value_type = String)]
+    pub directory: std::path::PathBuf,
+    pub watching: bool,
+}
+
+/// A deployment in GET /plugins/{name}/history (`at` as RFC 3339 time).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentHistoryRow {
+    pub id: i64,
+    pub plugin: String,
+    pub at: String,
+    pub stage: Option<String>,
+    pub file: String,
+    pub sha256: Option<String>,
+    pub version: Option<String>,
+    pub result: crate::store::DeploymentResult,
+    pub reason: String,
+    pub trigger: crate::store::Trigger,
+    pub after_seq: Option<i64>,
+    pub compile_ms: Option<f64>,
+    pub pause_us: Option<i64>,
+}
+
+impl From<DeploymentRow> for DeploymentHistoryRow {
+    fn from(r: DeploymentRow) -> DeploymentHistoryRow {
+        DeploymentHistoryRow {
+            id: r.id,
+            plugin: r.plugin,
+            at: super::rfc3339(r.at),
+            stage: r.stage,
+            file: r.file,
+            sha256: r.sha256,
+            version: r.version,
+            result: r.result,
+            reason: r.reason,
+            trigger: r.trigger,
+            after_seq: r.after_seq,
+            compile_ms: r.compile_ms,
+            pause_us: r.pause_us,
+        }
+    }
+}
+
+/// GET /plugins/{name}/history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    pub plugin: String,
+    pub deployments: Vec<DeploymentHistoryRow>,
+}
+
+/// POST /plugins/{name}/rollback.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollbackView {
+    pub rolled_back: bool,
+    pub deployment: DeploymentRow,
+}
+
+/// POST /plugins/reload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadView {
+    pub deployments: Vec<DeploymentRow>,
+}
+
+// ---- health ----
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthChecksView {
+    /// "ok", or what is wrong.
+    pub database: String,
+    /// ok | full
+    pub queue: String,
+    pub plugins: String,
+    /// ok | disabled | what is wrong
+    pub kafka: String,
+}
+
+/// GET /health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    pub status: HealthStatus,
+    pub service: String,
+    pub timestamp: String,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub checks: HealthChecksView,
+}
