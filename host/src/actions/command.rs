@@ -29,7 +29,6 @@ pub fn render_template(t: &str, job: &Job, parameters: &Value) -> Result<String,
 const OUTPUT_CAP: usize = 2048;
 
 pub(super) async fn run_command(c: &CommandSpec, job: &Job, started_at: i64) -> Attempted {
-    use std::process::Stdio;
     let failed = |error: String| Attempted {
         ok: false,
         started_at,
@@ -46,10 +45,48 @@ pub(super) async fn run_command(c: &CommandSpec, job: &Job, started_at: i64) -> 
             Err(e) => return failed(format!("argument {}: {e}; not run", i + 1)),
         }
     }
+    let (status, stdout, stderr) = match run(c, job, &args).await {
+        Ok(done) => done,
+        Err(e) => return failed(e),
+    };
+    if status.success() {
+        let detail = if stdout.is_empty() {
+            format!("{}: exit 0", c.program)
+        } else {
+            format!("{}: exit 0: {stdout}", c.program)
+        };
+        return Attempted {
+            ok: true,
+            started_at,
+            attempts: 1,
+            http_status: None,
+            error: None,
+            detail,
+        };
+    }
+    let code = status
+        .code()
+        .map(|n| format!("exit {n}"))
+        .unwrap_or_else(|| "killed by a signal".into());
+    failed(if stderr.is_empty() {
+        code
+    } else {
+        format!("{code}: {stderr}")
+    })
+}
+
+/// Run the program with `args` until it exits or its timeout (then it is
+/// killed): its status and the start of its stdout and stderr.
+async fn run(
+    c: &CommandSpec,
+    job: &Job,
+    args: &[String],
+) -> Result<(std::process::ExitStatus, String, String), String> {
+    use std::process::Stdio;
     // No shell: the program gets exactly these arguments. The environment
     // is cleared (the service's holds database URLs and tokens).
     let mut cmd = tokio::process::Command::new(&c.program);
-    cmd.args(&args)
+    cmd.args(args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HXP_ACTION", &job.action)
@@ -61,10 +98,7 @@ pub(super) async fn run_command(c: &CommandSpec, job: &Job, started_at: i64) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return failed(format!("cannot start: {e}")),
-    };
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     let out = tokio::spawn(read_capped(child.stdout.take()));
     let err = tokio::spawn(read_capped(child.stderr.take()));
     let timeout = Duration::from_millis(c.timeout_ms);
@@ -73,51 +107,28 @@ pub(super) async fn run_command(c: &CommandSpec, job: &Job, started_at: i64) -> 
         Ok(Err(e)) => {
             out.abort();
             err.abort();
-            return failed(format!("waiting for it failed: {e}"));
+            return Err(format!("waiting for it failed: {e}"));
         }
         Err(_) => {
             // SIGKILL and reap.
             let _ = child.kill().await;
             out.abort();
             err.abort();
-            return failed(format!("timed out after {} ms; killed", c.timeout_ms));
+            return Err(format!("timed out after {} ms; killed", c.timeout_ms));
         }
     };
-    // A grandchild may hold the pipes open: do not wait long for them.
-    let collect = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
-        let abort = h.abort_handle();
-        match tokio::time::timeout(Duration::from_secs(1), h).await {
-            Ok(Ok(b)) => String::from_utf8_lossy(&b).trim().to_string(),
-            _ => {
-                abort.abort();
-                String::new()
-            }
+    Ok((status, collect(out).await, collect(err).await))
+}
+
+/// A pipe's text. A grandchild may hold the pipe open: do not wait long.
+async fn collect(h: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    let abort = h.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(1), h).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => {
+            abort.abort();
+            String::new()
         }
-    };
-    let (stdout, stderr) = (collect(out).await, collect(err).await);
-    if status.success() {
-        Attempted {
-            ok: true,
-            started_at,
-            attempts: 1,
-            http_status: None,
-            error: None,
-            detail: if stdout.is_empty() {
-                format!("{}: exit 0", c.program)
-            } else {
-                format!("{}: exit 0: {stdout}", c.program)
-            },
-        }
-    } else {
-        let code = status
-            .code()
-            .map(|n| format!("exit {n}"))
-            .unwrap_or_else(|| "killed by a signal".into());
-        failed(if stderr.is_empty() {
-            code
-        } else {
-            format!("{code}: {stderr}")
-        })
     }
 }
 

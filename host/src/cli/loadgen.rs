@@ -143,117 +143,155 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.concurrency));
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let started = Instant::now();
-    let mut rng = Rng(opts.seed.max(1));
-    let make = |rng: &mut Rng, at: Duration| -> bytes::Bytes {
-        let mut body = String::with_capacity(opts.batch * 260);
-        for _ in 0..opts.batch {
-            body.push_str(&event(rng, at));
-            body.push('\n');
-        }
-        bytes::Bytes::from(body)
-    };
-    let normal: Vec<bytes::Bytes> = (0..64)
-        .map(|_| make(&mut rng, Duration::from_secs(1)))
-        .collect();
-    let bursty: Vec<bytes::Bytes> = (0..64)
-        .map(|_| make(&mut rng, Duration::from_secs(6)))
-        .collect();
+    let bodies = Bodies::new(&opts);
     let mut next_body = 0usize;
     let mut due_sent = 0u64;
     let mut last_report = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    let tick = Duration::from_millis(1);
     while started.elapsed() < opts.duration {
         let elapsed = started.elapsed();
         let due = (elapsed.as_secs_f64() * opts.rate as f64) as u64;
         while due_sent < due && started.elapsed() < opts.duration {
-            let n = opts.batch;
-            let in_burst = elapsed.as_secs() % 30 < 5 && elapsed.as_secs() >= 5;
-            let body = if in_burst { &bursty } else { &normal }[next_body % 64].clone();
+            let body = bodies.at(elapsed, next_body);
             next_body += 1;
-            due_sent += n as u64;
+            due_sent += opts.batch as u64;
             let permit = slots.clone().acquire_owned().await?;
-            let (client, url, totals, latencies) = (
-                client.clone(),
-                url.clone(),
-                totals.clone(),
-                latencies.clone(),
-            );
+            let request = Request {
+                client: client.clone(),
+                url: url.clone(),
+                events: opts.batch as u64,
+                totals: totals.clone(),
+                latencies: latencies.clone(),
+            };
             tasks.spawn(async move {
-                let t = Instant::now();
-                totals.sent.fetch_add(n as u64, Ordering::Relaxed);
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body)
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status().is_success() => {
-                        let v: serde_json::Value = r.json().await.unwrap_or_default();
-                        totals
-                            .accepted
-                            .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                        totals
-                            .rejected
-                            .fetch_add(v["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                    }
-                    Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
-                        totals.busy.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Ok(_) => {
-                        totals.rejected.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        totals
-                            .failed_requests
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-                latencies
-                    .lock()
-                    .expect("lock")
-                    .push(t.elapsed().as_secs_f64() * 1000.0);
+                request.send(body).await;
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
         }
         if !opts.quiet && last_report.elapsed() >= Duration::from_secs(1) {
-            let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "[{secs:6.1}s] sent {:>9}  accepted {:>9}  rejected {:>6}  busy {:>6}  failed {:>6}  {:>9.0} ev/s",
-                totals.sent.load(Ordering::Relaxed),
-                totals.accepted.load(Ordering::Relaxed),
-                totals.rejected.load(Ordering::Relaxed),
-                totals.busy.load(Ordering::Relaxed),
-                totals.failed_requests.load(Ordering::Relaxed),
-                totals.accepted.load(Ordering::Relaxed) as f64 / secs
-            );
+            totals.report(started.elapsed().as_secs_f64());
             last_report = Instant::now();
         }
-        tokio::time::sleep(tick).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     while tasks.join_next().await.is_some() {}
-    let secs = started.elapsed().as_secs_f64();
-    let mut lat = std::mem::take(&mut *latencies.lock().expect("lock"));
-    lat.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-    };
-    Ok(json!({
-        "target": opts.target,
-        "requested_rate": opts.rate,
-        "seconds": secs,
-        "sent": totals.sent.load(Ordering::Relaxed),
-        "accepted": totals.accepted.load(Ordering::Relaxed),
-        "rejected": totals.rejected.load(Ordering::Relaxed),
-        "busy": totals.busy.load(Ordering::Relaxed),
-        "failed": totals.failed_requests.load(Ordering::Relaxed),
-        "achieved_rate": totals.accepted.load(Ordering::Relaxed) as f64 / secs,
-        "request_ms_p50": q(0.5),
-        "request_ms_p99": q(0.99),
-    }))
+    let lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(totals.summary(&opts, started.elapsed().as_secs_f64(), lat))
+}
+
+/// Request bodies generated ahead (64 for normal times, 64 for bursts) and
+/// reused, so the generator spends its CPU on sending.
+struct Bodies {
+    normal: Vec<bytes::Bytes>,
+    bursty: Vec<bytes::Bytes>,
+}
+
+impl Bodies {
+    fn new(opts: &Options) -> Bodies {
+        let mut rng = Rng(opts.seed.max(1));
+        let mut make = |at: Duration| -> bytes::Bytes {
+            let mut body = String::with_capacity(opts.batch * 260);
+            for _ in 0..opts.batch {
+                body.push_str(&event(&mut rng, at));
+                body.push('\n');
+            }
+            bytes::Bytes::from(body)
+        };
+        let normal = (0..64).map(|_| make(Duration::from_secs(1))).collect();
+        let bursty = (0..64).map(|_| make(Duration::from_secs(6))).collect();
+        Bodies { normal, bursty }
+    }
+
+    /// The `n`-th body at `elapsed`: a burst for 5 s every 30 s, after the
+    /// first 5 s.
+    fn at(&self, elapsed: Duration, n: usize) -> bytes::Bytes {
+        let in_burst = elapsed.as_secs() % 30 < 5 && elapsed.as_secs() >= 5;
+        let bodies = if in_burst { &self.bursty } else { &self.normal };
+        bodies[n % bodies.len()].clone()
+    }
+}
+
+/// One POST of a body and what it counts.
+struct Request {
+    client: reqwest::Client,
+    url: String,
+    events: u64,
+    totals: Arc<Totals>,
+    latencies: Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+impl Request {
+    async fn send(self, body: bytes::Bytes) {
+        let t = Instant::now();
+        let (n, totals) = (self.events, &self.totals);
+        totals.sent.fetch_add(n, Ordering::Relaxed);
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                let count = |k: &str| v[k].as_u64().unwrap_or(0);
+                totals.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+                totals.rejected.fetch_add(count("rejected"), Ordering::Relaxed);
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                totals.busy.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                totals.rejected.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(_) => {
+                totals.failed_requests.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+impl Totals {
+    /// A progress line on stderr.
+    fn report(&self, secs: f64) {
+        eprintln!(
+            "[{secs:6.1}s] sent {:>9}  accepted {:>9}  rejected {:>6}  busy {:>6}  failed {:>6}  {:>9.0} ev/s",
+            self.sent.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.busy.load(Ordering::Relaxed),
+            self.failed_requests.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed) as f64 / secs
+        );
+    }
+
+    /// The run's figures, with request-time percentiles.
+    fn summary(&self, opts: &Options, secs: f64, mut lat: Vec<f64>) -> serde_json::Value {
+        lat.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
+        json!({
+            "target": opts.target,
+            "requested_rate": opts.rate,
+            "seconds": secs,
+            "sent": self.sent.load(Ordering::Relaxed),
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "rejected": self.rejected.load(Ordering::Relaxed),
+            "busy": self.busy.load(Ordering::Relaxed),
+            "failed": self.failed_requests.load(Ordering::Relaxed),
+            "achieved_rate": self.accepted.load(Ordering::Relaxed) as f64 / secs,
+            "request_ms_p50": q(0.5),
+            "request_ms_p99": q(0.99),
+        })
+    }
 }
 
 /// The run's summary: a line for people on stderr, the JSON on stdout.

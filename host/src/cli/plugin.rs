@@ -101,30 +101,7 @@ pub fn test(
             })?;
         upstream = Some((a, c));
     }
-
-    let file = std::fs::File::open(&opts.events)
-        .with_context(|| format!("opening {}", opts.events.display()))?;
-    let mut events: Vec<hxp_plugin_sdk::Event> = Vec::new();
-    let mut last_time = chrono::Utc::now().timestamp_millis();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", opts.events.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ev = event::parse(line.as_bytes(), last_time, &[true; 5])
-            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", opts.events.display(), n + 1))?;
-        last_time = ev.time_ms;
-        let mut typed = ev.typed;
-        typed.seq = events.len() as u64 + 1;
-        if main.metadata().wants_payload {
-            typed.payload = Some(ev.data);
-        }
-        events.push(typed);
-    }
-    if events.is_empty() {
-        bail!("{} holds no events", opts.events.display());
-    }
-
+    let events = read_events(&opts.events, main.metadata().wants_payload)?;
     // Batches: consecutive events in the same second of event time, at most
     // batch_size each; the clock is the batch's last event time.
     let mut batch_no = 0;
@@ -139,49 +116,90 @@ pub fn test(
             end += 1;
         }
         let rows = &events[start..end];
-        let now = rows.iter().map(|e| e.time_ms).max().expect("non-empty");
-        let batch = &convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(rows));
+        let now = rows.iter().map(|e| e.time_ms).max().unwrap_or_default();
         clock.set_ms(now);
         batch_no += 1;
         let time = chrono::DateTime::from_timestamp_millis(now)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default();
         let mut line = json!({ "batch": batch_no, "time": time, "events": rows.len() });
-        match main.kind() {
-            PluginKind::Analytics => {
-                main.analytics_process(batch)?;
-                let s = convert::snapshot_to_sdk(main.analytics_snapshot()?);
-                line["snapshot"] = serde_json::to_value(s)?;
-            }
-            PluginKind::Correlation => {
-                let r = main.correlation_process(batch)?;
-                let findings: Vec<_> = r
-                    .findings
-                    .into_iter()
-                    .map(convert::finding_to_sdk)
-                    .collect();
-                line["findings"] = serde_json::to_value(findings)?;
-                line["correlation_score"] = json!(r.correlation_score);
-            }
-            PluginKind::Responses => {
-                let (a, c) = upstream.as_mut().expect("loaded for responses");
-                a.analytics_process(batch)?;
-                let findings = c.correlation_process(batch)?.findings;
-                let input = types::ResponseInput {
-                    time_ms: now,
-                    analytics: a.analytics_snapshot()?,
-                    findings,
-                };
-                let actions: Vec<_> = main
-                    .responses_decide(&input)?
-                    .into_iter()
-                    .map(convert::action_to_sdk)
-                    .collect();
-                line["actions"] = serde_json::to_value(actions)?;
-            }
-        }
+        run_batch(&mut main, upstream.as_mut(), rows, now, &mut line)?;
         writeln!(out, "{line}")?;
         start = end;
+    }
+    Ok(())
+}
+
+/// Recorded events (NDJSON as sent to POST /process), numbered from 1; an
+/// event without a timestamp takes the previous one's.
+fn read_events(path: &Path, wants_payload: bool) -> anyhow::Result<Vec<hxp_plugin_sdk::Event>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut events: Vec<hxp_plugin_sdk::Event> = Vec::new();
+    let mut last_time = chrono::Utc::now().timestamp_millis();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev = event::parse(line.as_bytes(), last_time, &[true; 5])
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
+        last_time = ev.time_ms;
+        let mut typed = ev.typed;
+        typed.seq = events.len() as u64 + 1;
+        if wants_payload {
+            typed.payload = Some(ev.data);
+        }
+        events.push(typed);
+    }
+    if events.is_empty() {
+        bail!("{} holds no events", path.display());
+    }
+    Ok(events)
+}
+
+/// One batch through the plugin under test (a responses plugin gets the
+/// upstream stages' window and findings); its output into `line`.
+fn run_batch(
+    main: &mut Plugin,
+    upstream: Option<&mut (Plugin, Plugin)>,
+    rows: &[hxp_plugin_sdk::Event],
+    now: i64,
+    line: &mut Value,
+) -> anyhow::Result<()> {
+    let batch = &convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(rows));
+    match (main.kind(), upstream) {
+        (PluginKind::Analytics, _) => {
+            main.analytics_process(batch)?;
+            let s = convert::snapshot_to_sdk(main.analytics_snapshot()?);
+            line["snapshot"] = serde_json::to_value(s)?;
+        }
+        (PluginKind::Correlation, _) => {
+            let r = main.correlation_process(batch)?;
+            let findings: Vec<_> = r
+                .findings
+                .into_iter()
+                .map(convert::finding_to_sdk)
+                .collect();
+            line["findings"] = serde_json::to_value(findings)?;
+            line["correlation_score"] = json!(r.correlation_score);
+        }
+        (PluginKind::Responses, Some((a, c))) => {
+            a.analytics_process(batch)?;
+            let findings = c.correlation_process(batch)?.findings;
+            let input = types::ResponseInput {
+                time_ms: now,
+                analytics: a.analytics_snapshot()?,
+                findings,
+            };
+            let actions: Vec<_> = main
+                .responses_decide(&input)?
+                .into_iter()
+                .map(convert::action_to_sdk)
+                .collect();
+            line["actions"] = serde_json::to_value(actions)?;
+        }
+        (PluginKind::Responses, None) => bail!("a responses plugin needs its upstream stages"),
     }
     Ok(())
 }

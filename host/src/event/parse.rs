@@ -43,45 +43,8 @@ pub fn parse_with(
     enabled: &[bool; 5],
     defaults: &Defaults,
 ) -> Result<ValidEvent, EventError> {
-    let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(text) {
-        Ok(f) => f,
-        Err(e) if e.is_data() => {
-            // Valid JSON, but not an object: say what it is.
-            let v: Value = serde_json::from_slice(text).map_err(|e| EventError::malformed(&e))?;
-            return Err(EventError::invalid(
-                format!("an event must be a JSON object, not {}", json_type(&v)),
-                None,
-            ));
-        }
-        Err(e) => return Err(EventError::malformed(&e)),
-    };
-    let small = |raw: &RawValue| {
-        serde_json::from_str::<Value>(raw.get()).expect("RawValue holds valid JSON")
-    };
-    let kind = match fields.get("event_type").map(|r| small(r)) {
-        Some(Value::String(t)) => EventKind::parse(&t).ok_or_else(|| {
-            EventError::unknown_type(
-                format!(
-                    "unknown event_type '{t}' (expected one of: {})",
-                    EventKind::ALL.map(|k| k.as_str()).join(", ")
-                ),
-                Some("/event_type".into()),
-            )
-        })?,
-        Some(other) => {
-            return Err(EventError::invalid(
-                format!("event_type must be a string, not {}", json_type(&other)),
-                Some("/event_type".into()),
-            ));
-        }
-        None if defaults.kind.is_some() => defaults.kind.expect("checked"),
-        None => {
-            return Err(EventError::invalid(
-                "missing required field 'event_type'".into(),
-                Some("/event_type".into()),
-            ));
-        }
-    };
+    let fields = top_level(text)?;
+    let kind = event_kind(&fields, defaults)?;
     if !enabled[kind.index()] {
         return Err(EventError {
             kind: EventErrorKind::Disabled,
@@ -93,62 +56,29 @@ pub fn parse_with(
             field: Some("/event_type".into()),
         });
     }
-    // The envelope, with `data` standing in as `{}` when it is an object (it
-    // is checked against its own schema below).
-    let data_raw = fields.get("data").copied();
-    let data_is_object = data_raw.is_some_and(|r| r.get().starts_with('{'));
-    let mut envelope: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|(k, raw)| {
-            let v = if k == "data" && data_is_object {
-                Value::Object(Map::new())
-            } else {
-                small(raw)
-            };
-            (k.clone(), v)
-        })
-        .collect();
-    envelope
-        .entry("event_type")
-        .or_insert_with(|| Value::String(kind.as_str().into()));
-    let envelope = Value::Object(envelope);
+    let envelope = envelope(&fields, kind)?;
     let vals = validators();
     if let Some(e) = schema_error(&vals.envelope, &envelope, "") {
         return Err(e);
     }
-    let data_raw = data_raw.expect("schema requires data");
-    let data: Value = serde_json::from_str(data_raw.get()).expect("RawValue holds valid JSON");
+    let Some(data_raw) = fields.get("data") else {
+        return Err(EventError::invalid(
+            "missing required field 'data'".into(),
+            Some("/data".into()),
+        ));
+    };
+    let data = value(data_raw)?;
     if let Some(e) = schema_error(&vals.data[kind.index()], &data, "/data") {
         return Err(e);
     }
-    let event_uuid = match envelope.get("event_id") {
-        Some(Value::String(s)) => uuid::Uuid::parse_str(s).map_err(|e| {
-            EventError::invalid(
-                format!("event_id is not a UUID: {e}"),
-                Some("/event_id".into()),
-            )
-        })?,
-        // Time-ordered (version 7): the event_id index then grows at its
-        // end instead of taking random inserts.
-        _ => match defaults.id {
-            Some(id) => uuid::Uuid::from_u128(id),
-            None => uuid::Uuid::now_v7(),
-        },
-    };
-    let time_ms = match envelope.get("timestamp") {
-        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| {
-                EventError::invalid(
-                    format!("timestamp is not an RFC 3339 date-time: {e}"),
-                    Some("/timestamp".into()),
-                )
-            })?
-            .timestamp_millis(),
-        _ => now_ms,
-    };
     let Value::Object(data) = data else {
-        unreachable!("schema requires an object")
+        return Err(EventError::invalid(
+            "data must be an object".into(),
+            Some("/data".into()),
+        ));
     };
+    let event_uuid = event_id(&envelope, defaults)?;
+    let time_ms = event_time(&envelope, now_ms)?;
     let typed = typed(kind, &data, event_uuid.as_u128(), time_ms);
     Ok(ValidEvent {
         kind,
@@ -157,6 +87,108 @@ pub fn parse_with(
         data: data_raw.get().to_string(),
         typed,
     })
+}
+
+/// The top-level fields, each kept as its JSON text.
+fn top_level(text: &[u8]) -> Result<BTreeMap<String, &RawValue>, EventError> {
+    match serde_json::from_slice(text) {
+        Ok(f) => Ok(f),
+        Err(e) if e.is_data() => {
+            // Valid JSON, but not an object: say what it is.
+            let v: Value = serde_json::from_slice(text).map_err(|e| EventError::malformed(&e))?;
+            Err(EventError::invalid(
+                format!("an event must be a JSON object, not {}", json_type(&v)),
+                None,
+            ))
+        }
+        Err(e) => Err(EventError::malformed(&e)),
+    }
+}
+
+/// A field's value. Its text is valid JSON, but parsing it can still fail:
+/// nesting deeper than the parser's limit is refused as malformed.
+fn value(raw: &RawValue) -> Result<Value, EventError> {
+    serde_json::from_str(raw.get()).map_err(|e| EventError::malformed(&e))
+}
+
+/// `event_type`, else the source's default type.
+fn event_kind(
+    fields: &BTreeMap<String, &RawValue>,
+    defaults: &Defaults,
+) -> Result<EventKind, EventError> {
+    let field = Some("/event_type".to_string());
+    match fields.get("event_type").map(|r| value(r)).transpose()? {
+        Some(Value::String(t)) => EventKind::parse(&t).ok_or_else(|| {
+            EventError::unknown_type(
+                format!(
+                    "unknown event_type '{t}' (expected one of: {})",
+                    EventKind::ALL.map(|k| k.as_str()).join(", ")
+                ),
+                field,
+            )
+        }),
+        Some(other) => Err(EventError::invalid(
+            format!("event_type must be a string, not {}", json_type(&other)),
+            field,
+        )),
+        None => defaults.kind.ok_or_else(|| {
+            EventError::invalid("missing required field 'event_type'".into(), field)
+        }),
+    }
+}
+
+/// The envelope to check against its schema, with `data` standing in as
+/// `{}` when it is an object (it is checked against its own schema).
+fn envelope(fields: &BTreeMap<String, &RawValue>, kind: EventKind) -> Result<Value, EventError> {
+    let data_is_object = fields
+        .get("data")
+        .is_some_and(|r| r.get().starts_with('{'));
+    let mut envelope = Map::new();
+    for (k, raw) in fields {
+        let v = if k == "data" && data_is_object {
+            Value::Object(Map::new())
+        } else {
+            value(raw)?
+        };
+        envelope.insert(k.clone(), v);
+    }
+    envelope
+        .entry("event_type")
+        .or_insert_with(|| Value::String(kind.as_str().into()));
+    Ok(Value::Object(envelope))
+}
+
+/// `event_id`, else the source's derived id, else a new time-ordered
+/// (version 7) id: the event_id index then grows at its end instead of
+/// taking random inserts.
+fn event_id(envelope: &Value, defaults: &Defaults) -> Result<uuid::Uuid, EventError> {
+    match envelope.get("event_id") {
+        Some(Value::String(s)) => uuid::Uuid::parse_str(s).map_err(|e| {
+            EventError::invalid(
+                format!("event_id is not a UUID: {e}"),
+                Some("/event_id".into()),
+            )
+        }),
+        _ => Ok(match defaults.id {
+            Some(id) => uuid::Uuid::from_u128(id),
+            None => uuid::Uuid::now_v7(),
+        }),
+    }
+}
+
+/// `timestamp` (RFC 3339), else the time of ingestion.
+fn event_time(envelope: &Value, now_ms: i64) -> Result<i64, EventError> {
+    match envelope.get("timestamp") {
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                EventError::invalid(
+                    format!("timestamp is not an RFC 3339 date-time: {e}"),
+                    Some("/timestamp".into()),
+                )
+            }),
+        _ => Ok(now_ms),
+    }
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -248,6 +280,14 @@ mod tests {
         assert!(e.message.contains("extra"), "{e}");
         let e = err(r#"[1,2]"#);
         assert!(e.message.contains("not an array"), "{e}");
+        let deep = format!(
+            r#"{{"event_type":"llm_request","data":{{"model":"m","x":{}{}}}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        let e = err(&deep);
+        assert_eq!(e.kind, EventErrorKind::MalformedJson, "{e}");
+        assert!(e.message.contains("recursion limit"), "{e}");
         let e = parse(
             br#"{"event_type":"error_event","data":{}}"#,
             0,

@@ -21,87 +21,93 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     })
 }
 
-/// Recompute the window of `realtime` (same end, same covered seconds) from
-/// the database.
-pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<Value> {
-    let end_sec = realtime.time_ms.div_euclid(1000);
-    let since_ms = (end_sec - realtime.window_secs as i64 + 1) * 1000;
-    let until_ms = realtime.time_ms;
-    let started = std::time::Instant::now();
-    let (mut count, mut llm, mut outcome, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let (mut sat_n, mut sat_sum, mut value_sum, mut cost_n, mut cost_sum, mut lat_sum) =
-        (0u64, 0.0, 0.0, 0u64, 0.0, 0.0);
-    let mut latencies: Vec<f64> = Vec::new();
-    if let Some(first) = store.first_seq_since(since_ms).await? {
-        let mut after = first - 1;
-        'pages: loop {
-            let rows = store.events_after(after, 50_000).await?;
-            if rows.is_empty() {
-                break;
+/// The window's sums, counted from the stored events.
+#[derive(Default)]
+struct Totals {
+    count: u64,
+    llm: u64,
+    outcomes: u64,
+    errors: u64,
+    satisfaction: (u64, f64),
+    value: f64,
+    cost: (u64, f64),
+    latency_sum: f64,
+    latencies: Vec<f64>,
+}
+
+impl Totals {
+    fn add(&mut self, e: &hxp_plugin_sdk::Event) {
+        self.count += 1;
+        self.llm += u64::from(e.kind == EventKind::LlmRequest);
+        if let Some(l) = e.latency_ms {
+            self.latencies.push(l);
+            self.latency_sum += l;
+        }
+        if let Some(ok) = e.success {
+            self.outcomes += 1;
+            self.errors += u64::from(!ok);
+        }
+        if let Some(s) = e.satisfaction {
+            self.satisfaction.0 += 1;
+            self.satisfaction.1 += s;
+        }
+        self.value += e.business_value.unwrap_or(0.0);
+        if let Some(c) = e.cost {
+            self.cost.0 += 1;
+            self.cost.1 += c;
+        }
+    }
+
+    /// The requirements' metrics over `covered` seconds.
+    fn metrics(mut self, covered: f64) -> Value {
+        self.latencies.sort_by(f64::total_cmp);
+        let rate = |n: u64| if covered > 0.0 { n as f64 / covered } else { 0.0 };
+        let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
+        let l = &self.latencies;
+        json!({
+            "event_count": self.count,
+            "throughput": rate(self.count),
+            "requests_per_second": rate(self.llm),
+            "latency": mean(self.latency_sum, l.len() as u64),
+            "latency_p50": quantile(l, 0.50),
+            "latency_p95": quantile(l, 0.95),
+            "latency_p99": quantile(l, 0.99),
+            "error_rate": if self.outcomes > 0 { self.errors as f64 / self.outcomes as f64 } else { 0.0 },
+            "user_satisfaction": mean(self.satisfaction.1, self.satisfaction.0),
+            "business_value": self.value,
+            "cost_per_request": mean(self.cost.1, self.cost.0),
+        })
+    }
+}
+
+/// Sum the events of the batches processed from `since_ms` to `until_ms`.
+async fn scan(store: &Store, since_ms: i64, until_ms: i64) -> anyhow::Result<Totals> {
+    let mut t = Totals::default();
+    let Some(first) = store.first_seq_since(since_ms).await? else {
+        return Ok(t);
+    };
+    let mut after = first - 1;
+    loop {
+        let rows = store.events_after(after, 50_000).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for r in &rows {
+            if r.processed_at > until_ms {
+                return Ok(t);
             }
-            after = rows.last().expect("non-empty").seq;
-            for r in rows {
-                if r.processed_at > until_ms {
-                    break 'pages;
-                }
-                if r.processed_at < since_ms {
-                    continue;
-                }
-                let Some(e) = r.typed() else {
-                    continue;
-                };
-                let kind = e.kind;
-                count += 1;
-                if kind == EventKind::LlmRequest {
-                    llm += 1;
-                }
-                if let Some(l) = e.latency_ms {
-                    latencies.push(l);
-                    lat_sum += l;
-                }
-                if let Some(ok) = e.success {
-                    outcome += 1;
-                    errors += u64::from(!ok);
-                }
-                if let Some(s) = e.satisfaction {
-                    sat_n += 1;
-                    sat_sum += s;
-                }
-                if let Some(v) = e.business_value {
-                    value_sum += v;
-                }
-                if let Some(c) = e.cost {
-                    cost_n += 1;
-                    cost_sum += c;
-                }
+            if r.processed_at >= since_ms
+                && let Some(e) = r.typed()
+            {
+                t.add(&e);
             }
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    let covered = realtime.covered_secs;
-    let rate = |n: u64| {
-        if covered > 0.0 {
-            n as f64 / covered
-        } else {
-            0.0
-        }
-    };
-    let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
-    let batch = json!({
-        "event_count": count,
-        "throughput": rate(count),
-        "requests_per_second": rate(llm),
-        "latency": mean(lat_sum, latencies.len() as u64),
-        "latency_p50": quantile(&latencies, 0.50),
-        "latency_p95": quantile(&latencies, 0.95),
-        "latency_p99": quantile(&latencies, 0.99),
-        "error_rate": if outcome > 0 { errors as f64 / outcome as f64 } else { 0.0 },
-        "user_satisfaction": mean(sat_sum, sat_n),
-        "business_value": value_sum,
-        "cost_per_request": mean(cost_sum, cost_n),
-    });
-    let o = &realtime.overall;
-    let real = json!({
+    Ok(t)
+}
+
+/// The real-time window's values, under the same names.
+fn real_time(o: &hxp_plugin_sdk::Stats) -> Value {
+    json!({
         "event_count": o.count,
         "throughput": o.throughput,
         "requests_per_second": o.requests_per_second,
@@ -113,9 +119,14 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
         "user_satisfaction": o.user_satisfaction,
         "business_value": o.business_value,
         "cost_per_request": o.cost_per_request,
-    });
+    })
+}
+
+/// Absolute and relative difference per metric (null where either side has
+/// no value).
+fn difference(real: &Value, batch: &Value) -> Value {
     let mut difference = serde_json::Map::new();
-    for (k, rv) in real.as_object().expect("object") {
+    for (k, rv) in real.as_object().into_iter().flatten() {
         let (Some(r), Some(b)) = (rv.as_f64(), batch[k].as_f64()) else {
             difference.insert(k.clone(), Value::Null);
             continue;
@@ -127,22 +138,34 @@ pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<V
         } else {
             f64::INFINITY
         };
-        difference.insert(
-            k.clone(),
-            json!({"absolute": r - b, "relative": if rel.is_finite() { json!(rel) } else { Value::Null }}),
-        );
+        let rel = if rel.is_finite() { json!(rel) } else { Value::Null };
+        difference.insert(k.clone(), json!({"absolute": r - b, "relative": rel}));
     }
+    Value::Object(difference)
+}
+
+/// Recompute the window of `realtime` (same end, same covered seconds) from
+/// the database.
+pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<Value> {
+    let end_sec = realtime.time_ms.div_euclid(1000);
+    let since_ms = (end_sec - realtime.window_secs as i64 + 1) * 1000;
+    let until_ms = realtime.time_ms;
+    let started = std::time::Instant::now();
+    let covered = realtime.covered_secs;
+    let batch = scan(store, since_ms, until_ms).await?.metrics(covered);
+    let real = real_time(&realtime.overall);
+    let rfc = |ms| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
     Ok(json!({
         "window": {
-            "from": chrono::DateTime::from_timestamp_millis(since_ms).map(|t| t.to_rfc3339()),
-            "to": chrono::DateTime::from_timestamp_millis(until_ms).map(|t| t.to_rfc3339()),
+            "from": rfc(since_ms),
+            "to": rfc(until_ms),
             "seconds": realtime.window_secs,
             "covered_seconds": covered,
         },
+        "difference": difference(&real, &batch),
         "real_time": real,
         "batch": batch,
-        "difference": difference,
-        "latency_quantiles_exact_in_real_time": o.latency_exact,
+        "latency_quantiles_exact_in_real_time": realtime.overall.latency_exact,
         "recalculation_ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
 }

@@ -185,58 +185,52 @@ impl PluginEngine {
                 message: format!("{e:#}"),
             })?;
         let load_time = started.elapsed();
-
         let ty = component.component_type();
         let imports: Vec<String> = ty
             .imports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let export_names: Vec<String> = ty
+        let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-
-        // Which world, and which version of our package?
-        let ours: Vec<(String, String)> = export_names
-            .iter()
-            .filter_map(|n| split_name(n))
-            .filter(|(pkg, _, _)| pkg == WIT_PACKAGE)
-            .map(|(_, iface, ver)| (iface, ver))
-            .collect();
-        let kind = PluginKind::ALL
-            .into_iter()
-            .find(|k| ours.iter().any(|(i, _)| i == k.interface()));
-        let Some(kind) = kind else {
-            return Err(LoadError::WrongWorld {
-                path: origin_s,
-                exports: export_names,
-            });
-        };
-        let wit_version = ours
-            .iter()
-            .find(|(i, _)| i == kind.interface())
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        if wit_version != WIT_VERSION {
-            return Err(LoadError::WrongVersion {
-                path: origin_s,
-                found: format!("{WIT_PACKAGE}@{wit_version}"),
-                supported: format!("{WIT_PACKAGE}@{WIT_VERSION}"),
-            });
-        }
+        let (kind, wit_version) = world_of(&exports, origin)?;
         if let Some(bad) = imports.iter().find(|i| !import_allowed(i)) {
             return Err(LoadError::ForbiddenImport {
                 path: origin_s,
                 import: bad.clone(),
             });
         }
+        let pre = self.pre_instantiate(&component, kind, origin)?;
+        Ok(LoadedComponent {
+            kind,
+            wit_version,
+            hash,
+            size: bytes.len(),
+            origin: origin_s,
+            imports,
+            exports,
+            load_time,
+            from_cache,
+            pre,
+        })
+    }
+
+    /// Link the component's imports once; instances are then cheap.
+    fn pre_instantiate(
+        &self,
+        component: &Component,
+        kind: PluginKind,
+        origin: &str,
+    ) -> Result<Pre, LoadError> {
+        let incompatible = |message: String| LoadError::Incompatible {
+            path: origin.to_string(),
+            message,
+        };
         let pre = self
             .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Incompatible {
-                path: origin_s.clone(),
-                message: format!("{e:#}"),
-            })?;
+            .instantiate_pre(component)
+            .map_err(|e| incompatible(format!("{e:#}")))?;
         let typed = match kind {
             PluginKind::Analytics => {
                 bindings::analytics::AnalyticsPluginPre::new(pre).map(Pre::Analytics)
@@ -248,24 +242,11 @@ impl PluginEngine {
                 bindings::responses::ResponsesPluginPre::new(pre).map(Pre::Responses)
             }
         };
-        let pre = typed.map_err(|e| LoadError::Incompatible {
-            path: origin_s.clone(),
-            message: format!(
+        typed.map_err(|e| {
+            incompatible(format!(
                 "does not implement the {} world of {WIT_PACKAGE}@{WIT_VERSION}: {e:#}",
                 kind.world()
-            ),
-        })?;
-        Ok(LoadedComponent {
-            kind,
-            wit_version,
-            hash,
-            size: bytes.len(),
-            origin: origin_s,
-            imports,
-            exports: export_names,
-            load_time,
-            from_cache,
-            pre,
+            ))
         })
     }
 
@@ -303,6 +284,36 @@ impl PluginEngine {
         }
         Ok((component, false))
     }
+}
+
+/// Which world a component implements (by the stage interface of our
+/// package it exports), and the package version it was built against.
+fn world_of(exports: &[String], origin: &str) -> Result<(PluginKind, String), LoadError> {
+    let ours: Vec<(String, String)> = exports
+        .iter()
+        .filter_map(|n| split_name(n))
+        .filter(|(pkg, _, _)| pkg == WIT_PACKAGE)
+        .map(|(_, iface, ver)| (iface, ver))
+        .collect();
+    let found = PluginKind::ALL.into_iter().find_map(|k| {
+        ours.iter()
+            .find(|(i, _)| i == k.interface())
+            .map(|(_, v)| (k, v.clone()))
+    });
+    let Some((kind, wit_version)) = found else {
+        return Err(LoadError::WrongWorld {
+            path: origin.to_string(),
+            exports: exports.to_vec(),
+        });
+    };
+    if wit_version != WIT_VERSION {
+        return Err(LoadError::WrongVersion {
+            path: origin.to_string(),
+            found: format!("{WIT_PACKAGE}@{wit_version}"),
+            supported: format!("{WIT_PACKAGE}@{WIT_VERSION}"),
+        });
+    }
+    Ok((kind, wit_version))
 }
 
 /// Split "ns:pkg/iface@ver" into ("ns:pkg", "iface", "ver").

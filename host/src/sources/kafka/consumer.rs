@@ -70,6 +70,38 @@ pub(super) struct Origin {
     pub(super) kind: EventKind,
 }
 
+/// Turns client messages into [`Msg`]s: each topic's name shared, its
+/// event type looked up once.
+struct Reader {
+    kinds: HashMap<String, EventKind>,
+    names: HashMap<String, Arc<str>>,
+}
+
+impl Reader {
+    fn copy(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Msg {
+        let topic = self
+            .names
+            .entry(m.topic().to_string())
+            .or_insert_with(|| Arc::from(m.topic()))
+            .clone();
+        Msg {
+            kind: self.kinds.get(&*topic).copied(),
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// When offsets were last committed by us.
+struct Commits {
+    last: Instant,
+    stored_since: bool,
+    every: Duration,
+}
+
 impl Worker {
     pub(super) fn run(self) {
         if !self.prepare_topics() {
@@ -78,34 +110,24 @@ impl Worker {
         let names: Vec<&str> = self.topics.iter().map(|(_, t)| t.as_str()).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
             tracing::error!("kafka: subscribing to {names:?} failed: {e}");
-            *self.status.last_error.lock().expect("lock") = Some(format!("subscribe: {e}"));
+            *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("subscribe: {e}"));
             return;
         }
         self.status.subscribed.store(true, Ordering::Relaxed);
         tracing::info!(group = %self.config.kafka.consumer_group, topics = ?names, "kafka: consuming");
-        let kinds: HashMap<&str, EventKind> =
-            self.topics.iter().map(|(k, t)| (t.as_str(), *k)).collect();
-        let max = self.config.kafka.max_poll_records;
+        let mut reader = Reader {
+            kinds: self.topics.iter().map(|(k, t)| (t.clone(), *k)).collect(),
+            names: HashMap::new(),
+        };
+        let mut commits = Commits {
+            last: Instant::now(),
+            stored_since: false,
+            every: Duration::from_millis(self.config.kafka.auto_commit_interval_ms.max(10)),
+        };
         let mut held: Option<Held> = None;
-        let mut last_commit = Instant::now();
-        let mut stored_since_commit = false;
-        let commit_every = Duration::from_millis(self.config.kafka.auto_commit_interval_ms.max(10));
-        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
         loop {
-            if self.inflight.store_done(&self.consumer) > 0 {
-                stored_since_commit = true;
-            }
-            if !self.config.kafka.auto_commit
-                && stored_since_commit
-                && last_commit.elapsed() >= commit_every
-            {
-                self.commit(CommitMode::Async);
-                last_commit = Instant::now();
-                stored_since_commit = false;
-            }
-            self.status
-                .polls_in_flight
-                .store(self.inflight.len() as u64, Ordering::Relaxed);
+            self.store_and_commit(&mut commits);
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -120,40 +142,12 @@ impl Worker {
                         if let Some(m) = self.consumer.poll(Duration::from_millis(20)) {
                             self.unexpected_while_paused(m);
                         }
-                        continue;
                     }
                     Err(None) => break,
                 }
                 continue;
             }
-            // Read one poll: up to max_poll_records messages.
-            let mut msgs: Vec<Msg> = Vec::new();
-            let mut wait = Duration::from_millis(100);
-            while msgs.len() < max {
-                match self.consumer.poll(wait) {
-                    None => break,
-                    Some(Ok(m)) => {
-                        let topic = topic_names
-                            .entry(m.topic().to_string())
-                            .or_insert_with(|| Arc::from(m.topic()))
-                            .clone();
-                        msgs.push(Msg {
-                            kind: kinds.get(&*topic).copied(),
-                            topic,
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                        });
-                        wait = Duration::ZERO;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!("kafka: consume error: {e}");
-                        *self.status.last_error.lock().expect("lock") = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
+            let msgs = self.read_poll(&mut reader);
             if msgs.is_empty() {
                 continue;
             }
@@ -161,8 +155,7 @@ impl Worker {
             self.status
                 .consumed
                 .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-            let h = self.validate(msgs);
-            match self.hand_over(h) {
+            match self.hand_over(self.validate(msgs)) {
                 Ok(()) => {}
                 Err(Some(h)) => {
                     held = Some(h);
@@ -172,6 +165,46 @@ impl Worker {
             }
         }
         self.finish();
+    }
+
+    /// Store the offsets of finished polls; without librdkafka's
+    /// auto-commit, commit them every `auto_commit_interval_ms`.
+    fn store_and_commit(&self, c: &mut Commits) {
+        if self.inflight.store_done(&self.consumer) > 0 {
+            c.stored_since = true;
+        }
+        if !self.config.kafka.auto_commit && c.stored_since && c.last.elapsed() >= c.every {
+            self.commit(CommitMode::Async);
+            c.last = Instant::now();
+            c.stored_since = false;
+        }
+        self.status
+            .polls_in_flight
+            .store(self.inflight.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One poll: up to `max_poll_records` messages, copied out of the
+    /// client's buffers (waiting up to 100 ms for the first).
+    fn read_poll(&self, reader: &mut Reader) -> Vec<Msg> {
+        let max = self.config.kafka.max_poll_records;
+        let mut msgs: Vec<Msg> = Vec::new();
+        let mut wait = Duration::from_millis(100);
+        while msgs.len() < max {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => {
+                    msgs.push(reader.copy(&m));
+                    wait = Duration::ZERO;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("kafka: consume error: {e}");
+                    *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        msgs
     }
 
     /// A message delivered while paused (fetched before the pause): it is
