@@ -701,3 +701,59 @@ async fn broker_outage_and_request_errors_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// A backlog far larger than the processing queue: consumption pauses and
+/// resumes again and again (≥ 100 times); every produced event is stored
+/// exactly once and the committed offsets end at what was produced, never
+/// past an event that is not stored. (Each pause used to lose the messages
+/// fetched before it: a seek per such message kept only the last.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_for_a_full_queue_skips_no_message() {
+    let broker = Broker::start().await;
+    create_topics(&broker.addr, &all_topics(), 1).await;
+    const N: usize = 40_000;
+    let all = events(N, 23);
+    let p = producer(&broker.addr);
+    let mut expected = BTreeSet::new();
+    for chunk in all.chunks(2_000) {
+        expected.extend(produce(&p, chunk).await);
+    }
+    assert_eq!(expected.len(), N);
+    let (db, _dir) = sqlite_url();
+    let mut env = kafka_env(&broker.addr);
+    env.push(("STREAM_PROCESSING_QUEUE_CAPACITY", "400".into()));
+    env.push(("KAFKA_CONSUMER_MAX_POLL_RECORDS", "200".into()));
+    env.push(("KAFKA_CONSUMER_AUTO_COMMIT", "false".into()));
+    env.push(("KAFKA_CONSUMER_AUTO_COMMIT_INTERVAL_MS", "100".into()));
+    let svc = start(&db, &env).await;
+    let stored = wait_stored(&db, N, Duration::from_secs(240), "backlog").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, expected, "exactly the produced events are stored");
+    let pauses: f64 = svc
+        .metrics_text()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("kafka_consumer_pauses_total ")?.parse().ok())
+        .expect("kafka_consumer_pauses_total on /metrics");
+    assert!(
+        pauses >= 100.0,
+        "only {pauses} pauses: the test must pause often"
+    );
+    let t = Instant::now();
+    loop {
+        let committed = committed_total(&broker.addr, "hxp-event-processing", 1);
+        if committed == N as i64 {
+            break;
+        }
+        assert!(
+            committed <= N as i64,
+            "committed {committed} > {N} produced"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "committed {committed} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(svc);
+}

@@ -237,8 +237,12 @@ impl Request {
             Ok(r) if r.status().is_success() => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 let count = |k: &str| v[k].as_u64().unwrap_or(0);
-                totals.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
-                totals.rejected.fetch_add(count("rejected"), Ordering::Relaxed);
+                totals
+                    .accepted
+                    .fetch_add(count("accepted"), Ordering::Relaxed);
+                totals
+                    .rejected
+                    .fetch_add(count("rejected"), Ordering::Relaxed);
             }
             Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                 totals.busy.fetch_add(n, Ordering::Relaxed);

@@ -133,8 +133,7 @@ pub fn test(
 /// Recorded events (NDJSON as sent to POST /process), numbered from 1; an
 /// event without a timestamp takes the previous one's.
 fn read_events(path: &Path, wants_payload: bool) -> anyhow::Result<Vec<hxp_plugin_sdk::Event>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut events: Vec<hxp_plugin_sdk::Event> = Vec::new();
     let mut last_time = chrono::Utc::now().timestamp_millis();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -140,9 +140,7 @@ fn event_kind(
 /// The envelope to check against its schema, with `data` standing in as
 /// `{}` when it is an object (it is checked against its own schema).
 fn envelope(fields: &BTreeMap<String, &RawValue>, kind: EventKind) -> Result<Value, EventError> {
-    let data_is_object = fields
-        .get("data")
-        .is_some_and(|r| r.get().starts_with('{'));
+    let data_is_object = fields.get("data").is_some_and(|r| r.get().starts_with('{'));
     let mut envelope = Map::new();
     for (k, raw) in fields {
         let v = if k == "data" && data_is_object {

@@ -61,7 +61,13 @@ impl Totals {
     /// The requirements' metrics over `covered` seconds.
     fn metrics(mut self, covered: f64) -> Value {
         self.latencies.sort_by(f64::total_cmp);
-        let rate = |n: u64| if covered > 0.0 { n as f64 / covered } else { 0.0 };
+        let rate = |n: u64| {
+            if covered > 0.0 {
+                n as f64 / covered
+            } else {
+                0.0
+            }
+        };
         let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
         let l = &self.latencies;
         json!({
@@ -138,7 +144,11 @@ fn difference(real: &Value, batch: &Value) -> Value {
         } else {
             f64::INFINITY
         };
-        let rel = if rel.is_finite() { json!(rel) } else { Value::Null };
+        let rel = if rel.is_finite() {
+            json!(rel)
+        } else {
+            Value::Null
+        };
         difference.insert(k.clone(), json!({"absolute": r - b, "relative": rel}));
     }
     Value::Object(difference)

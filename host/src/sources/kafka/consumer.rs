@@ -19,7 +19,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +74,9 @@ pub(super) struct Origin {
 struct Reader {
     kinds: HashMap<String, EventKind>,
     names: HashMap<String, Arc<str>>,
+    /// Messages that arrived while consumption was paused, in order; the
+    /// next polls take them first.
+    backlog: std::collections::VecDeque<Msg>,
 }
 
 impl Reader {
@@ -110,8 +112,11 @@ impl Worker {
         let names: Vec<&str> = self.topics.iter().map(|(_, t)| t.as_str()).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
             tracing::error!("kafka: subscribing to {names:?} failed: {e}");
-            *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(format!("subscribe: {e}"));
+            *self
+                .status
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(format!("subscribe: {e}"));
             return;
         }
         self.status.subscribed.store(true, Ordering::Relaxed);
@@ -119,6 +124,7 @@ impl Worker {
         let mut reader = Reader {
             kinds: self.topics.iter().map(|(k, t)| (t.clone(), *k)).collect(),
             names: HashMap::new(),
+            backlog: Default::default(),
         };
         let mut commits = Commits {
             last: Instant::now(),
@@ -138,9 +144,11 @@ impl Worker {
                         held = Some(h);
                         self.set_paused(true);
                         // Keep polling: it serves the group protocol and
-                        // callbacks; a paused assignment delivers nothing.
+                        // callbacks. Messages fetched before the pause may
+                        // still arrive: they are kept, in order, for the
+                        // next poll.
                         if let Some(m) = self.consumer.poll(Duration::from_millis(20)) {
-                            self.unexpected_while_paused(m);
+                            self.keep_while_paused(m, &mut reader);
                         }
                     }
                     Err(None) => break,
@@ -187,8 +195,13 @@ impl Worker {
     /// client's buffers (waiting up to 100 ms for the first).
     fn read_poll(&self, reader: &mut Reader) -> Vec<Msg> {
         let max = self.config.kafka.max_poll_records;
-        let mut msgs: Vec<Msg> = Vec::new();
-        let mut wait = Duration::from_millis(100);
+        let take = max.min(reader.backlog.len());
+        let mut msgs: Vec<Msg> = reader.backlog.drain(..take).collect();
+        let mut wait = if msgs.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
         while msgs.len() < max {
             match self.consumer.poll(wait) {
                 None => break,
@@ -198,8 +211,11 @@ impl Worker {
                 }
                 Some(Err(e)) => {
                     tracing::warn!("kafka: consume error: {e}");
-                    *self.status.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(e.to_string());
+                    *self
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     break;
                 }
             }
@@ -207,14 +223,21 @@ impl Worker {
         msgs
     }
 
-    /// A message delivered while paused (fetched before the pause): it is
-    /// not kept; the partition is rewound to it, so it is read again after
-    /// resuming.
-    fn unexpected_while_paused(&self, m: KafkaResult<rdkafka::message::BorrowedMessage<'_>>) {
-        if let Ok(m) = m {
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset()));
-            let _ = self.consumer.seek_partitions(tpl, Duration::from_secs(1));
+    /// A message delivered while paused (fetched before the pause): kept
+    /// for the next poll, so nothing is skipped and no seek is needed. (A
+    /// seek per such message, as before, rewound only to the last one: the
+    /// ones before it were lost.)
+    fn keep_while_paused(
+        &self,
+        m: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+        reader: &mut Reader,
+    ) {
+        match m {
+            Ok(m) => {
+                let msg = reader.copy(&m);
+                reader.backlog.push_back(msg);
+            }
+            Err(e) => tracing::warn!("kafka: consume error while paused: {e}"),
         }
     }
 
@@ -234,6 +257,7 @@ impl Worker {
         }
         self.kmetrics.paused.set(paused as i64);
         if paused {
+            self.kmetrics.pauses.inc();
             tracing::info!("kafka: processing queue full, consumption paused");
         } else {
             tracing::info!("kafka: consumption resumed");

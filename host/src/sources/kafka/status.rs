@@ -111,6 +111,7 @@ pub(super) struct KafkaMetrics {
     pub(super) committed: IntGaugeVec,
     pub(super) connected: IntGauge,
     pub(super) paused: IntGauge,
+    pub(super) pauses: IntCounter,
     pub(super) commit_errors: IntCounter,
     pub(super) rebalances: IntCounter,
 }
@@ -157,6 +158,10 @@ impl KafkaMetrics {
             paused: gauge(
                 "kafka_consumer_paused",
                 "1 while consumption is paused because the processing queue is full",
+            ),
+            pauses: counter(
+                "kafka_consumer_pauses_total",
+                "Times consumption paused because the processing queue was full",
             ),
             commit_errors: counter(
                 "kafka_commit_errors_total",
