@@ -8,7 +8,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, St, rfc3339};
 pub use crate::event::processing_id;
 use crate::event::seq_of_processing_id;
 use crate::pipeline::LiveView;
-use crate::sources::kafka::{KafkaStatus, PartitionProgress};
+use crate::sources::kafka::KafkaStatus;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -152,26 +152,7 @@ fn batching(state: &AppState, live: &LiveView) -> BatchingView {
 
 /// The consumer's state; partitions assigned but not yet reported show -1.
 fn kafka_view(k: &KafkaStatus) -> KafkaConsumerView {
-    let partitions: Vec<PartitionProgress> = {
-        let assigned = k.assignment.lock().expect("lock").clone();
-        let all = k.partitions.lock().expect("lock");
-        assigned
-            .iter()
-            .map(|(t, p)| {
-                all.get(&(t.clone(), *p))
-                    .cloned()
-                    .unwrap_or_else(|| PartitionProgress {
-                        topic: t.clone(),
-                        partition: *p,
-                        position: -1,
-                        stored: -1,
-                        committed: -1,
-                        high_watermark: -1,
-                        lag: -1,
-                    })
-            })
-            .collect()
-    };
+    let partitions = k.assigned_progress();
     KafkaConsumerView {
         enabled: true,
         status: k.problem().unwrap_or_else(|| "ok".to_string()),

@@ -4,7 +4,6 @@
 use crate::telemetry::Metrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,41 +62,31 @@ impl KafkaStatus {
         None
     }
 
-    pub fn json(&self) -> serde_json::Value {
-        let partitions: Vec<PartitionProgress> = {
-            let assigned = self.assignment.lock().expect("lock").clone();
-            let all = self.partitions.lock().expect("lock");
-            assigned
-                .iter()
-                .map(|(t, p)| {
-                    all.get(&(t.clone(), *p))
-                        .cloned()
-                        .unwrap_or_else(|| PartitionProgress {
-                            topic: t.clone(),
-                            partition: *p,
-                            position: -1,
-                            stored: -1,
-                            committed: -1,
-                            high_watermark: -1,
-                            lag: -1,
-                        })
-                })
-                .collect()
-        };
-        json!({
-            "enabled": true,
-            "status": match self.problem() { None => "ok".to_string(), Some(p) => p },
-            "group": self.group,
-            "topics": self.topics,
-            "connected": self.connected.load(Ordering::Relaxed),
-            "paused": self.paused.load(Ordering::Relaxed),
-            "consumed": self.consumed.load(Ordering::Relaxed),
-            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
-            "polls_in_flight": self.polls_in_flight.load(Ordering::Relaxed),
-            "rebalances": self.rebalances.load(Ordering::Relaxed),
-            "last_error": self.last_error.lock().expect("lock").clone(),
-            "partitions": partitions,
-        })
+    /// Progress of each assigned partition; one not yet in the client's
+    /// statistics shows -1.
+    pub fn assigned_progress(&self) -> Vec<PartitionProgress> {
+        let assigned = self
+            .assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let all = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        assigned
+            .iter()
+            .map(|(t, p)| {
+                all.get(&(t.clone(), *p))
+                    .cloned()
+                    .unwrap_or_else(|| PartitionProgress {
+                        topic: t.clone(),
+                        partition: *p,
+                        position: -1,
+                        stored: -1,
+                        committed: -1,
+                        high_watermark: -1,
+                        lag: -1,
+                    })
+            })
+            .collect()
     }
 }
 
