@@ -1,7 +1,7 @@
 # hxp-events — the operations.
 #   make build   plugins (wasm32-wasip2 components) + the host, release
 #   make run     build, then serve with the embedded defaults (SQLite, bundled plugins)
-#   make test    build, start what the tests need, run every test
+#   make test    build plugins, start what the tests need, build and run every test
 #   make bench   the benchmarks (figures go to BENCHMARKS.md by hand)
 
 CARGO       ?= cargo
@@ -37,10 +37,12 @@ build: plugins
 run: build
 	./target/release/hxp-events serve --config config/event-processing.yaml
 
-test: build
+# The tests build the host in the `ci` profile (release without LTO, see
+# Cargo.toml): the same binary the tests start, one build of the dependencies.
+test: plugins
 	$(CARGO) fmt --all --check
 	tests/setup.sh
-	$(CARGO) test --release --workspace
+	$(CARGO) test --profile ci --workspace
 
 bench: build
 	$(CARGO) bench -p hxp-events --bench plugin_stages
