@@ -185,7 +185,7 @@ impl Processor {
         let gap = t.last_batch_end.elapsed();
         if std::mem::take(&mut t.swap_pending) {
             if t.next_was_waiting {
-                self.metrics.plugin_swap_gap.observe(gap.as_secs_f64());
+                self.metrics.plugin.swap_gap.observe(gap.as_secs_f64());
                 live::push_capped(&mut live::write(&self.live).swap_gaps_us, gap);
             }
         } else if t.next_was_waiting && batch.items.len() > 1 {
@@ -443,7 +443,7 @@ mod tests {
         assert_eq!(names, vec!["burst"]);
         let failures = p
             .metrics
-            .plugin_failures
+            .plugin.failures
             .with_label_values(&["broken", "trap"])
             .get();
         assert_eq!(failures, 1);

@@ -50,7 +50,7 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
             let started = Instant::now();
             let result = install(stages, slot).map(|(fresh_start, old)| {
                 let pause = started.elapsed();
-                metrics.plugin_swap_pause.observe(pause.as_secs_f64());
+                metrics.plugin.swap_pause.observe(pause.as_secs_f64());
                 Swapped {
                     after_seq: last_seq,
                     pause,

@@ -28,26 +28,12 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub patterns: GaugeVec,
     pub correlation_score: Gauge,
-    pub analytics_throughput: Gauge,
-    pub analytics_latency: Gauge,
-    pub analytics_latency_p95: Gauge,
-    pub analytics_error_rate: Gauge,
-    pub analytics_user_satisfaction: Gauge,
-    pub analytics_business_value: Gauge,
-    pub analytics_requests_per_second: Gauge,
-    pub analytics_cost_per_request: Gauge,
+    /// real_time_analytics_*: the overall figures of the last snapshot.
+    analytics: AnalyticsGauges,
     pub batch_size: Histogram,
     pub queue_depth: IntGauge,
-    pub plugin_call: HistogramVec,
-    pub plugin_failures: IntCounterVec,
-    /// plugin_deployments_total{plugin, result}: accepted | rejected |
-    /// unloaded | reconfigured | rolled_back.
-    pub plugin_deployments: IntCounterVec,
-    /// Time the processing path spends swapping a plugin (state hand-over).
-    pub plugin_swap_pause: Histogram,
-    /// End of the last batch on the old version to the start of the first on
-    /// the new, when a batch was waiting.
-    pub plugin_swap_gap: Histogram,
+    /// plugin_*: calls, failures, deployments and swaps.
+    pub plugin: PluginMetrics,
     pub db_write: Histogram,
     pub db_errors: IntCounter,
     pub action_requests: IntCounterVec,
@@ -59,6 +45,169 @@ fn buckets_seconds() -> Vec<f64> {
         0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
         2.5, 5.0, 10.0,
     ]
+}
+
+fn buckets_swap() -> Vec<f64> {
+    vec![
+        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.005, 0.01, 0.03, 0.1, 1.0,
+    ]
+}
+
+/// The event_processing_total children by [type (5 = unknown)][status], so
+/// the hot path increments a counter without a label lookup.
+fn event_counters(events: &IntCounterVec) -> Vec<Vec<IntCounter>> {
+    let kinds = hxp_plugin_sdk::EventKind::ALL.iter().map(|k| k.as_str());
+    kinds
+        .chain(["unknown"])
+        .map(|k| {
+            ["processed", "duplicate", "rejected", "failed"]
+                .iter()
+                .map(|st| events.with_label_values(&[k, st]))
+                .collect()
+        })
+        .collect()
+}
+
+/// Creates metrics and registers them. Names and labels are constants of
+/// this file, so a failure is a programming error caught by every test that
+/// starts the service.
+struct Reg(Registry);
+
+impl Reg {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric registers once");
+        c
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
+/// The metrics of plugins: calls, failures, deployments and swaps.
+pub struct PluginMetrics {
+    pub call: HistogramVec,
+    pub failures: IntCounterVec,
+    /// plugin_deployments_total{plugin, result}: accepted | rejected |
+    /// unloaded | reconfigured | rolled_back.
+    pub deployments: IntCounterVec,
+    /// Time the processing path spends swapping a plugin (state hand-over).
+    pub swap_pause: Histogram,
+    /// End of the last batch on the old version to the start of the first on
+    /// the new, when a batch was waiting.
+    pub swap_gap: Histogram,
+}
+
+impl PluginMetrics {
+    fn new(r: &Reg) -> Self {
+        PluginMetrics {
+            call: r.histogram_vec(
+                "plugin_call_duration_seconds",
+                "Duration of calls into plugins",
+                vec![
+                    0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0,
+                ],
+                &["plugin", "call"],
+            ),
+            failures: r.counter_vec(
+                "plugin_failures_total",
+                "Failed plugin calls (timeout, memory_limit, trap, bad_output, rejected)",
+                &["plugin", "failure"],
+            ),
+            deployments: r.counter_vec(
+                "plugin_deployments_total",
+                "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back)",
+                &["plugin", "result"],
+            ),
+            swap_pause: r.histogram(
+                "plugin_swap_pause_seconds",
+                "Time the processing path spent swapping a plugin version",
+                buckets_swap(),
+            ),
+            swap_gap: r.histogram(
+                "plugin_swap_gap_seconds",
+                "End of the last batch on the old plugin version to the start of the first on the new",
+                buckets_swap(),
+            ),
+        }
+    }
+}
+
+/// The requirements' real_time_analytics_* gauges.
+struct AnalyticsGauges {
+    throughput: Gauge,
+    latency: Gauge,
+    latency_p95: Gauge,
+    error_rate: Gauge,
+    user_satisfaction: Gauge,
+    business_value: Gauge,
+    requests_per_second: Gauge,
+    cost_per_request: Gauge,
+}
+
+impl AnalyticsGauges {
+    fn new(r: &Reg) -> Self {
+        let window = |name: &str, what: &str| {
+            let help = format!("{what} over the analytics window");
+            r.gauge(&format!("real_time_analytics_{name}"), &help)
+        };
+        AnalyticsGauges {
+            throughput: window("throughput", "Events per second"),
+            latency: window("latency", "Average latency (ms)"),
+            latency_p95: window("latency_p95", "95th percentile latency (ms)"),
+            error_rate: window("error_rate", "Error rate"),
+            user_satisfaction: window("user_satisfaction", "Average satisfaction score"),
+            business_value: window("business_value", "Business value"),
+            requests_per_second: window("requests_per_second", "llm_request events per second"),
+            cost_per_request: window("cost_per_request", "Average cost per request"),
+        }
+    }
+
+    fn set(&self, o: &hxp_plugin_sdk::Stats) {
+        self.throughput.set(o.throughput);
+        self.latency.set(o.latency_avg.unwrap_or(0.0));
+        self.latency_p95.set(o.latency_p95.unwrap_or(0.0));
+        self.error_rate.set(o.error_rate);
+        self.user_satisfaction
+            .set(o.user_satisfaction.unwrap_or(0.0));
+        self.business_value.set(o.business_value);
+        self.requests_per_second.set(o.requests_per_second);
+        self.cost_per_request.set(o.cost_per_request.unwrap_or(0.0));
+    }
 }
 
 impl Metrics {
@@ -81,219 +230,71 @@ impl Metrics {
     }
 
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m;
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric registers once");
-                m
-            }};
-        }
-        let gauge = |name: &str, help: &str| reg!(Gauge::new(name, help).expect("valid metric"));
-        let events = reg!(
-            IntCounterVec::new(
-                Opts::new(
-                    "event_processing_total",
-                    "Events by type and outcome (processed, duplicate, rejected, failed)"
-                ),
-                &["event_type", "status"],
-            )
-            .expect("valid metric")
+        let r = Reg(Registry::new());
+        let events = r.counter_vec(
+            "event_processing_total",
+            "Events by type and outcome (processed, duplicate, rejected, failed)",
+            &["event_type", "status"],
         );
-        let event_counters = hxp_plugin_sdk::EventKind::ALL
-            .iter()
-            .map(|k| k.as_str())
-            .chain(["unknown"])
-            .map(|k| {
-                ["processed", "duplicate", "rejected", "failed"]
-                    .iter()
-                    .map(|st| events.with_label_values(&[k, st]))
-                    .collect()
-            })
-            .collect();
         Metrics {
-            event_counters,
+            event_counters: event_counters(&events),
             events,
-            duration: reg!(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "event_processing_duration_seconds",
-                        "Time from ingestion to the event being processed and stored"
-                    )
-                    .buckets(buckets_seconds()),
-                )
-                .expect("valid metric")
+            duration: r.histogram(
+                "event_processing_duration_seconds",
+                "Time from ingestion to the event being processed and stored",
+                buckets_seconds(),
             ),
-            throughput: gauge(
+            throughput: r.gauge(
                 "event_processing_throughput",
                 "Events processed per second (last 5 s)",
             ),
-            alerts: reg!(
-                IntCounterVec::new(
-                    Opts::new(
-                        "event_correlation_alerts_total",
-                        "Correlation alerts raised, by rule or pattern"
-                    ),
-                    &["rule"],
-                )
-                .expect("valid metric")
+            alerts: r.counter_vec(
+                "event_correlation_alerts_total",
+                "Correlation alerts raised, by rule or pattern",
+                &["rule"],
             ),
-            patterns: reg!(
-                GaugeVec::new(
-                    Opts::new(
-                        "event_correlation_patterns",
-                        "Active correlation findings, by pattern"
-                    ),
-                    &["pattern"],
-                )
-                .expect("valid metric")
+            patterns: r.gauge_vec(
+                "event_correlation_patterns",
+                "Active correlation findings, by pattern",
+                &["pattern"],
             ),
-            correlation_score: gauge(
+            correlation_score: r.gauge(
                 "event_correlation_score",
                 "Combined strength of the active findings (0 to 1)",
             ),
-            analytics_throughput: gauge(
-                "real_time_analytics_throughput",
-                "Events per second over the analytics window",
+            analytics: AnalyticsGauges::new(&r),
+            batch_size: r.histogram(
+                "event_processing_batch_size",
+                "Events per processed batch",
+                vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+                ],
             ),
-            analytics_latency: gauge(
-                "real_time_analytics_latency",
-                "Average latency (ms) over the analytics window",
+            queue_depth: r.int_gauge(
+                "event_processing_queue_depth",
+                "Events accepted and not yet stored",
             ),
-            analytics_latency_p95: gauge(
-                "real_time_analytics_latency_p95",
-                "95th percentile latency (ms) over the analytics window",
+            plugin: PluginMetrics::new(&r),
+            db_write: r.histogram(
+                "database_write_duration_seconds",
+                "Duration of one batch's write transaction",
+                buckets_seconds(),
             ),
-            analytics_error_rate: gauge(
-                "real_time_analytics_error_rate",
-                "Error rate over the analytics window",
+            db_errors: r.int_counter(
+                "database_write_errors_total",
+                "Failed batch writes (retried)",
             ),
-            analytics_user_satisfaction: gauge(
-                "real_time_analytics_user_satisfaction",
-                "Average satisfaction score over the analytics window",
+            action_requests: r.counter_vec(
+                "automated_response_requests_total",
+                "Action requests by action and outcome",
+                &["action", "outcome"],
             ),
-            analytics_business_value: gauge(
-                "real_time_analytics_business_value",
-                "Business value over the analytics window",
+            http_requests: r.counter_vec(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
             ),
-            analytics_requests_per_second: gauge(
-                "real_time_analytics_requests_per_second",
-                "llm_request events per second over the analytics window",
-            ),
-            analytics_cost_per_request: gauge(
-                "real_time_analytics_cost_per_request",
-                "Average cost per request over the analytics window",
-            ),
-            batch_size: reg!(
-                Histogram::with_opts(
-                    HistogramOpts::new("event_processing_batch_size", "Events per processed batch")
-                        .buckets(vec![
-                            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0
-                        ]),
-                )
-                .expect("valid metric")
-            ),
-            queue_depth: reg!(
-                IntGauge::new(
-                    "event_processing_queue_depth",
-                    "Events accepted and not yet stored"
-                )
-                .expect("valid metric")
-            ),
-            plugin_call: reg!(
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "plugin_call_duration_seconds",
-                        "Duration of calls into plugins"
-                    )
-                    .buckets(vec![
-                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0
-                    ]),
-                    &["plugin", "call"],
-                )
-                .expect("valid metric")
-            ),
-            plugin_failures: reg!(
-                IntCounterVec::new(
-                    Opts::new(
-                        "plugin_failures_total",
-                        "Failed plugin calls (timeout, memory_limit, trap, bad_output, rejected)"
-                    ),
-                    &["plugin", "failure"],
-                )
-                .expect("valid metric")
-            ),
-            plugin_deployments: reg!(
-                IntCounterVec::new(
-                    Opts::new(
-                        "plugin_deployments_total",
-                        "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back)"
-                    ),
-                    &["plugin", "result"],
-                )
-                .expect("valid metric")
-            ),
-            plugin_swap_pause: reg!(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "plugin_swap_pause_seconds",
-                        "Time the processing path spent swapping a plugin version"
-                    )
-                    .buckets(vec![
-                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.005, 0.01, 0.03, 0.1, 1.0
-                    ]),
-                )
-                .expect("valid metric")
-            ),
-            plugin_swap_gap: reg!(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "plugin_swap_gap_seconds",
-                        "End of the last batch on the old plugin version to the start of the first on the new"
-                    )
-                    .buckets(vec![
-                        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.005, 0.01, 0.03, 0.1, 1.0
-                    ]),
-                )
-                .expect("valid metric")
-            ),
-            db_write: reg!(
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "database_write_duration_seconds",
-                        "Duration of one batch's write transaction"
-                    )
-                    .buckets(buckets_seconds()),
-                )
-                .expect("valid metric")
-            ),
-            db_errors: reg!(
-                IntCounter::new(
-                    "database_write_errors_total",
-                    "Failed batch writes (retried)"
-                )
-                .expect("valid metric")
-            ),
-            action_requests: reg!(
-                IntCounterVec::new(
-                    Opts::new(
-                        "automated_response_requests_total",
-                        "Action requests by action and outcome"
-                    ),
-                    &["action", "outcome"],
-                )
-                .expect("valid metric")
-            ),
-            http_requests: reg!(
-                IntCounterVec::new(
-                    Opts::new("http_requests_total", "HTTP requests by route and status"),
-                    &["route", "status"]
-                )
-                .expect("valid metric")
-            ),
-            registry,
+            registry: r.0,
         }
         .with_process_metrics()
     }
@@ -311,18 +312,7 @@ impl Metrics {
 
     /// Set the analytics gauges from a snapshot.
     pub fn set_analytics(&self, s: &hxp_plugin_sdk::Snapshot) {
-        let o = &s.overall;
-        self.analytics_throughput.set(o.throughput);
-        self.analytics_latency.set(o.latency_avg.unwrap_or(0.0));
-        self.analytics_latency_p95.set(o.latency_p95.unwrap_or(0.0));
-        self.analytics_error_rate.set(o.error_rate);
-        self.analytics_user_satisfaction
-            .set(o.user_satisfaction.unwrap_or(0.0));
-        self.analytics_business_value.set(o.business_value);
-        self.analytics_requests_per_second
-            .set(o.requests_per_second);
-        self.analytics_cost_per_request
-            .set(o.cost_per_request.unwrap_or(0.0));
+        self.analytics.set(&s.overall);
     }
 
     /// The text exposition format.
