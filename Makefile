@@ -39,10 +39,11 @@ run: build
 
 # The tests build the host in the `ci` profile (release without LTO, see
 # Cargo.toml): the same binary the tests start, one build of the dependencies.
+# --no-fail-fast: every failing test binary is reported, not only the first.
 test: plugins
 	$(CARGO) fmt --all --check
 	tests/setup.sh
-	$(CARGO) test --profile ci --workspace
+	$(CARGO) test --profile ci --workspace --no-fail-fast
 
 bench: build
 	$(CARGO) bench -p hxp-events --bench plugin_stages

@@ -123,6 +123,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "kafka.heartbeat_interval_ms",
     ),
     ("KAFKA_CONSUMER_MAX_POLL_RECORDS", "kafka.max_poll_records"),
+    ("KAFKA_CONSUMER_PAUSE_AFTER_MS", "kafka.pause_after_ms"),
     ("KAFKA_DEAD_LETTER_TOPIC", "kafka.dead_letter_topic"),
     ("KAFKA_RESULTS_TOPIC", "kafka.results_topic"),
     ("KAFKA_AUTO_OFFSET_RESET", "kafka.auto_offset_reset"),

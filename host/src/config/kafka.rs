@@ -14,6 +14,11 @@ pub struct Kafka {
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub max_poll_records: usize,
+    /// How long a poll waits for room in a full processing queue before the
+    /// consumer pauses its partitions. A pause drops the messages the client
+    /// has prefetched (they are fetched again on resume), so short bursts
+    /// wait instead; a long stall pauses, keeping the group membership.
+    pub pause_after_ms: u64,
     /// Topic per event type.
     pub topics: BTreeMap<String, String>,
     /// Invalid messages go here, with the reason in headers.
@@ -38,6 +43,7 @@ impl Default for Kafka {
             session_timeout_ms: 30_000,
             heartbeat_interval_ms: 3000,
             max_poll_records: 500,
+            pause_after_ms: 1000,
             topics: [
                 ("llm_request", "llm-requests"),
                 ("user_feedback", "user-feedback"),
@@ -61,6 +67,10 @@ impl Kafka {
     pub(super) fn check(&self, stream: &super::StreamProcessing) -> Result<(), String> {
         if self.max_poll_records == 0 {
             return Err("kafka.max_poll_records: must be at least 1".into());
+        }
+        if self.pause_after_ms > 60_000 {
+            // librdkafka's max.poll.interval.ms is 300 s: stay well inside.
+            return Err("kafka.pause_after_ms: must be at most 60000".into());
         }
         for key in self.topics.keys() {
             if hxp_plugin_sdk::EventKind::parse(key).is_none() {

@@ -27,7 +27,8 @@ impl Deployer {
     /// Count, log and persist a deployment attempt.
     pub(super) async fn record(&self, row: &DeploymentRow) {
         self.metrics
-            .plugin.deployments
+            .plugin
+            .deployments
             .with_label_values(&[row.plugin.as_str(), row.result.as_str()])
             .inc();
         if row.result == DeploymentResult::Rejected {

@@ -443,7 +443,8 @@ mod tests {
         assert_eq!(names, vec!["burst"]);
         let failures = p
             .metrics
-            .plugin.failures
+            .plugin
+            .failures
             .with_label_values(&["broken", "trap"])
             .get();
         assert_eq!(failures, 1);

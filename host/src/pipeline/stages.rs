@@ -343,7 +343,8 @@ fn timed<R>(
     let d = t.elapsed();
     *stage_ns += d.as_nanos() as u64;
     metrics
-        .plugin.call
+        .plugin
+        .call
         .with_label_values(&[plugin.name(), op])
         .observe(d.as_secs_f64());
     r.map_err(|e| record_failure(metrics, &e)).ok()
@@ -352,7 +353,8 @@ fn timed<R>(
 /// Count a failed call by plugin and failure kind.
 pub(super) fn record_failure(metrics: &Metrics, e: &PluginError) {
     metrics
-        .plugin.failures
+        .plugin
+        .failures
         .with_label_values(&[&e.plugin, e.failure.as_str()])
         .inc();
 }

@@ -36,7 +36,7 @@ pub(super) struct Msg {
 
 pub(super) struct Worker {
     pub(super) config: Arc<Config>,
-    pub(super) topics: Vec<(EventKind, String)>,
+    pub(super) topics: Vec<super::Topic>,
     pub(super) consumer: BaseConsumer<Ctx>,
     pub(super) producer: FutureProducer,
     pub(super) admin: AdminClient<DefaultClientContext>,
@@ -109,7 +109,7 @@ impl Worker {
         if !self.prepare_topics() {
             return;
         }
-        let names: Vec<&str> = self.topics.iter().map(|(_, t)| t.as_str()).collect();
+        let names: Vec<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
             tracing::error!("kafka: subscribing to {names:?} failed: {e}");
             *self
@@ -122,7 +122,11 @@ impl Worker {
         self.status.subscribed.store(true, Ordering::Relaxed);
         tracing::info!(group = %self.config.kafka.consumer_group, topics = ?names, "kafka: consuming");
         let mut reader = Reader {
-            kinds: self.topics.iter().map(|(k, t)| (t.clone(), *k)).collect(),
+            kinds: self
+                .topics
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.default_kind?)))
+                .collect(),
             names: HashMap::new(),
             backlog: Default::default(),
         };
@@ -163,7 +167,7 @@ impl Worker {
             self.status
                 .consumed
                 .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-            match self.hand_over(self.validate(msgs)) {
+            match self.hand_over_waiting(self.validate(msgs)) {
                 Ok(()) => {}
                 Err(Some(h)) => {
                     held = Some(h);
@@ -238,6 +242,23 @@ impl Worker {
                 reader.backlog.push_back(msg);
             }
             Err(e) => tracing::warn!("kafka: consume error while paused: {e}"),
+        }
+    }
+
+    /// Hand a poll over, waiting up to `kafka.pause_after_ms` for room: a
+    /// queue that drains within that time costs no pause (and no refetch).
+    fn hand_over_waiting(&self, mut h: Held) -> Result<(), Option<Held>> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.kafka.pause_after_ms);
+        loop {
+            match self.hand_over(h) {
+                Err(Some(back))
+                    if Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) =>
+                {
+                    h = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                r => return r,
+            }
         }
     }
 

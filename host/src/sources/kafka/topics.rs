@@ -14,7 +14,7 @@ impl Worker {
     /// false if the service stops first.
     pub(super) fn prepare_topics(&self) -> bool {
         let k = &self.config.kafka;
-        let mut wanted: Vec<String> = self.topics.iter().map(|(_, t)| t.clone()).collect();
+        let mut wanted: Vec<String> = self.topics.iter().map(|t| t.name.clone()).collect();
         wanted.push(k.dead_letter_topic.clone());
         if !k.results_topic.is_empty() {
             wanted.push(k.results_topic.clone());
