@@ -327,45 +327,13 @@ impl EventBatch {
     }
 }
 
-/// FxHash (rustc's): a fast, non-keyed hash for short strings and ids that
-/// no attacker chooses the layout of a table with.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    #[inline]
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type FxBuildHasher = std::hash::BuildHasherDefault<FxHasher>;
-
 /// Appends events to a batch, storing each distinct string once.
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     batch: EventBatch,
-    index: std::collections::HashMap<String, u32, FxBuildHasher>,
+    /// Strings come from clients: a keyed hash (SipHash with a random key
+    /// per process), so nobody can choose strings that collide.
+    index: std::collections::HashMap<String, u32>,
 }
 
 impl BatchBuilder {
