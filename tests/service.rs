@@ -3,6 +3,7 @@
 //! 127.0.0.1:5432.
 
 mod common;
+mod hostile;
 
 use common::{Service, TOKEN, get, post, postgres_url, sqlite_url, stored_ids};
 use serde_json::{Value, json};
@@ -972,4 +973,98 @@ async fn a_stalled_database_pushes_back_and_loses_nothing() {
     assert_eq!(h["status"], "healthy", "{h}");
     drop(svc);
     assert_eq!(stored_ids(&db).await.len(), 300);
+}
+
+/// 10,000 generated hostile requests against the real binary (deep
+/// nesting, huge numbers, bad UTF-8, wrong types, truncated bodies, bad
+/// query strings, ids and paths, wrong methods and content types): no 5xx
+/// but 503, no dropped connection, every error answer is JSON with an
+/// error code, and the service is healthy and takes events afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_hostile_requests_get_json_errors_and_stop_nothing() {
+    use futures::StreamExt;
+    const N: usize = 10_000;
+    const SEED: u64 = 0x5eed_0f_ba_d1;
+    let (db, _dir) = sqlite_url();
+    let svc = Service::start(&db, &[]).await;
+    let client = reqwest::Client::new();
+    let mut rng = hxp_events::cli::loadgen::Rng(SEED);
+    let requests: Vec<hostile::Hostile> = (0..N).map(|_| hostile::request(&mut rng)).collect();
+    let answers = futures::stream::iter(requests.iter().enumerate())
+        .map(|(i, h)| {
+            let client = &client;
+            let url = svc.url(&h.path);
+            async move {
+                let method = reqwest::Method::from_bytes(h.method.as_bytes()).unwrap();
+                let mut req = client.request(method, &url).body(h.body.clone());
+                if let Some(ct) = h.content_type {
+                    req = req.header("content-type", ct);
+                }
+                let r = req.send().await.unwrap_or_else(|e| {
+                    panic!(
+                        "case {i} (seed {SEED:#x}) {} {}: connection failed: {e}",
+                        h.method, h.path
+                    )
+                });
+                let status = r.status().as_u16();
+                let ct = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let body = r.bytes().await.unwrap_or_else(|e| {
+                    panic!("case {i} {} {}: answer cut off: {e}", h.method, h.path)
+                });
+                (i, status, ct, body)
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for (i, status, ct, body) in answers {
+        let h = &requests[i];
+        let what = || {
+            format!(
+                "case {i} (seed {SEED:#x}): {} {} -> {status}",
+                h.method, h.path
+            )
+        };
+        *by_status.entry(status).or_default() += 1;
+        assert!(
+            status < 500 || status == 503,
+            "{}: {}",
+            what(),
+            String::from_utf8_lossy(&body)
+        );
+        if status >= 400 {
+            assert!(
+                ct.starts_with("application/json"),
+                "{}: content-type {ct:?}",
+                what()
+            );
+            let v: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", what()));
+            assert_eq!(v["status"], "error", "{}: {v}", what());
+            assert!(
+                v["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{}: {v}",
+                what()
+            );
+        }
+    }
+    let errors: usize = by_status.range(400..).map(|(_, n)| n).sum();
+    assert!(
+        errors > N / 2,
+        "most hostile requests are refused: {by_status:?}"
+    );
+    let (status, health) = get(&svc.url("/health")).await;
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("healthy")),
+        "{health:#}"
+    );
+    let ok = json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": 5}});
+    assert_eq!(post(&svc.url("/process"), &ok).await.0, 200);
 }

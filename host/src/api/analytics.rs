@@ -1,5 +1,6 @@
 //! GET /analytics, GET /analytics/status, POST /analytics/recalculate.
 
+use super::extract::ApiQuery;
 use super::views::{
     AnalyticsDisabledView, AnalyticsEmptyView, AnalyticsPluginView, AnalyticsSnapshotView,
     AnalyticsState, AnalyticsStatusView, AnalyticsView, Disabled, HistoryPointView,
@@ -7,7 +8,7 @@ use super::views::{
 };
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin, rfc3339};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hxp_plugin_sdk::{Snapshot, Stats};
 use serde::Deserialize;
@@ -77,7 +78,7 @@ pub(super) struct AnalyticsQuery {
 )]
 pub(super) async fn analytics(
     State(state): St,
-    Query(q): Query<AnalyticsQuery>,
+    ApiQuery(q): ApiQuery<AnalyticsQuery>,
 ) -> ApiResult<Json<AnalyticsView>> {
     let cfg = &state.config.real_time_analytics;
     if !cfg.enabled {

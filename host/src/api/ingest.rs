@@ -1,12 +1,13 @@
 //! POST /process (one event) and POST /events (many).
 
+use super::extract::ApiQuery;
 use super::views::{BulkStatus, EventsView, ProcessView, ReceiptView, Success};
 use super::{ApiError, ApiResult, AppState, ErrorBody, St, require_json};
 use crate::pipeline::Receipt;
 use crate::telemetry::EventStatus;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use hxp_plugin_sdk::EventKind;
@@ -134,7 +135,7 @@ pub(super) struct EventsQuery {
 )]
 pub(super) async fn events(
     State(state): St,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<EventsView>> {

@@ -6,6 +6,7 @@
 mod analytics;
 mod correlations;
 mod error;
+mod extract;
 mod health;
 mod ingest;
 pub mod openapi;

@@ -1,13 +1,14 @@
 //! GET /plugins, POST /plugins/reload, GET /plugins/{name}/history,
 //! POST /plugins/{name}/rollback.
 
+use super::extract::{ApiPath, ApiQuery};
 use super::views::{HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
 use crate::deploy::DeployError;
 use crate::store::DeploymentRow;
 use crate::store::Trigger;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use std::collections::HashMap;
 
@@ -59,8 +60,8 @@ pub(super) async fn plugins(State(state): St) -> Json<PluginsView> {
 )]
 pub(super) async fn history(
     State(state): St,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult<Json<HistoryView>> {
     let limit = match q.get("limit") {
         None => 100,
@@ -108,7 +109,7 @@ pub(super) async fn history(
 pub(super) async fn rollback(
     State(state): St,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<RollbackView>> {
     require_admin(&state, &headers)?;
     match state.deployer.rollback(&name).await {

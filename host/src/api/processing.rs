@@ -1,5 +1,6 @@
 //! GET /processing/pipeline and GET /processing/{processing_id}.
 
+use super::extract::ApiPath;
 use super::views::{
     BatchingView, DatabaseView, EventCountsView, KafkaConsumerView, KafkaDisabledView, KafkaView,
     PipelineView, ProcessingRecordView, QueueView, StageTimesView,
@@ -10,7 +11,7 @@ use crate::event::seq_of_processing_id;
 use crate::pipeline::LiveView;
 use crate::sources::kafka::KafkaStatus;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
 use std::sync::atomic::Ordering::Relaxed;
@@ -30,7 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 )]
 pub(super) async fn record(
     State(state): St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ProcessingRecordView>> {
     let uuid = uuid::Uuid::parse_str(&id).map_err(|e| {
         ApiError::new(

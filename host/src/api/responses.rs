@@ -1,12 +1,12 @@
 //! GET /automated-responses: the audit of requested actions.
 
+use super::extract::ApiQuery;
 use super::views::{ActionView, ResponsesView};
 use super::{ApiError, ApiResult, ErrorBody, St, rfc3339};
 use crate::store::ActionRow;
 use crate::store::Outcome;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,9 +90,8 @@ fn action_view(a: ActionRow) -> ActionView {
 )]
 pub(super) async fn automated_responses(
     State(state): St,
-    q: Result<Query<ResponsesQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ResponsesQuery>,
 ) -> ApiResult<Json<ResponsesView>> {
-    let Query(q) = q.map_err(|e| bad_query(e.body_text()))?;
     let since = since_ms(q.since.as_deref())?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
