@@ -41,8 +41,39 @@ pub(super) async fn restore(
             events = replayed,
             "replayed events stored after the last checkpoint"
         );
+        save_after_replay(store, stages, &from, after, states).await?;
     }
     Ok(replayed)
+}
+
+/// Checkpoint every replayed plugin at the last replayed event, before
+/// new input: a crash soon after this start replays only what came after
+/// it, so restarts do not grow with the number of crashes.
+async fn save_after_replay(
+    store: &Store,
+    stages: &mut Stages,
+    from: &[u64],
+    last_seq: u64,
+    states: &StateCache,
+) -> anyhow::Result<()> {
+    for (slot, &covered) in stages.slots.iter_mut().zip(from) {
+        if covered == u64::MAX {
+            continue; // not replayed: responses, or started fresh
+        }
+        let plugin = &mut slot.plugin;
+        let (state_version, state) = plugin
+            .checkpoint()
+            .map_err(|e| anyhow::anyhow!("checkpointing {} after replay: {e}", slot.name))?;
+        let version = plugin.metadata().version.clone();
+        store
+            .save_plugin_state(&slot.name, &version, state_version, last_seq, &state)
+            .await?;
+        states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot.name.to_string(), (state_version, Arc::new(state)));
+    }
+    Ok(())
 }
 
 /// Per slot (in the stages' order), the last sequence number its
@@ -195,6 +226,13 @@ mod tests {
             "the clock follows the stored batches"
         );
         assert!(states.lock().unwrap().contains_key("late"));
+        // Both were checkpointed at the last replayed event: a second start
+        // (a crash before any new checkpoint) replays nothing.
+        let (_, late_at, _) = store.plugin_state("late").await.unwrap().unwrap();
+        let (_, fresh_at, _) = store.plugin_state("fresh").await.unwrap().unwrap();
+        assert_eq!((late_at, fresh_at), (10, 10));
+        assert!(store.plugin_state("responses").await.unwrap().is_none());
+        assert_eq!(restore(&store, &mut stages, &states).await.unwrap(), 0);
     }
 
     #[tokio::test]

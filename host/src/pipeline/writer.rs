@@ -6,7 +6,7 @@
 use super::batcher::Item;
 use super::intake::{Counters, Receipt};
 use crate::actions::{ExecutorHandle, Job};
-use crate::store::{BatchWrite, Store};
+use crate::store::{BatchWrite, Store, WAL_LIMIT_BYTES, WalCheckpoint};
 use crate::telemetry::{EventStatus, Metrics};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,28 +51,38 @@ pub(super) struct Writer {
 }
 
 /// Database checkpoints run between transactions: when nothing waits (at
-/// most every 10 s), or after this many bytes of events under load. Rare
-/// checkpoints delay few events.
+/// most every 10 s), or under load when the write-ahead log file passes
+/// [`WAL_LIMIT_BYTES`]. Rare checkpoints delay few events.
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(10);
-const CHECKPOINT_BYTES: usize = 64 << 20;
+
+/// When to checkpoint, if at all, given whether input waits, the time since
+/// the last checkpoint and the log's size.
+fn checkpoint_due(idle: bool, since: Duration, wal_bytes: u64) -> Option<WalCheckpoint> {
+    if wal_bytes > 4 * WAL_LIMIT_BYTES {
+        // Readers kept passive checkpoints from finishing: wait for them.
+        Some(WalCheckpoint::Truncate)
+    } else if wal_bytes > WAL_LIMIT_BYTES || (idle && since >= CHECKPOINT_IDLE && wal_bytes > 0) {
+        Some(WalCheckpoint::Passive)
+    } else {
+        None
+    }
+}
 
 impl Writer {
     /// Runs until the processor has finished and everything is stored.
     pub(super) async fn run(self, mut input: mpsc::Receiver<WriterMsg>) {
         let mut carried: Option<WriterMsg> = None;
         let mut last_checkpoint = Instant::now();
-        let mut written = 0usize;
+        let mut written = false;
         loop {
             let idle = carried.is_none() && input.is_empty();
-            if written > 0
-                && ((idle && last_checkpoint.elapsed() >= CHECKPOINT_IDLE)
-                    || written >= CHECKPOINT_BYTES)
-            {
-                if let Err(e) = self.store.checkpoint().await {
+            let wal = if written { self.store.wal_bytes() } else { 0 };
+            if let Some(mode) = checkpoint_due(idle, last_checkpoint.elapsed(), wal) {
+                if let Err(e) = self.store.checkpoint(mode).await {
                     tracing::warn!(error = %format!("{e:#}"), "database checkpoint failed");
                 }
                 last_checkpoint = Instant::now();
-                written = 0;
+                written = false;
             }
             let msg = match carried.take() {
                 Some(m) => m,
@@ -85,16 +95,16 @@ impl Writer {
                 WriterMsg::Batch { items, write, jobs } => {
                     let (group, next) = take_group((items, write, jobs), &mut input);
                     carried = next;
-                    written += self.commit(group).await;
+                    self.commit(group).await;
+                    written = true;
                 }
                 other => self.side_write(other).await,
             }
         }
     }
 
-    /// Store a group, then act and acknowledge. Returns the bytes of event
-    /// data written.
-    async fn commit(&self, group: Vec<Pending>) -> usize {
+    /// Store a group, then act and acknowledge.
+    async fn commit(&self, group: Vec<Pending>) {
         let mut items = Vec::new();
         let mut writes = Vec::with_capacity(group.len());
         let mut jobs = Vec::new();
@@ -119,11 +129,6 @@ impl Writer {
             .queue_depth
             .set(c.queued.load(Ordering::Relaxed) as i64);
         acknowledge(&items, &self.metrics);
-        writes
-            .iter()
-            .flat_map(|w| &w.events)
-            .map(|e| e.data.len())
-            .sum()
     }
 
     /// Write, retrying with backoff while the database fails: nothing that
