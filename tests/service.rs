@@ -1002,8 +1002,11 @@ async fn ten_thousand_hostile_requests_get_json_errors_and_stop_nothing() {
                 }
                 let r = req.send().await.unwrap_or_else(|e| {
                     panic!(
-                        "case {i} (seed {SEED:#x}) {} {}: connection failed: {e}",
-                        h.method, h.path
+                        "case {i} (seed {SEED:#x}) {} {} ({:?}, {} bytes): connection failed: {e:?}",
+                        h.method,
+                        h.path,
+                        h.content_type,
+                        h.body.len()
                     )
                 });
                 let status = r.status().as_u16();
@@ -1054,6 +1057,7 @@ async fn ten_thousand_hostile_requests_get_json_errors_and_stop_nothing() {
             );
         }
     }
+    eprintln!("answers by status: {by_status:?}");
     let errors: usize = by_status.range(400..).map(|(_, n)| n).sum();
     assert!(
         errors > N / 2,

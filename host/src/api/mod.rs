@@ -16,6 +16,7 @@ mod processing;
 mod responses;
 pub mod views;
 
+use error::body_error;
 pub use error::{ApiError, ErrorBody};
 pub use processing::processing_id;
 
@@ -87,9 +88,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            read_body_first,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// Read every request body (up to service.max_body_bytes) before routing.
+/// An answer sent before its body was read (a 404, a 401, a GET given a
+/// body) makes the server close the connection afterwards; a client that
+/// already reused it for its next request sees that request dropped.
+async fn read_body_first(
+    State(state): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.config.service.max_body_bytes;
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(body_error(&e)),
+    }
 }
 
 /// http_requests_total{route, status}: the route pattern, not the path (a
