@@ -984,7 +984,7 @@ async fn a_stalled_database_pushes_back_and_loses_nothing() {
 async fn ten_thousand_hostile_requests_get_json_errors_and_stop_nothing() {
     use futures::StreamExt;
     const N: usize = 10_000;
-    const SEED: u64 = 0x5eed_0f_ba_d1;
+    const SEED: u64 = 0x005e_ed0f_bad1;
     let (db, _dir) = sqlite_url();
     let svc = Service::start(&db, &[]).await;
     let client = reqwest::Client::new();

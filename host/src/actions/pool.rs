@@ -56,8 +56,8 @@ impl Attempted {
     }
 }
 
-/// The writer's side: submits jobs without waiting.
-
+/// The pool's task: takes queued jobs and runs up to `max_concurrency` of
+/// them at once, until cancelled.
 pub(super) async fn run(
     ctx: Arc<Ctx>,
     mut rx: mpsc::Receiver<Queued>,

@@ -218,8 +218,6 @@ fn explode(s: Submission, pending: &mut VecDeque<Item>) {
     }
 }
 
-/// One plugin call, timed once: its histogram, the stage's nanoseconds,
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
