@@ -34,6 +34,17 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hxp-events")))
 }
 
+/// The config file the binary starts with: the shipped one, or for the
+/// baseline `HXP_BENCH_BASELINE_CONFIG` (an older build refuses keys it
+/// does not know).
+fn config_file() -> PathBuf {
+    let baseline = BINARY.lock().unwrap().is_some();
+    match std::env::var("HXP_BENCH_BASELINE_CONFIG") {
+        Ok(path) if baseline => PathBuf::from(path),
+        _ => common::root().join("config/event-processing.yaml"),
+    }
+}
+
 struct Svc {
     child: Child,
     base: String,
@@ -53,23 +64,16 @@ fn start(env: &[(&str, &str)]) -> Svc {
     let dir = common::tempdir();
     let port = common::free_port();
     let mut cmd = Command::new(binary());
-    cmd.args([
-        "serve",
-        "--config",
-        common::root()
-            .join("config/event-processing.yaml")
-            .to_str()
-            .unwrap(),
-    ])
-    .current_dir(common::root())
-    .env(
-        "DATABASE_URL",
-        format!("sqlite://{}/events.db", dir.display()),
-    )
-    .env("EVENT_PROCESSING_API_PORT", port.to_string())
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["serve", "--config", config_file().to_str().unwrap()])
+        .current_dir(common::root())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/events.db", dir.display()),
+        )
+        .env("EVENT_PROCESSING_API_PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -77,10 +77,21 @@ impl Writer {
         loop {
             let idle = carried.is_none() && input.is_empty();
             let wal = if written { self.store.wal_bytes() } else { 0 };
+            if written {
+                self.metrics.db_wal_bytes.set(wal as i64);
+            }
             if let Some(mode) = checkpoint_due(idle, last_checkpoint.elapsed(), wal) {
                 if let Err(e) = self.store.checkpoint(mode).await {
                     tracing::warn!(error = %format!("{e:#}"), "database checkpoint failed");
                 }
+                let label = match mode {
+                    WalCheckpoint::Passive => "passive",
+                    WalCheckpoint::Truncate => "truncate",
+                };
+                self.metrics
+                    .db_checkpoints
+                    .with_label_values(&[label])
+                    .inc();
                 last_checkpoint = Instant::now();
                 written = false;
             }

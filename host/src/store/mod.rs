@@ -54,7 +54,7 @@ pub enum WalCheckpoint {
 
 /// The write-ahead log is checkpointed when it passes this size, and cut
 /// back to it when it restarts (`journal_size_limit`).
-pub const WAL_LIMIT_BYTES: u64 = 64 << 20;
+pub const WAL_LIMIT_BYTES: u64 = 128 << 20;
 
 impl Store {
     /// Connect (creating a SQLite file and its directory if needed) and

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub plugin: PluginMetrics,
     pub db_write: Histogram,
     pub db_errors: IntCounter,
+    /// database_checkpoints_total{mode}: passive | truncate (SQLite).
+    pub db_checkpoints: IntCounterVec,
+    /// The SQLite write-ahead log file's size when last measured.
+    pub db_wal_bytes: IntGauge,
     pub action_requests: IntCounterVec,
     pub http_requests: IntCounterVec,
 }
@@ -283,6 +287,15 @@ impl Metrics {
             db_errors: r.int_counter(
                 "database_write_errors_total",
                 "Failed batch writes (retried)",
+            ),
+            db_checkpoints: r.counter_vec(
+                "database_checkpoints_total",
+                "SQLite write-ahead log checkpoints by mode (passive, truncate)",
+                &["mode"],
+            ),
+            db_wal_bytes: r.int_gauge(
+                "database_wal_bytes",
+                "Size of the SQLite write-ahead log file (0 on PostgreSQL)",
             ),
             action_requests: r.counter_vec(
                 "automated_response_requests_total",
