@@ -2,7 +2,7 @@
 //! ([`Analytics`], [`Correlation`] or [`Responses`]), then one export macro
 //! line turns the type into the wasm component of that stage's world:
 //!
-//! ```ignore
+//! ```
 //! use hxp_plugin_sdk::prelude::*;
 //! #[derive(Default)]
 //! struct Pager;
