@@ -12,7 +12,11 @@ macro_rules! wit_conversions {
         #[allow(dead_code)]
         pub mod convert {
             use super::hxp::events::types as wit;
-            use $crate as sdk;
+            // (`use $crate as sdk;` is refused by Rust 1.88 and older; a module
+            // that re-exports the crate builds on them.)
+            mod sdk {
+                pub use $crate::*;
+            }
 
             pub fn kind_to_sdk(k: wit::EventKind) -> sdk::EventKind {
                 match k {
