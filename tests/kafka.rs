@@ -886,3 +886,80 @@ async fn one_topic_carries_every_type() {
         "{health:#}"
     );
 }
+
+/// A pipeline that cannot store (the events table locked in PostgreSQL)
+/// stalls the consumer: it holds a full queue and stores no offset. After
+/// `kafka.stall_after_ms` /health says `degraded` with "stalled" and
+/// `kafka_consumer_stalled` is 1; once the lock goes, every event is
+/// stored once and the service is healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_shows_in_health_until_it_moves_again() {
+    use sqlx::Connection as _;
+    let broker = Broker::start().await;
+    create_topics(&broker.addr, &all_topics(), 1).await;
+    let db = postgres_url().await;
+    let mut env = kafka_env(&broker.addr);
+    env.push(("KAFKA_CONSUMER_STALL_AFTER_MS", "2000".into()));
+    env.push(("STREAM_PROCESSING_QUEUE_CAPACITY", "200".into()));
+    env.push(("KAFKA_CONSUMER_MAX_POLL_RECORDS", "100".into()));
+    let svc = start(&db, &env).await;
+    wait_assigned(&svc, 5).await;
+    let health = || async { get(&svc.url("/health")).await.1 };
+    let stalled_gauge = || async {
+        svc.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("kafka_consumer_stalled ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .expect("kafka_consumer_stalled on /metrics")
+    };
+    assert_eq!(stalled_gauge().await, 0.0);
+
+    let mut lock = sqlx::AnyConnection::connect(&db).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let p = producer(&broker.addr);
+    let expected: BTreeSet<u128> = produce(&p, &events(2000, 31)).await.into_iter().collect();
+    let t = Instant::now();
+    let h = loop {
+        let h = health().await;
+        if h["checks"]["kafka"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("stalled")
+        {
+            break h;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no stall reported while the database is locked: {h}\nlog:\n{}",
+            svc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(stalled_gauge().await, 1.0);
+
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let stored = wait_stored(&db, 2000, Duration::from_secs(60), "after the stall").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, expected);
+    let t = Instant::now();
+    loop {
+        let h = health().await;
+        if h["status"] == "healthy" && stalled_gauge().await == 0.0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still not healthy after the stall: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

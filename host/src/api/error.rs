@@ -96,6 +96,7 @@ impl From<EventError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_event")
             }
             EventErrorKind::Disabled => (StatusCode::UNPROCESSABLE_ENTITY, "event_type_disabled"),
+            EventErrorKind::InternalError => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         ApiError {
             field: e.field.clone(),

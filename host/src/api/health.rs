@@ -59,7 +59,9 @@ pub(super) async fn health(State(state): St) -> Json<HealthView> {
         None => "disabled".to_string(),
         Some(k) => k.problem().unwrap_or_else(|| "ok".into()),
     };
-    let healthy = db == "ok" && queue == "ok" && (kafka == "ok" || kafka == "disabled");
+    let down = state.metrics.workers.problems();
+    let healthy =
+        db == "ok" && queue == "ok" && (kafka == "ok" || kafka == "disabled") && down.is_empty();
     Json(HealthView {
         status: if healthy {
             HealthStatus::Healthy
@@ -79,6 +81,11 @@ pub(super) async fn health(State(state): St) -> Json<HealthView> {
                 format!("recent failures: {}", failing.join("; "))
             },
             kafka,
+            workers: if down.is_empty() {
+                "ok".to_string()
+            } else {
+                down.join("; ")
+            },
         },
     })
 }

@@ -533,6 +533,8 @@ pub struct HealthChecksView {
     pub plugins: String,
     /// ok | disabled | what is wrong
     pub kafka: String,
+    /// "ok", or each worker that is down (being restarted) and why.
+    pub workers: String,
 }
 
 /// GET /health.

@@ -19,6 +19,10 @@ pub struct Kafka {
     /// has prefetched (they are fetched again on resume), so short bursts
     /// wait instead; a long stall pauses, keeping the group membership.
     pub pause_after_ms: u64,
+    /// The consumer counts as stalled (/health `degraded`, the
+    /// `kafka_consumer_stalled` gauge) when it holds messages (a paused
+    /// poll, or polls handed over) and has stored no offset for this long.
+    pub stall_after_ms: u64,
     /// Topic per event type.
     pub topics: BTreeMap<String, String>,
     /// Invalid messages go here, with the reason in headers.
@@ -44,6 +48,7 @@ impl Default for Kafka {
             heartbeat_interval_ms: 3000,
             max_poll_records: 500,
             pause_after_ms: 1000,
+            stall_after_ms: 30_000,
             topics: [
                 ("llm_request", "llm-requests"),
                 ("user_feedback", "user-feedback"),
@@ -71,6 +76,9 @@ impl Kafka {
         if self.pause_after_ms > 60_000 {
             // librdkafka's max.poll.interval.ms is 300 s: stay well inside.
             return Err("kafka.pause_after_ms: must be at most 60000".into());
+        }
+        if self.stall_after_ms < 1000 {
+            return Err("kafka.stall_after_ms: must be at least 1000".into());
         }
         for key in self.topics.keys() {
             if hxp_plugin_sdk::EventKind::parse(key).is_none() {

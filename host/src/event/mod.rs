@@ -45,6 +45,9 @@ pub enum EventErrorKind {
     UnknownType,
     /// The event type is switched off in `event_consumers` (422).
     Disabled,
+    /// The validator failed on this event: a bug, logged with its panic
+    /// (HTTP 500; Kafka: dead letter `internal_error`).
+    InternalError,
 }
 
 impl EventError {
@@ -61,6 +64,15 @@ impl EventError {
             kind: EventErrorKind::UnknownType,
             message,
             field,
+        }
+    }
+
+    pub(crate) fn internal(panic: &str) -> EventError {
+        tracing::error!("the event validator panicked: {panic}");
+        EventError {
+            kind: EventErrorKind::InternalError,
+            message: format!("the validator failed on this event (a bug, logged): {panic}"),
+            field: None,
         }
     }
 
@@ -85,3 +97,4 @@ pub struct ValidEvent {
     /// Typed fields for the plugins (`seq` and `payload` are filled later).
     pub typed: Event,
 }
+

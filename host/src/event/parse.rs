@@ -37,7 +37,21 @@ pub struct Defaults {
 }
 
 /// [`parse`], with source defaults for `event_type` and `event_id`.
+///
+/// A panic in the validator (a bug: every input should give a result)
+/// refuses this one event with an [`EventErrorKind::Internal`] error; the
+/// source and its thread go on.
 pub fn parse_with(
+    text: &[u8],
+    now_ms: i64,
+    enabled: &[bool; 5],
+    defaults: &Defaults,
+) -> Result<ValidEvent, EventError> {
+    crate::util::panic::catch(|| parse_unguarded(text, now_ms, enabled, defaults))
+        .unwrap_or_else(|panic| Err(EventError::internal(&panic)))
+}
+
+fn parse_unguarded(
     text: &[u8],
     now_ms: i64,
     enabled: &[bool; 5],

@@ -85,8 +85,11 @@ impl Processor {
                     continue;
                 }
                 Recv::Batch(b) => {
-                    if !self.on_batch(b, &mut t, &input) {
-                        return;
+                    let events = b.items.len();
+                    match crate::util::panic::catch(|| self.on_batch(b, &mut t, &input)) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(panic) => self.dropped(events, &panic),
                     }
                 }
                 Recv::Idle => {
@@ -105,6 +108,17 @@ impl Processor {
 
     /// Process one batch and hand it to the writer. False when the writer
     /// is gone.
+    /// A batch failed with a panic (a bug in the host; plugin traps are
+    /// handled in the stages): its events are not stored and not
+    /// acknowledged, so HTTP clients get an error and retry, and Kafka
+    /// reads them again. The processor goes on with the next batch.
+    fn dropped(&self, events: usize, panic: &str) {
+        self.metrics.workers.panicked("processor", panic);
+        tracing::error!("processor: a batch of {events} events was dropped: {panic}");
+        // The writer gives their queue capacity back.
+        let _ = self.out.blocking_send(WriterMsg::Dropped { events });
+    }
+
     fn on_batch(&mut self, mut batch: Batch, t: &mut Timers, input: &Inputs) -> bool {
         self.measure_gap(t, &batch);
         let now = crate::store::now_ms();

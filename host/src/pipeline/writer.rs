@@ -8,6 +8,8 @@ use super::intake::{Counters, Receipt};
 use crate::actions::{ExecutorHandle, Job};
 use crate::store::{BatchWrite, Store, WAL_LIMIT_BYTES, WalCheckpoint};
 use crate::telemetry::{EventStatus, Metrics};
+use futures::FutureExt as _;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ pub(super) enum WriterMsg {
         json: String,
         retention_ms: i64,
     },
+    /// The processor dropped a batch of this many events (it panicked):
+    /// their queue capacity comes back.
+    Dropped { events: usize },
 }
 
 /// One batch of a group commit.
@@ -106,9 +111,20 @@ impl Writer {
                 WriterMsg::Batch { items, write, jobs } => {
                     let (group, next) = take_group((items, write, jobs), &mut input);
                     carried = next;
-                    self.commit(group).await;
+                    let events = group.iter().map(|g| g.0.len()).sum();
+                    // A panic (a bug) fails this group only: its events are
+                    // not acknowledged (HTTP clients retry, Kafka reads them
+                    // again) and the writer goes on.
+                    let commit = AssertUnwindSafe(self.commit(group)).catch_unwind().await;
+                    if let Err(p) = commit {
+                        let panic = crate::util::panic::message(p.as_ref());
+                        self.metrics.workers.panicked("writer", &panic);
+                        tracing::error!("writer: a group of {events} events failed: {panic}");
+                    }
+                    self.release(events);
                     written = true;
                 }
+                WriterMsg::Dropped { events } => self.release(events),
                 other => self.side_write(other).await,
             }
         }
@@ -134,12 +150,17 @@ impl Writer {
         let c = &self.counters;
         c.writer_batches
             .fetch_add(writes.len() as u64, Ordering::Relaxed);
-        c.queued.fetch_sub(items.len(), Ordering::Relaxed);
         c.stored.fetch_add(events as u64, Ordering::Relaxed);
+        acknowledge(&items, &self.metrics);
+    }
+
+    /// `events` left the queue (stored, or dropped by a panic).
+    fn release(&self, events: usize) {
+        let queued = &self.counters.queued;
+        queued.fetch_sub(events, Ordering::Relaxed);
         self.metrics
             .queue_depth
-            .set(c.queued.load(Ordering::Relaxed) as i64);
-        acknowledge(&items, &self.metrics);
+            .set(queued.load(Ordering::Relaxed) as i64);
     }
 
     /// Write, retrying with backoff while the database fails: nothing that
@@ -205,7 +226,9 @@ impl Writer {
                     tracing::warn!(error = %format!("{e:#}"), "analytics history not saved");
                 }
             }
-            WriterMsg::Batch { .. } => unreachable!("batches are committed, not side-written"),
+            WriterMsg::Batch { .. } | WriterMsg::Dropped { .. } => {
+                unreachable!("batches are committed, not side-written")
+            }
         }
     }
 }

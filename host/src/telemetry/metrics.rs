@@ -42,6 +42,8 @@ pub struct Metrics {
     pub db_wal_bytes: IntGauge,
     pub action_requests: IntCounterVec,
     pub http_requests: IntCounterVec,
+    /// The long-running workers: up or down, restarts, panics caught.
+    pub workers: super::Workers,
 }
 
 fn buckets_seconds() -> Vec<f64> {
@@ -307,6 +309,7 @@ impl Metrics {
                 "HTTP requests by route and status",
                 &["route", "status"],
             ),
+            workers: super::Workers::new(&r.0),
             registry: r.0,
         }
         .with_process_metrics()

@@ -1,3 +1,4 @@
 //! Small helpers with no dependency on the rest of the crate.
 
+pub mod panic;
 pub mod template;

@@ -4,12 +4,13 @@
 //! once each poll is done.
 
 use super::context::Ctx;
-use super::dead_letter::{DeadLetter, DeadLetterReason, dead_letter};
+use super::dead_letter::{DeadLetter, dead_letter};
+use super::message::{Msg, check};
 use super::offsets::Inflight;
 use super::results::publish_results;
 use super::status::{KafkaMetrics, KafkaStatus};
 use crate::config::Config;
-use crate::event::{self, Defaults, EventError, ValidEvent, derived_id};
+use crate::event::ValidEvent;
 use crate::pipeline::{PipelineHandle, Receipt, SubmitError};
 use crate::telemetry::{EventStatus, Metrics};
 use hxp_plugin_sdk::EventKind;
@@ -23,16 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// One consumed message, copied out of the client's buffer.
-pub(super) struct Msg {
-    pub(super) topic: Arc<str>,
-    pub(super) kind: Option<EventKind>,
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    pub(super) key: Option<Vec<u8>>,
-    pub(super) payload: Option<Vec<u8>>,
-}
 
 pub(super) struct Worker {
     pub(super) config: Arc<Config>,
@@ -105,19 +96,21 @@ struct Commits {
 }
 
 impl Worker {
-    pub(super) fn run(self) {
+    /// Consume until the service stops (`Ok`), or until this consumer
+    /// cannot go on (`Err`: the supervisor starts a new one, which reads
+    /// on from the committed offsets).
+    pub(super) fn run(self) -> Result<(), String> {
         if !self.prepare_topics() {
-            return;
+            return Ok(());
         }
         let names: Vec<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
-            tracing::error!("kafka: subscribing to {names:?} failed: {e}");
             *self
                 .status
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(format!("subscribe: {e}"));
-            return;
+            return Err(format!("subscribing to {names:?} failed: {e}"));
         }
         self.status.subscribed.store(true, Ordering::Relaxed);
         tracing::info!(group = %self.config.kafka.consumer_group, topics = ?names, "kafka: consuming");
@@ -136,9 +129,17 @@ impl Worker {
             every: Duration::from_millis(self.config.kafka.auto_commit_interval_ms.max(10)),
         };
         let mut held: Option<Held> = None;
+        let mut outcome = Ok(());
         loop {
             self.store_and_commit(&mut commits);
             if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.inflight.failed() {
+                outcome = Err(
+                    "a poll was dropped before it was stored; reading again from the committed offsets"
+                        .to_string(),
+                );
                 break;
             }
             if let Some(h) = held.take() {
@@ -177,6 +178,7 @@ impl Worker {
             }
         }
         self.finish();
+        outcome
     }
 
     /// Store the offsets of finished polls; without librdkafka's
@@ -184,6 +186,7 @@ impl Worker {
     fn store_and_commit(&self, c: &mut Commits) {
         if self.inflight.store_done(&self.consumer) > 0 {
             c.stored_since = true;
+            self.status.progressed();
         }
         if !self.config.kafka.auto_commit && c.stored_since && c.last.elapsed() >= c.every {
             self.commit(CommitMode::Async);
@@ -290,26 +293,7 @@ impl Worker {
         let now = crate::store::now_ms();
         let enabled = self.config.event_consumers.enabled();
         let limit = self.config.kafka.max_message_bytes;
-        let check = |m: &Msg| -> Result<ValidEvent, (DeadLetterReason, String)> {
-            let Some(payload) = m.payload.as_deref().filter(|p| !p.is_empty()) else {
-                return Err((DeadLetterReason::Empty, "the message has no payload".into()));
-            };
-            if payload.len() > limit {
-                return Err((
-                    DeadLetterReason::Oversized,
-                    format!(
-                        "the message has {} bytes, more than kafka.max_message_bytes ({limit})",
-                        payload.len()
-                    ),
-                ));
-            }
-            let defaults = Defaults {
-                kind: m.kind,
-                id: Some(derived_id(&m.topic, m.partition, m.offset)),
-            };
-            event::parse_with(payload, now, &enabled, &defaults)
-                .map_err(|e: EventError| (DeadLetterReason::of(&e), e.message))
-        };
+        let check = |m: &Msg| check(m, limit, now, &enabled);
         let results = crate::sources::validate::map_parallel(&msgs, &self.validators, check);
         let mut offsets: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
         let results_topic = !self.config.kafka.results_topic.is_empty();
@@ -413,12 +397,12 @@ impl Worker {
                                 .await;
                         }
                     }
-                    // The pipeline dropped the poll (it stopped before
-                    // storing it): its offsets must not be stored.
+                    // The pipeline dropped the poll (it failed, or stopped,
+                    // before storing it): its offsets must not be stored,
+                    // and the consumer starts over from the committed ones.
                     Err(_) => {
-                        tracing::warn!(
-                            "kafka: a poll was not stored; it is read again after a restart"
-                        );
+                        tracing::warn!("kafka: a poll was not stored; it is read again");
+                        inflight.fail(id);
                         return;
                     }
                 }
@@ -459,32 +443,5 @@ impl Worker {
         }
         // Dropping the consumer closes it: it leaves the group at once.
         tracing::info!("kafka: consumer stopped, offsets committed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_type_fills_in_a_missing_event_type() {
-        let enabled = [true; 5];
-        let d = Defaults {
-            kind: Some(EventKind::UserFeedback),
-            id: Some(derived_id("user-feedback", 0, 1)),
-        };
-        let e = event::parse_with(br#"{"data": {"satisfaction": 8}}"#, 0, &enabled, &d).unwrap();
-        assert_eq!(e.kind, EventKind::UserFeedback);
-        assert_eq!(e.typed.id, d.id.unwrap());
-        // The message's own type and id win.
-        let e = event::parse_with(
-            br#"{"event_type": "error_event", "event_id": "0190a0a0-0000-7000-8000-000000000001", "data": {"service": "api", "error_type": "timeout"}}"#,
-            0,
-            &enabled,
-            &d,
-        )
-        .unwrap();
-        assert_eq!(e.kind, EventKind::ErrorEvent);
-        assert_eq!(e.id, "0190a0a0-0000-7000-8000-000000000001");
     }
 }

@@ -2,7 +2,7 @@
 //! topic with the reason and its origin in headers, retried until the
 //! broker takes it (its offset is not stored before).
 
-use super::consumer::Msg;
+use super::message::Msg;
 use crate::event::{EventError, EventErrorKind};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -24,6 +24,8 @@ pub enum DeadLetterReason {
     Empty,
     /// The type is switched off in `event_consumers`.
     DisabledType,
+    /// The validator failed on it (a bug, logged with its panic).
+    InternalError,
 }
 
 impl DeadLetterReason {
@@ -35,6 +37,7 @@ impl DeadLetterReason {
             DeadLetterReason::Oversized => "oversized",
             DeadLetterReason::Empty => "empty",
             DeadLetterReason::DisabledType => "disabled_type",
+            DeadLetterReason::InternalError => "internal_error",
         }
     }
 
@@ -45,6 +48,7 @@ impl DeadLetterReason {
             EventErrorKind::UnknownType => DeadLetterReason::UnknownEventType,
             EventErrorKind::Invalid => DeadLetterReason::InvalidEvent,
             EventErrorKind::Disabled => DeadLetterReason::DisabledType,
+            EventErrorKind::InternalError => DeadLetterReason::InternalError,
         }
     }
 }

@@ -19,12 +19,14 @@
 //! stays in its group) and resumed when the held poll is accepted.
 //!
 //! Parts: [`consumer`] (the poll loop), [`offsets`] (what may be stored),
-//! [`context`] (statistics and rebalances), [`dead_letter`], [`results`],
+//! [`context`] (statistics and rebalances), [`message`] (a message's event
+//! or dead-letter reason), [`dead_letter`], [`results`],
 //! [`topics`] (creation), [`status`] (what the API and /metrics see).
 
 mod consumer;
 mod context;
 mod dead_letter;
+mod message;
 mod offsets;
 mod results;
 mod status;
@@ -40,7 +42,7 @@ use status::KafkaMetrics;
 
 use crate::config::Config;
 use crate::pipeline::PipelineHandle;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, supervise};
 use anyhow::Context as _;
 use hxp_plugin_sdk::EventKind;
 use rdkafka::admin::AdminClient;
@@ -125,6 +127,8 @@ pub fn client_config(config: &Config) -> ClientConfig {
 
 /// Start consuming. Returns once the consumer thread runs; topic creation
 /// and the subscription happen there (retried while the broker is away).
+/// The thread is supervised: a consumer that fails or panics is replaced
+/// by a new one, which reads on from the committed offsets.
 pub fn start(
     config: Arc<Config>,
     pipeline: Arc<PipelineHandle>,
@@ -139,15 +143,111 @@ pub fn start(
         topics: topics.iter().map(|t| t.name.clone()).collect(),
         ..Default::default()
     });
-    let kmetrics = KafkaMetrics::new(&metrics);
-    let inflight = Arc::new(Inflight::default());
-    let ctx = Ctx {
+    let parts = Parts {
+        kmetrics: KafkaMetrics::new(&metrics),
+        config,
+        topics,
+        pipeline,
+        metrics,
         status: status.clone(),
-        inflight: inflight.clone(),
-        metrics: kmetrics.clone(),
-        revoke_wait: Duration::from_millis((k.session_timeout_ms / 2).clamp(1000, 15_000)),
+        validators,
+        namespace,
+        stop: Arc::new(AtomicBool::new(false)),
+        runtime: tokio::runtime::Handle::current(),
     };
-    let mut cc = client_config(&config);
+    // Settings librdkafka refuses fail the start, not the thread.
+    let mut first = Some(parts.worker()?);
+    let stop = parts.stop.clone();
+    tokio::spawn(status::watch_stall(
+        status.clone(),
+        parts.kmetrics.stalled.clone(),
+        Duration::from_millis(parts.config.kafka.stall_after_ms),
+        stop.clone(),
+    ));
+    let thread = std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || {
+            supervise(&parts.metrics.workers, WORKER, &parts.stop, || {
+                let worker = match first.take() {
+                    Some(w) => w,
+                    None => parts.worker().map_err(|e| format!("{e:#}"))?,
+                };
+                worker.run()
+            })
+        })?;
+    Ok(KafkaSource {
+        status,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The name of the consumer thread in /health and `worker_*` metrics.
+const WORKER: &str = "kafka-consumer";
+
+/// What every consumer the thread starts shares.
+struct Parts {
+    config: Arc<Config>,
+    topics: Vec<Topic>,
+    pipeline: Arc<PipelineHandle>,
+    metrics: Arc<Metrics>,
+    kmetrics: KafkaMetrics,
+    status: Arc<KafkaStatus>,
+    validators: Arc<rayon::ThreadPool>,
+    namespace: u64,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Parts {
+    /// A new consumer (with its producer and admin client) in the group.
+    fn worker(&self) -> anyhow::Result<Worker> {
+        let inflight = Arc::new(Inflight::default());
+        let ctx = Ctx {
+            status: self.status.clone(),
+            inflight: inflight.clone(),
+            metrics: self.kmetrics.clone(),
+            revoke_wait: Duration::from_millis(
+                (self.config.kafka.session_timeout_ms / 2).clamp(1000, 15_000),
+            ),
+        };
+        let consumer: BaseConsumer<Ctx> = consumer_config(&self.config)
+            .create_with_context(ctx)
+            .context("creating the Kafka consumer")?;
+        let producer: FutureProducer = client_config(&self.config)
+            .set(
+                "message.max.bytes",
+                (self.config.kafka.max_message_bytes * 2 + 65536).to_string(),
+            )
+            .set("linger.ms", "5")
+            .create()
+            .context("creating the Kafka producer (dead letters, results)")?;
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.config)
+            .create()
+            .context("creating the Kafka admin client")?;
+        Ok(Worker {
+            config: self.config.clone(),
+            topics: self.topics.clone(),
+            consumer,
+            producer,
+            admin,
+            pipeline: self.pipeline.clone(),
+            metrics: self.metrics.clone(),
+            kmetrics: self.kmetrics.clone(),
+            status: self.status.clone(),
+            inflight,
+            validators: self.validators.clone(),
+            namespace: self.namespace,
+            stop: self.stop.clone(),
+            runtime: self.runtime.clone(),
+        })
+    }
+}
+
+/// The consumer's librdkafka settings.
+fn consumer_config(config: &Config) -> ClientConfig {
+    let k = &config.kafka;
+    let mut cc = client_config(config);
     cc.set("group.id", &k.consumer_group)
         .set("enable.auto.commit", k.auto_commit.to_string())
         .set(
@@ -167,46 +267,7 @@ pub fn start(
             "fetch.message.max.bytes",
             (k.max_message_bytes + 65536).to_string(),
         );
-    let consumer: BaseConsumer<Ctx> = cc
-        .create_with_context(ctx)
-        .context("creating the Kafka consumer")?;
-    let producer: FutureProducer = client_config(&config)
-        .set(
-            "message.max.bytes",
-            (k.max_message_bytes * 2 + 65536).to_string(),
-        )
-        .set("linger.ms", "5")
-        .create()
-        .context("creating the Kafka producer (dead letters, results)")?;
-    let admin: AdminClient<DefaultClientContext> = client_config(&config)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Handle::current();
-    let worker = Worker {
-        config: config.clone(),
-        topics,
-        consumer,
-        producer,
-        admin,
-        pipeline,
-        metrics,
-        kmetrics,
-        status: status.clone(),
-        inflight,
-        validators,
-        namespace,
-        stop: stop.clone(),
-        runtime,
-    };
-    let thread = std::thread::Builder::new()
-        .name("kafka-consumer".into())
-        .spawn(move || worker.run())?;
-    Ok(KafkaSource {
-        status,
-        stop,
-        thread: Some(thread),
-    })
+    cc
 }
 
 #[cfg(test)]

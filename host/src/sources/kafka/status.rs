@@ -5,8 +5,9 @@ use crate::telemetry::Metrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Progress of one assigned partition, from the client's statistics.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -41,6 +42,10 @@ pub struct KafkaStatus {
     pub partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
     pub assignment: Mutex<Vec<(String, i32)>>,
     pub rebalances: AtomicU64,
+    /// When offsets were last stored, or the consumer last held nothing.
+    pub(super) last_progress: Mutex<Option<Instant>>,
+    /// Why the consumer counts as stalled, while it does.
+    pub(super) stalled: Mutex<Option<String>>,
 }
 
 impl KafkaStatus {
@@ -59,7 +64,34 @@ impl KafkaStatus {
         if !self.subscribed.load(Ordering::Relaxed) {
             return Some(format!("topics not ready: {}", err()));
         }
-        None
+        lock(&self.stalled).clone()
+    }
+
+    /// Offsets were stored: the consumer moves.
+    pub(super) fn progressed(&self) {
+        *lock(&self.last_progress) = Some(Instant::now());
+    }
+
+    /// Why the consumer is stalled, if it is: it holds messages (a paused
+    /// poll, or polls handed to the pipeline) and has stored no offset
+    /// for `after`. Holding nothing is never a stall.
+    pub(super) fn stall(&self, after: Duration) -> Option<String> {
+        let paused = self.paused.load(Ordering::Relaxed);
+        let in_flight = self.polls_in_flight.load(Ordering::Relaxed);
+        let mut last = lock(&self.last_progress);
+        if !paused && in_flight == 0 {
+            *last = Some(Instant::now());
+            return None;
+        }
+        let since = last.get_or_insert_with(Instant::now).elapsed();
+        if since < after {
+            return None;
+        }
+        let lag: i64 = self.assigned_progress().iter().map(|p| p.lag.max(0)).sum();
+        Some(format!(
+            "stalled: no offset stored for {} s while holding messages (paused: {paused}, polls in flight: {in_flight}, lag: {lag})",
+            since.as_secs()
+        ))
     }
 
     /// Progress of each assigned partition; one not yet in the client's
@@ -90,6 +122,33 @@ impl KafkaStatus {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every second: is the consumer stalled? Runs apart from the consumer
+/// thread, so a consumer stuck in a call still shows as stalled.
+pub(super) async fn watch_stall(
+    status: Arc<KafkaStatus>,
+    gauge: IntGauge,
+    after: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let verdict = status.stall(after);
+        if verdict.is_some() != gauge.get().eq(&1) {
+            match &verdict {
+                Some(why) => tracing::warn!("kafka: {why}"),
+                None => tracing::info!("kafka: consumer moves again"),
+            }
+        }
+        gauge.set(verdict.is_some() as i64);
+        *lock(&status.stalled) = verdict;
+    }
+}
+
 /// Kafka metrics, in the service's registry.
 #[derive(Clone)]
 pub(super) struct KafkaMetrics {
@@ -101,6 +160,7 @@ pub(super) struct KafkaMetrics {
     pub(super) connected: IntGauge,
     pub(super) paused: IntGauge,
     pub(super) pauses: IntCounter,
+    pub(super) stalled: IntGauge,
     pub(super) commit_errors: IntCounter,
     pub(super) rebalances: IntCounter,
 }
@@ -148,6 +208,10 @@ impl KafkaMetrics {
                 "kafka_consumer_paused",
                 "1 while consumption is paused because the processing queue is full",
             ),
+            stalled: gauge(
+                "kafka_consumer_stalled",
+                "1 while the consumer holds messages and has stored no offset for kafka.stall_after_ms",
+            ),
             pauses: counter(
                 "kafka_consumer_pauses_total",
                 "Times consumption paused because the processing queue was full",
@@ -161,5 +225,36 @@ impl KafkaMetrics {
                 "Partition assignments and revocations",
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holding_messages_without_storing_offsets_is_a_stall_and_idling_is_not() {
+        let s = KafkaStatus::default();
+        let after = Duration::from_millis(50);
+        // Idle: never stalled, however long.
+        assert_eq!(s.stall(Duration::ZERO), None);
+        s.paused.store(true, Ordering::Relaxed);
+        assert_eq!(s.stall(after), None, "held, but not for long yet");
+        std::thread::sleep(Duration::from_millis(60));
+        let why = s.stall(after).expect("stalled");
+        assert!(why.starts_with("stalled: no offset stored for"), "{why}");
+        assert!(why.contains("paused: true"), "{why}");
+        // Offsets stored: it moves again.
+        s.progressed();
+        assert_eq!(s.stall(after), None);
+        // Polls in flight count as held too.
+        s.paused.store(false, Ordering::Relaxed);
+        s.polls_in_flight.store(2, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            s.stall(after)
+                .expect("stalled")
+                .contains("polls in flight: 2")
+        );
     }
 }
