@@ -5,12 +5,12 @@
 mod common;
 mod hostile;
 
-use common::{Service, TOKEN, get, post, postgres_url, sqlite_url, stored_ids};
+use common::{Service, TOKEN, db_rows, get, post, postgres_url, sqlite_url, stored_ids};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn close(a: &Value, b: f64) -> bool {
     a.as_f64().is_some_and(|a| (a - b).abs() < 1e-9)
@@ -1090,7 +1090,7 @@ async fn a_hundred_kill_9_restarts_lose_nothing_and_recovery_stays_bounded() {
     let (mut startups, mut replays, mut sent_before) = (Vec::new(), Vec::new(), Vec::new());
     let mut max_wal = 0u64;
     for cycle in 0..CYCLES {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let svc = Service::start(&db, &[]).await;
         startups.push(t.elapsed());
         let (_, p) = get(&svc.url("/processing/pipeline")).await;
@@ -1182,4 +1182,64 @@ async fn load_until_killed(
             Err(_) => return, // killed
         }
     }
+}
+
+/// Retention: with `DATABASE_RETENTION_SECS=3`, stored events and their
+/// batches are deleted in the background once older than that; what is
+/// stored later is kept until its own time comes.
+async fn retention(db_url: &str) {
+    let svc = Service::start(db_url, &[("DATABASE_RETENTION_SECS", "3")]).await;
+    let batch = |n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": i % 500}}))
+            .collect()
+    };
+    let (status, body) = post(&svc.url("/events"), &batch(1000)).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(1000)),
+        "{body}"
+    );
+    let count = |table: &'static str| async move {
+        use sqlx::Row;
+        db_rows(db_url, &format!("SELECT COUNT(*) FROM {table}")).await[0].get::<i64, _>(0)
+    };
+    assert_eq!(count("events").await, 1000);
+    let t = Instant::now();
+    while count("events").await > 0 || count("batches").await > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} events, {} batches still stored\nlog:\n{}",
+            count("events").await,
+            count("batches").await,
+            svc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Newly stored events stay until they are 3 s old.
+    let (status, _) = post(&svc.url("/events"), &batch(10)).await;
+    assert_eq!(status, 200);
+    assert_eq!(count("events").await, 10);
+    let deleted: f64 = svc
+        .metrics_text()
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"database_retention_deleted_total{table="events"} "#)?
+                .parse()
+                .ok()
+        })
+        .expect("database_retention_deleted_total on /metrics");
+    assert_eq!(deleted, 1000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_rows_sqlite() {
+    let (url, _dir) = sqlite_url();
+    retention(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_rows_postgres() {
+    retention(&postgres_url().await).await;
 }

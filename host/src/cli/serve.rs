@@ -8,7 +8,7 @@ use crate::deploy::Deployer;
 use crate::pipeline::{self, Parts, Pipeline, Stages, StateCache};
 use crate::plugin::{Clock, PluginEngine};
 use crate::sources::kafka::{self, KafkaSource};
-use crate::store::Store;
+use crate::store::{Store, retention};
 use crate::telemetry::{Metrics, push};
 use anyhow::Context;
 use std::future::Future;
@@ -40,6 +40,14 @@ pub async fn run(
     let local = listener.local_addr()?;
     // CUSTOM_METRICS_ENDPOINT: a Pushgateway, every update_interval.
     let pusher = push::spawn(&config, state.metrics.clone(), local);
+    let retention = (config.database.retention_secs > 0).then(|| {
+        let keep = Duration::from_secs(config.database.retention_secs);
+        tokio::spawn(retention::run(
+            running.store.clone(),
+            keep,
+            state.metrics.clone(),
+        ))
+    });
     tracing::info!(
         address = %local, database = ?running.store.backend(), startup_ms = started.elapsed().as_millis() as u64,
         "{} listening", config.service.name
@@ -48,6 +56,9 @@ pub async fn run(
         let _ = tx.send(local);
     }
     serve_http(listener, state, &running.pipeline, shutdown).await?;
+    if let Some(r) = retention {
+        r.abort();
+    }
     drain(running).await?;
     if let Some(p) = pusher {
         // The final counts.

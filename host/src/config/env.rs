@@ -124,6 +124,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("KAFKA_CONSUMER_MAX_POLL_RECORDS", "kafka.max_poll_records"),
     ("KAFKA_CONSUMER_PAUSE_AFTER_MS", "kafka.pause_after_ms"),
+    ("KAFKA_CONSUMER_STALL_AFTER_MS", "kafka.stall_after_ms"),
     ("KAFKA_DEAD_LETTER_TOPIC", "kafka.dead_letter_topic"),
     ("KAFKA_RESULTS_TOPIC", "kafka.results_topic"),
     ("KAFKA_AUTO_OFFSET_RESET", "kafka.auto_offset_reset"),
@@ -140,6 +141,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "monitoring.custom_metrics_endpoint",
     ),
     ("DATABASE_URL", "database.url"),
+    ("DATABASE_RETENTION_SECS", "database.retention_secs"),
     ("EVENT_PROCESSING_PLUGIN_DIR", "plugins.directory"),
     ("EVENT_PROCESSING_PLUGIN_WATCH", "plugins.watch"),
 ];

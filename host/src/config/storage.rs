@@ -11,6 +11,10 @@ pub struct Database {
     pub url: String,
     /// Connections (PostgreSQL; SQLite writes through one).
     pub max_connections: u32,
+    /// DATABASE_RETENTION_SECS: events, batches, alerts and action
+    /// requests older than this are deleted in the background (0: kept
+    /// forever). An event resent after its retention is stored again.
+    pub retention_secs: u64,
 }
 
 impl Default for Database {
@@ -18,6 +22,7 @@ impl Default for Database {
         Database {
             url: "sqlite://data/hxp-events.db".into(),
             max_connections: 8,
+            retention_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -13,6 +13,7 @@ mod analytics;
 mod events;
 mod migrations;
 mod plugins;
+pub mod retention;
 mod rows;
 
 pub use rows::{
