@@ -98,3 +98,5 @@ pub struct ValidEvent {
     pub typed: Event,
 }
 
+#[cfg(test)]
+mod proptests;

@@ -42,3 +42,7 @@ pub use analytics::hxp::events::types;
 /// The WIT package version this host implements.
 pub const WIT_PACKAGE: &str = "hxp:events";
 pub const WIT_VERSION: &str = "0.1.0";
+
+#[cfg(test)]
+#[path = "bindings_proptests.rs"]
+mod proptests;

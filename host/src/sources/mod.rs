@@ -4,3 +4,6 @@
 
 pub mod kafka;
 pub mod validate;
+
+#[cfg(test)]
+mod proptests;

@@ -4,6 +4,7 @@
 use crate::event::{self, EventError, ValidEvent};
 use rayon::prelude::*;
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 /// Below this many events, validation runs on the calling thread.
@@ -95,12 +96,17 @@ pub fn parse_bulk(
         Ok(parsed)
     } else {
         let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-            let mut err = EventError::malformed(&e);
-            if e.is_data() {
-                err.kind = event::EventErrorKind::Invalid;
-                err.message = "the body must be a JSON array of events (or NDJSON with Content-Type application/x-ndjson)".into();
+            // serde's "invalid type" comes at the first token, before the
+            // rest is read: only a body that parses whole is JSON that is
+            // not an array (`0:` or `{` are malformed).
+            match (e.is_data(), serde_json::from_slice::<IgnoredAny>(body)) {
+                (true, Ok(_)) => EventError::invalid(
+                    "the body must be a JSON array of events (or NDJSON with Content-Type application/x-ndjson)".into(),
+                    None,
+                ),
+                (true, Err(syntax)) => EventError::malformed(&syntax),
+                (false, _) => EventError::malformed(&e),
             }
-            err
         })?;
         let texts: Vec<&[u8]> = raws.iter().map(|r| r.get().as_bytes()).collect();
         Ok(validate_all(&texts, now_ms, enabled, pool))

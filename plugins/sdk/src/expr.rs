@@ -18,9 +18,17 @@
 //! resolved to the plugin's own ids with [`Expr::resolve`] (so an unknown
 //! metric is a configuration error, not a silent `false`), and it is then
 //! evaluated without string lookups. A comparison whose metric has no value
-//! (for example an average over zero events) is false.
+//! (for example an average over zero events) is false. A condition nests at
+//! most [`MAX_DEPTH`] levels deep.
 
 use std::fmt;
+
+/// How deeply a condition may nest: each parenthesis, `not`, `and` and
+/// `or` on the way from the whole condition down to a comparison is one
+/// level, and the comparison another. Parsing, evaluating and dropping a
+/// condition recurse once per level, so a deeper one is refused with a
+/// [`ParseError`] instead of overflowing the stack.
+pub const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
@@ -114,8 +122,9 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
         tokens,
         pos: 0,
         end_col: src.chars().count() + 1,
+        nest: 0,
     };
-    let e = p.or()?;
+    let (e, _depth) = p.or()?;
     if let Some(t) = p.peek() {
         return Err(ParseError {
             message: format!("unexpected {} after a complete condition", t.tok.describe()),
@@ -381,6 +390,20 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     end_col: usize,
+    /// Parentheses and `not`s around the current position.
+    nest: usize,
+}
+
+/// A parsed part and its depth in levels (see [`MAX_DEPTH`]).
+type Parsed = Result<(Expr, usize), ParseError>;
+
+fn too_deep(column: usize) -> ParseError {
+    ParseError {
+        message: format!(
+            "the condition is nested too deeply (more than {MAX_DEPTH} levels of parentheses, 'not', 'and' and 'or')"
+        ),
+        column,
+    }
 }
 
 impl Parser {
@@ -404,25 +427,59 @@ impl Parser {
         self.peek().map(|t| t.col).unwrap_or(self.end_col)
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut e = self.and()?;
-        while self.keyword("or") {
-            e = Expr::Or(Box::new(e), Box::new(self.and()?));
+    /// `depth` levels, if that is within [`MAX_DEPTH`]; `column` is where
+    /// the level that goes past it starts.
+    fn level(depth: usize, column: usize) -> Result<usize, ParseError> {
+        if depth > MAX_DEPTH {
+            Err(too_deep(column))
+        } else {
+            Ok(depth)
         }
-        Ok(e)
     }
 
-    fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut e = self.unary()?;
-        while self.keyword("and") {
-            e = Expr::And(Box::new(e), Box::new(self.unary()?));
+    /// `f` inside one more parenthesis or `not`, refused before recursing
+    /// once the limit is reached (so the recursion itself is bounded).
+    fn nested(&mut self, column: usize, f: fn(&mut Parser) -> Parsed) -> Parsed {
+        if self.nest >= MAX_DEPTH {
+            return Err(too_deep(column));
         }
-        Ok(e)
+        self.nest += 1;
+        let r = f(self);
+        self.nest -= 1;
+        r
     }
 
-    fn unary(&mut self) -> Result<Expr, ParseError> {
+    fn or(&mut self) -> Parsed {
+        let (mut e, mut depth) = self.and()?;
+        loop {
+            let column = self.here();
+            if !self.keyword("or") {
+                return Ok((e, depth));
+            }
+            let (b, db) = self.and()?;
+            depth = Self::level(depth.max(db) + 1, column)?;
+            e = Expr::Or(Box::new(e), Box::new(b));
+        }
+    }
+
+    fn and(&mut self) -> Parsed {
+        let (mut e, mut depth) = self.unary()?;
+        loop {
+            let column = self.here();
+            if !self.keyword("and") {
+                return Ok((e, depth));
+            }
+            let (b, db) = self.unary()?;
+            depth = Self::level(depth.max(db) + 1, column)?;
+            e = Expr::And(Box::new(e), Box::new(b));
+        }
+    }
+
+    fn unary(&mut self) -> Parsed {
+        let column = self.here();
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            let (e, depth) = self.nested(column, Parser::unary)?;
+            return Ok((Expr::Not(Box::new(e)), Self::level(depth + 1, column)?));
         }
         if matches!(
             self.peek(),
@@ -432,13 +489,13 @@ impl Parser {
             })
         ) {
             self.pos += 1;
-            let e = self.or()?;
+            let (e, depth) = self.nested(column, Parser::or)?;
             return match self.peek() {
                 Some(Token {
                     tok: Tok::RParen, ..
                 }) => {
                     self.pos += 1;
-                    Ok(e)
+                    Ok((e, Self::level(depth + 1, column)?))
                 }
                 _ => Err(ParseError {
                     message: "expected ')'".into(),
@@ -446,7 +503,7 @@ impl Parser {
                 }),
             };
         }
-        self.comparison()
+        Ok((self.comparison()?, 1))
     }
 
     fn comparison(&mut self) -> Result<Expr, ParseError> {
@@ -523,6 +580,10 @@ impl Parser {
         Ok(Expr::Cmp { metric, op, value })
     }
 }
+
+#[cfg(test)]
+#[path = "expr_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -47,6 +47,9 @@ pub(super) fn check(
         .map_err(|e: EventError| (DeadLetterReason::of(&e), e.message))
 }
 
+#[cfg(test)]
+#[path = "message_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
