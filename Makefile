@@ -50,6 +50,7 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench service
 	$(CARGO) bench -p hxp-events --bench kafka
 	$(CARGO) bench -p hxp-events --bench deploy
+	$(CARGO) bench -p hxp-events --bench recovery
 
 lint:
 	python3 tools/check-module-graph.py host/src

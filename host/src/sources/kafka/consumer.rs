@@ -71,6 +71,17 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(topics: &[super::Topic]) -> Reader {
+        Reader {
+            kinds: topics
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.default_kind?)))
+                .collect(),
+            names: HashMap::new(),
+            backlog: Default::default(),
+        }
+    }
+
     fn copy(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Msg {
         let topic = self
             .names
@@ -114,15 +125,7 @@ impl Worker {
         }
         self.status.subscribed.store(true, Ordering::Relaxed);
         tracing::info!(group = %self.config.kafka.consumer_group, topics = ?names, "kafka: consuming");
-        let mut reader = Reader {
-            kinds: self
-                .topics
-                .iter()
-                .filter_map(|t| Some((t.name.clone(), t.default_kind?)))
-                .collect(),
-            names: HashMap::new(),
-            backlog: Default::default(),
-        };
+        let mut reader = Reader::new(&self.topics);
         let mut commits = Commits {
             last: Instant::now(),
             stored_since: false,
