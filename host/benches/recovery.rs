@@ -70,7 +70,8 @@ fn health_ok(port: u16) -> bool {
         return false;
     };
     let mut head = [0u8; 12];
-    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_ok()
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_ok()
         && s.read_exact(&mut head).is_ok()
         && head.ends_with(b" 200")
 }
@@ -117,7 +118,12 @@ fn restarts(rt: &tokio::runtime::Runtime, n: u64) {
     let (svc, _, _) = Svc::start(&dir, &[]);
     let mut sent = 0;
     while sent < n {
-        sent += load(rt, &svc.url(), FAST, 10.0_f64.min(1.0 + (n - sent) as f64 / 150_000.0));
+        sent += load(
+            rt,
+            &svc.url(),
+            FAST,
+            10.0_f64.min(1.0 + (n - sent) as f64 / 150_000.0),
+        );
     }
     let mut svc = svc;
     let (mut accepts, mut healthy) = (Vec::new(), Vec::new());
