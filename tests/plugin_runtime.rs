@@ -484,3 +484,23 @@ fn compiled_components_are_cached_by_content_hash() {
     let third = engine.load_file(&wasm("hxp_correlation")).unwrap();
     assert!(!third.from_cache);
 }
+
+/// What ships carries no DWARF (it was ~91% of each plugin): the release
+/// profile strips debug information. A wasm custom section's name is in
+/// the file as plain text, so a `.debug_*` section shows as its name.
+#[test]
+fn shipped_plugins_carry_no_debug_information() {
+    for name in ["hxp_analytics", "hxp_correlation", "hxp_responses"] {
+        let bytes = wasm_bytes(name);
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(b".debug_info"), "{name}.wasm has DWARF");
+        assert!(!has(b".debug_line"), "{name}.wasm has DWARF line tables");
+        // Still a component (the layer byte after the version), which the
+        // other tests of this file load and run.
+        assert_eq!(
+            bytes[..8],
+            *b"\0asm\x0d\0\x01\0",
+            "{name}.wasm is no component"
+        );
+    }
+}

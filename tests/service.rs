@@ -1243,3 +1243,27 @@ async fn retention_deletes_old_rows_sqlite() {
 async fn retention_deletes_old_rows_postgres() {
     retention(&postgres_url().await).await;
 }
+
+/// Several instances share one PostgreSQL database: two started at once on
+/// an empty one both come up (migrations run under an advisory lock; the
+/// second finds them done), and both take events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_started_at_once_on_an_empty_database_both_come_up() {
+    let db = postgres_url().await;
+    let (a, b) = tokio::join!(Service::start(&db, &[]), Service::start(&db, &[]));
+    for svc in [&a, &b] {
+        let (status, h) = get(&svc.url("/health")).await;
+        assert_eq!(
+            (status, h["status"].as_str()),
+            (200, Some("healthy")),
+            "{h}"
+        );
+        let e = json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": 5}});
+        let (status, body) = post(&svc.url("/process"), &e).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    use sqlx::Row;
+    let versions: i64 = db_rows(&db, "SELECT COUNT(*) FROM schema_migrations").await[0].get(0);
+    assert_eq!(versions, 3, "each migration applied once");
+    assert_eq!(stored_ids(&db).await.len(), 2);
+}

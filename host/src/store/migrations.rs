@@ -111,10 +111,39 @@ CREATE INDEX action_requests_outcome ON action_requests (outcome)
     ),
 ];
 
+/// The PostgreSQL advisory lock that migrations run under, so that
+/// instances starting together on one database migrate one at a time
+/// (any fixed number, the same in every version: "hxp-migr").
+const MIGRATION_LOCK: i64 = 0x6878_702d_6d69_6772;
+
 impl Store {
+    /// Run the migrations not yet applied, on one connection; on PostgreSQL
+    /// under [`MIGRATION_LOCK`] (the others wait, then find them done).
     pub(super) async fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await
+                .context("taking the migration lock")?;
+        }
+        let result = self.migrate_on(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            // Released with the session too, should this fail.
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await
+                .context("releasing the migration lock")?;
+        }
+        result
+    }
+
+    async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&self.writer)
+            .execute(&mut *conn)
             .await
             .context("creating schema_migrations")?;
         // The two names that differ: binary columns, and the 64-bit key
@@ -125,7 +154,7 @@ impl Store {
             Backend::Postgres => ("BYTEA", "BIGINT PRIMARY KEY"),
         };
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = conn.begin().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(*version)
