@@ -11,7 +11,7 @@ PLUGIN_DIR  := target/plugins
 # The default plugins, and the guests the runtime tests load.
 GUESTS      := -p hxp-analytics -p hxp-correlation -p hxp-responses \
                -p hostile-guest -p future-wit-guest -p not-a-plugin-guest \
-               -p minimal-responses-guest
+               -p minimal-responses-guest -p config-echo-guest
 
 .PHONY: build run test bench wasm-target plugins lint
 

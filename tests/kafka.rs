@@ -42,16 +42,23 @@ struct Broker {
 impl Broker {
     async fn start() -> Broker {
         let port = free_port();
+        Broker::start_advertising(port, port).await
+    }
+
+    /// Listening on `port`, telling clients to connect to `advertised`
+    /// (a TLS proxy in front of it).
+    async fn start_advertising(port: u16, advertised: u16) -> Broker {
         let dir = tempdir();
         let log = dir.join("tansu.log");
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu_bin())
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ])
@@ -962,4 +969,52 @@ async fn a_stalled_consumer_shows_in_health_until_it_moves_again() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Kafka over TLS: stunnel4 terminates TLS on loopback in front of tansu,
+/// which advertises the TLS port, so every connection of the service (its
+/// consumer, its producers, its admin client) and of the test's producer
+/// goes through TLS. The service's TLS settings come from
+/// `kafka.properties`, the CA path from an environment variable (`${...}`),
+/// hidden in GET /config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_consumed_over_tls() {
+    let pki = tls::Pki::new();
+    let (plain, tls_port) = (free_port(), free_port());
+    let broker = Broker::start_advertising(plain, tls_port).await;
+    let proxy = tls::Stunnel::start_on(&pki, tls_port, &broker.addr, false).await;
+    let text = std::fs::read_to_string(root().join("config/event-processing.yaml")).unwrap();
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    yaml["kafka"]["properties"] =
+        serde_norway::from_str("{security.protocol: ssl, ssl.ca.location: '${HXP_TEST_KAFKA_CA}'}")
+            .unwrap();
+    let yaml = serde_norway::to_string(&yaml).unwrap();
+    let (db, _dir) = sqlite_url();
+    let ca = pki.ca.display().to_string();
+    let mut env = kafka_env(&proxy.addr());
+    env.push(("HXP_TEST_KAFKA_CA", ca.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let svc = Service::start_with(&db, &env, Some(yaml.as_str())).await;
+    // The service created its topics through TLS and was assigned them.
+    wait_assigned(&svc, 15).await;
+
+    let producer: FutureProducer = client(&proxy.addr())
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", &ca)
+        .set("batch.num.messages", "1")
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let all = events(500, 11);
+    let ids: BTreeSet<u128> = produce(&producer, &all).await.into_iter().collect();
+    let stored = wait_stored(&db, all.len(), Duration::from_secs(60), "over TLS").await;
+    let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(stored, ids);
+
+    let (_, config) = get(&svc.url("/config")).await;
+    let props = &config["kafka"]["properties"];
+    assert_eq!(props["security.protocol"], "ssl", "{props}");
+    assert_eq!(props["ssl.ca.location"], "(set)", "{props}");
+    let log = proxy.log_text();
+    assert!(log.contains("accepted connection"), "stunnel log:\n{log}");
 }

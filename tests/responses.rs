@@ -705,3 +705,133 @@ async fn requests_pending_at_a_crash_are_recorded_as_interrupted_not_rerun() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(recv.calls().len(), 1);
 }
+
+/// (TLS) An https webhook reaches a receiver whose certificate comes from a
+/// private CA (`tls.client.ca_file`) and that only lets clients with a
+/// certificate of that CA in (`tls.client.cert_file`/`key_file`; stunnel4
+/// terminates TLS in front of the test's receiver). A receiver whose CA is
+/// not trusted is never called: the request fails on its certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_reaches_a_private_ca_receiver_with_a_client_certificate() {
+    let pki = tls::Pki::new();
+    let stranger = tls::Pki::new();
+    let recv = Receiver::start(vec![], Reply::Status(200)).await;
+    let mutual = tls::Stunnel::start(&pki, &recv.addr.to_string(), true).await;
+    let untrusted = tls::Stunnel::start(&stranger, &recv.addr.to_string(), false).await;
+    let yaml = config_yaml(|v| {
+        open_guardrails(v);
+        let url = format!("https://127.0.0.1:{}/notify", mutual.port);
+        notify_at(v, url, 5000, 0, 100);
+        let page = format!(
+            "{{kind: webhook, url: 'https://127.0.0.1:{}/page', retries: 0}}",
+            untrusted.port
+        );
+        let ar = &mut v["automated_response"];
+        ar["executors"]["page"] = serde_norway::from_str(&page).unwrap();
+        ar["actions"]["page_oncall"] = "page".into();
+        let rules = ar["response_rules"].as_sequence_mut().unwrap();
+        rules.push(
+            serde_norway::from_str(
+                "{name: page_oncall, condition: error_rate > 0.2, action: page_oncall}",
+            )
+            .unwrap(),
+        );
+        v["tls"] = serde_norway::from_str(&format!(
+            "client: {{ca_file: '{}', cert_file: '{}', key_file: '{}'}}",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ))
+        .unwrap();
+    });
+    let (url, _dir) = sqlite_url();
+    let svc = Service::start_with(&url, &[], Some(yaml.as_str())).await;
+    send_errors(&svc, 10).await;
+
+    let calls = recv.wait_calls(1, 20).await;
+    assert_eq!(calls[0].path, "/notify");
+    assert!(calls[0].key.is_some(), "{:?}", calls[0]);
+    let done = wait_rows(&svc, "action=send_notification", 1, 20).await;
+    assert_eq!(done[0]["outcome"], "executed", "{:#}", done[0]);
+    assert_eq!(done[0]["http_status"], 200, "{:#}", done[0]);
+    let log = mutual.log_text();
+    assert!(log.contains("Certificate accepted"), "stunnel log:\n{log}");
+
+    let refused = wait_rows(&svc, "action=page_oncall", 1, 20).await;
+    assert_eq!(refused[0]["outcome"], "failed", "{:#}", refused[0]);
+    let error = refused[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(error.contains("certificate"), "{error}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        recv.calls().iter().all(|c| c.path != "/page"),
+        "{:#?}",
+        recv.calls()
+    );
+}
+
+/// (Secrets) A response plugin sees the rules and the category switches of
+/// `automated_response`, never the executors: the `config-echo` guest
+/// reports the section it was configured with as the parameters of its
+/// requests. A manifest naming a section of the host's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sees_its_rules_and_never_the_executors_secrets() {
+    let plugins = tempdir().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for p in ["analytics", "correlation", "responses"] {
+        std::fs::copy(wasm(&format!("hxp_{p}")), plugins.join(format!("{p}.wasm"))).unwrap();
+    }
+    std::fs::copy(wasm("config_echo_guest"), plugins.join("echo.wasm")).unwrap();
+    std::fs::copy(wasm("config_echo_guest"), plugins.join("spy.wasm")).unwrap();
+    std::fs::write(plugins.join("spy.yaml"), "config: database\n").unwrap();
+    let yaml = config_yaml(|v| {
+        let n = &mut v["automated_response"]["executors"]["notify"];
+        n["url"] = "http://127.0.0.1:1/notify?key=url-s3cr3t".into();
+        n["headers"] = serde_norway::from_str("{Authorization: Bearer header-s3cr3t}").unwrap();
+    });
+    let (url, _dir) = sqlite_url();
+    let env = [
+        ("EVENT_PROCESSING_PLUGIN_DIR", plugins.to_str().unwrap()),
+        ("AUTOMATED_RESPONSE_DRY_RUN", "true"),
+    ];
+    let svc = Service::start_with(&url, &env, Some(yaml.as_str())).await;
+    send_errors(&svc, 1).await;
+    let echoed = wait_rows(&svc, "action=report_config", 1, 20).await;
+    let seen: Value = echoed[0]["parameters"]["config"].clone();
+    let keys: Vec<&str> = seen
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    // serde_json's map is sorted.
+    assert_eq!(
+        keys,
+        [
+            "business_events_enabled",
+            "critical_events_enabled",
+            "enabled",
+            "error_events_enabled",
+            "repeat_interval",
+            "response_rules"
+        ]
+    );
+    assert_eq!(
+        seen["response_rules"].as_array().unwrap().len(),
+        3,
+        "{seen}"
+    );
+    let text = seen.to_string();
+    for secret in ["s3cr3t", "127.0.0.1", "executors", "Authorization"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+
+    let (_, listed) = get(&svc.url("/plugins")).await;
+    let rejected = listed.to_string();
+    assert!(
+        rejected.contains("spy") && rejected.contains("config section 'database'"),
+        "{listed:#}"
+    );
+}

@@ -24,10 +24,12 @@ fi
 
 # Monitoring tools and a headless browser for the operations tests
 # (tests/operations.rs): promtool + Prometheus, the Pushgateway, Chromium and
-# ChromeDriver. Without recommends: prometheus-node-exporter would take port
-# 9100 on a machine with systemd.
+# ChromeDriver; stunnel4 and openssl for the TLS tests (tests/tls.rs).
+# Without recommends: prometheus-node-exporter would take port 9100 on a
+# machine with systemd.
 missing=()
-for p in promtool:prometheus prometheus-pushgateway:prometheus-pushgateway chromium:chromium chromedriver:chromium-driver; do
+for p in promtool:prometheus prometheus-pushgateway:prometheus-pushgateway chromium:chromium chromedriver:chromium-driver \
+         stunnel4:stunnel4 openssl:openssl; do
     command -v "${p%%:*}" >/dev/null || missing+=("${p##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

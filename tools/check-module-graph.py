@@ -14,7 +14,7 @@ import sys
 # Lowest layer first; a module may import from its own layer or below.
 LAYERS = [
     {"util", "event", "plugin"},
-    {"config"},
+    {"config", "tls"},
     {"telemetry"},
     {"store"},
     {"actions"},

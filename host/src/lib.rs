@@ -7,7 +7,8 @@
 //!
 //! 1. `util`, `event`, `plugin`: helpers, the event types and parsing, the
 //!    wasmtime runtime. They know nothing of the service.
-//! 2. `config`: the config tree (serde schema, defaults, checks).
+//! 2. `config`, `tls`: the config tree (serde schema, defaults, checks);
+//!    the HTTPS listener and client built from it.
 //! 3. `telemetry`: the Prometheus registry and the Pushgateway push.
 //! 4. `store`: persistence (sqlx, SQLite or PostgreSQL) and its rows.
 //! 5. `actions`: guardrails and the executors of automated responses.
@@ -23,6 +24,7 @@ pub mod event;
 pub mod plugin;
 
 pub mod config;
+pub mod tls;
 
 pub mod telemetry;
 

@@ -161,7 +161,7 @@ impl Executors {
     ) -> anyhow::Result<(Executors, ExecutorHandle)> {
         let a = &config.automated_response;
         let executors = resolve(config)?;
-        let client = reqwest::Client::builder()
+        let client = crate::tls::http_client(&config.tls.client)?
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hxp-events/", env!("CARGO_PKG_VERSION")))

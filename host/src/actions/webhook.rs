@@ -68,9 +68,9 @@ pub async fn post(
                 last_error = if e.is_timeout() {
                     format!("timed out after {} ms", target.timeout.as_millis())
                 } else if e.is_connect() {
-                    format!("connection failed: {e}")
+                    format!("connection failed: {}", with_causes(&e))
                 } else {
-                    format!("request failed: {e}")
+                    format!("request failed: {}", with_causes(&e))
                 };
                 true
             }
@@ -98,4 +98,53 @@ pub async fn post(
 pub fn backoff_for(base: Duration, i: u32) -> Duration {
     base.saturating_mul(1u32 << i.min(16))
         .min(Duration::from_secs(30))
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer
+/// certificate: UnknownIssuer"): reqwest's own message names none of them.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    #[derive(Debug)]
+    struct Sending(std::io::Error);
+
+    impl std::fmt::Display for Sending {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+
+    impl std::error::Error for Sending {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_is_shown_with_its_causes() {
+        let e = Sending(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(
+            with_causes(&e),
+            "error sending request: invalid peer certificate: UnknownIssuer"
+        );
+        let e: Box<dyn std::error::Error> = "no cause".into();
+        assert_eq!(with_causes(e.as_ref()), "no cause");
+    }
 }

@@ -37,20 +37,12 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
 
 /// Read a service config file (YAML) and return one section as JSON text.
 pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
+    // Loaded and checked as the service loads it, so the plugin sees what
+    // it would see there (its section only, defaults filled in).
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let yaml: serde_norway::Value = serde_norway::from_str(&text)
-        .with_context(|| format!("{} is not valid YAML", path.display()))?;
-    let v = yaml
-        .get(section)
-        .cloned()
-        .unwrap_or(serde_norway::Value::Null);
-    if v.is_null() {
-        return Ok(String::new());
-    }
-    let json: Value =
-        serde_json::to_value(v).context("config section is not representable as JSON")?;
-    Ok(json.to_string())
+    let config = crate::config::Config::from_yaml(&text, &path.display().to_string(), &[])?;
+    config.section_json(section).map_err(anyhow::Error::msg)
 }
 
 /// Options of `plugin test`.

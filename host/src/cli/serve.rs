@@ -10,6 +10,7 @@ use crate::plugin::{Clock, PluginEngine};
 use crate::sources::kafka::{self, KafkaSource};
 use crate::store::{Store, retention};
 use crate::telemetry::{Metrics, push};
+use crate::tls::{self, TlsListener};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // A certificate that cannot be used stops the start before anything runs.
+    let tls = tls::server_config(&config.tls.server)?;
     let (running, state) = start(Arc::new(config), config_path, started).await?;
     let config = running.config.clone();
     let listener = bind(&config).await?;
@@ -49,13 +52,14 @@ pub async fn run(
         ))
     });
     tracing::info!(
-        address = %local, database = ?running.store.backend(), startup_ms = started.elapsed().as_millis() as u64,
+        address = %local, scheme = if tls.is_some() { "https" } else { "http" },
+        database = ?running.store.backend(), startup_ms = started.elapsed().as_millis() as u64,
         "{} listening", config.service.name
     );
     if let Some(tx) = bound {
         let _ = tx.send(local);
     }
-    serve_http(listener, state, &running.pipeline, shutdown).await?;
+    serve_http(listener, tls, state, &running.pipeline, shutdown).await?;
     if let Some(r) = retention {
         r.abort();
     }
@@ -168,6 +172,7 @@ async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
 /// and open requests get `service.timeout` + 5 s to finish.
 async fn serve_http(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<AppState>,
     pipeline: &Pipeline,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -182,9 +187,24 @@ async fn serve_http(
     });
     let grace = Duration::from_secs(state.config.service.timeout + 5);
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+    let stopping = async move {
         let _ = server_stop.wait_for(|s| *s).await;
-    });
+    };
+    let router = api::router(state);
+    let server = async move {
+        match tls {
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, tls)?, router)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }
+        }
+    };
     let mut stopped = stop_rx;
     tokio::select! {
         r = server => r.context("HTTP server")?,

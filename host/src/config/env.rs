@@ -14,6 +14,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("EVENT_PROCESSING_API_CPU_CORES", "performance.cpu_cores"),
     ("EVENT_PROCESSING_TIMEOUT", "service.timeout"),
     ("EVENT_PROCESSING_ADMIN_TOKEN", "service.admin_token"),
+    ("EVENT_PROCESSING_TLS_CERT_FILE", "tls.server.cert_file"),
+    ("EVENT_PROCESSING_TLS_KEY_FILE", "tls.server.key_file"),
+    ("EVENT_PROCESSING_TLS_CA_FILE", "tls.client.ca_file"),
     (
         "EVENT_CONSUMER_LLM_REQUESTS_ENABLED",
         "event_consumers.llm_requests_enabled",
@@ -151,6 +154,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 const TEXT_KEYS: &[&str] = &[
     "service.host",
     "service.admin_token",
+    "tls.server.cert_file",
+    "tls.server.key_file",
+    "tls.client.ca_file",
     "kafka.bootstrap_servers",
     "kafka.consumer_group",
     "monitoring.api_gateway_endpoint",

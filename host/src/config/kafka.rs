@@ -1,7 +1,7 @@
 //! `kafka`: the consumer group, topics, dead letters and results.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,7 +35,32 @@ pub struct Kafka {
     pub auto_offset_reset: String,
     /// Larger messages go to the dead-letter topic.
     pub max_message_bytes: usize,
+    /// librdkafka properties for every client (consumer, producers, admin),
+    /// e.g. `security.protocol: sasl_ssl`, `sasl.mechanism: SCRAM-SHA-512`,
+    /// `ssl.ca.location: /etc/ssl/kafka-ca.pem`. `${NAME}` in a value is
+    /// replaced by the environment variable NAME when the config loads (a
+    /// missing one stops the start); such values and every password, secret
+    /// or key are hidden in GET /config. Keys this section sets itself
+    /// (group, commits, offsets) are refused here.
+    pub properties: BTreeMap<String, String>,
+    /// Properties whose value came from the environment (hidden).
+    #[serde(skip)]
+    pub from_env: BTreeSet<String>,
 }
+
+/// librdkafka keys set from the section's own keys or by the consumer's
+/// delivery guarantees; a property must not change them behind its back.
+const MANAGED: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "enable.partition.eof",
+];
 
 impl Default for Kafka {
     fn default() -> Self {
@@ -64,6 +89,8 @@ impl Default for Kafka {
             partitions: 3,
             auto_offset_reset: "earliest".into(),
             max_message_bytes: 1 << 20,
+            properties: BTreeMap::new(),
+            from_env: BTreeSet::new(),
         }
     }
 }
@@ -106,6 +133,125 @@ impl Kafka {
         if used && self.dead_letter_topic.is_empty() {
             return Err("kafka.dead_letter_topic: must be set when Kafka is used".into());
         }
+        if let Some(key) = self
+            .properties
+            .keys()
+            .find(|k| MANAGED.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "kafka.properties.{key}: set by the service (use the kafka section's own keys)"
+            ));
+        }
         Ok(())
+    }
+
+    /// Replace `${NAME}` in property values by the environment's NAME.
+    pub(super) fn expand_env(&mut self, env: &[(String, String)]) -> Result<(), String> {
+        for (key, value) in self.properties.iter_mut() {
+            let expanded =
+                expand(value, env).map_err(|e| format!("kafka.properties.{key}: {e}"))?;
+            if expanded != *value {
+                *value = expanded;
+                self.from_env.insert(key.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The properties as GET /config shows them.
+    pub(super) fn redact(&mut self) {
+        for (key, value) in self.properties.iter_mut() {
+            if self.from_env.contains(key) || is_secret(key) {
+                *value = "(set)".into();
+            }
+        }
+    }
+}
+
+/// Passwords, secrets and private keys (`sasl.password`,
+/// `ssl.key.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`...).
+fn is_secret(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "ssl.key.pem",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// `text` with every `${NAME}` replaced by NAME's value in `env`.
+fn expand(text: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "'${' without a closing '}'".to_string())?;
+        let name = &after[..end];
+        let value = env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn property_values_take_environment_variables_and_hide_them() {
+        let mut k = Kafka::default();
+        k.properties.insert("sasl.username".into(), "svc".into());
+        k.properties
+            .insert("sasl.password".into(), "${KAFKA_PW}".into());
+        k.properties
+            .insert("ssl.ca.location".into(), "${DIR}/ca.pem".into());
+        k.expand_env(&env(&[("KAFKA_PW", "hunter2"), ("DIR", "/etc/kafka")]))
+            .unwrap();
+        assert_eq!(k.properties["sasl.password"], "hunter2");
+        assert_eq!(k.properties["ssl.ca.location"], "/etc/kafka/ca.pem");
+        k.redact();
+        assert_eq!(k.properties["sasl.password"], "(set)");
+        assert_eq!(k.properties["ssl.ca.location"], "(set)");
+        assert_eq!(k.properties["sasl.username"], "svc");
+    }
+
+    #[test]
+    fn a_missing_variable_or_a_managed_key_is_refused_by_name() {
+        let mut k = Kafka::default();
+        k.properties
+            .insert("sasl.password".into(), "${NOPE}".into());
+        let e = k.expand_env(&[]).unwrap_err();
+        assert_eq!(
+            e,
+            "kafka.properties.sasl.password: environment variable NOPE is not set"
+        );
+        let mut k = Kafka::default();
+        k.properties
+            .insert("enable.auto.commit".into(), "true".into());
+        let e = k.check(&Default::default()).unwrap_err();
+        assert!(e.starts_with("kafka.properties.enable.auto.commit"), "{e}");
+        // A literal secret is hidden too.
+        k.properties.clear();
+        k.properties.insert("ssl.key.password".into(), "pw".into());
+        k.redact();
+        assert_eq!(k.properties["ssl.key.password"], "(set)");
     }
 }

@@ -18,10 +18,12 @@ mod env;
 mod events;
 mod kafka;
 mod monitoring;
+mod plugin_section;
 mod responses;
 mod service;
 mod storage;
 mod stream;
+mod tls;
 
 pub use analytics::{PerformanceMetrics, RealTimeAnalytics};
 pub use correlation::{EventCorrelation, Rule};
@@ -29,6 +31,7 @@ pub use env::ENV_OVERRIDES;
 pub use events::EventConsumers;
 pub use kafka::Kafka;
 pub use monitoring::Monitoring;
+pub use plugin_section::PluginSection;
 pub use responses::{
     AutomatedResponse, CommandSpec, Executor, WebhookSpec, default_actions, default_executors,
     header_map, resolve_url, validate_template,
@@ -36,6 +39,7 @@ pub use responses::{
 pub use service::{Performance, ServiceConfig};
 pub use storage::{Database, Plugins};
 pub use stream::StreamProcessing;
+pub use tls::{ClientTls, ServerTls, Tls};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -57,6 +61,7 @@ pub struct Config {
     pub monitoring: Monitoring,
     pub database: Database,
     pub plugins: Plugins,
+    pub tls: Tls,
     /// Config sections of custom plugins, by name: a plugin whose manifest
     /// says `config: plugin_config.NAME` is configured with `NAME`'s value.
     pub plugin_config: BTreeMap<String, serde_json::Value>,
@@ -89,7 +94,7 @@ impl Config {
             bail!("{origin}: the config must be a mapping of sections");
         }
         let from_env = env::apply(&mut root, env);
-        let config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
             let key = e.path().to_string();
             let via = from_env
                 .get(&key)
@@ -97,6 +102,10 @@ impl Config {
                 .unwrap_or_default();
             anyhow::anyhow!("{origin}: {key}{via}: {}", e.into_inner())
         })?;
+        config
+            .kafka
+            .expand_env(env)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         config.check().map_err(|e| {
             let via = from_env
                 .iter()
@@ -125,6 +134,7 @@ impl Config {
         self.database.check()?;
         self.plugins.limits.check("plugins.limits")?;
         self.automated_response.check(&self.monitoring)?;
+        self.tls.check()?;
         self.monitoring.check()
     }
 
@@ -135,6 +145,7 @@ impl Config {
             c.service.admin_token = "(set)".into();
         }
         c.database.url = redact_url(&c.database.url);
+        c.kafka.redact();
         for e in c.automated_response.executors.values_mut() {
             if let Executor::Webhook(w) = e {
                 for v in w.headers.values_mut() {
@@ -145,16 +156,12 @@ impl Config {
         serde_json::to_value(c).expect("config serializes")
     }
 
-    /// A section as JSON, for a plugin's `configure`: a top-level section
-    /// (`event_correlation`) or a dotted path (`plugin_config.my_rules`).
-    /// A missing section is `{}`.
-    pub fn section_json(&self, section: &str) -> String {
-        let v = serde_json::to_value(self).expect("config serializes");
-        section
-            .split('.')
-            .try_fold(&v, |node, key| node.get(key))
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "{}".into())
+    /// A plugin's section as JSON, for its `configure`: one of the plugin
+    /// sections (`event_correlation`) or a custom one
+    /// (`plugin_config.my_rules`), never a section of the host's (see
+    /// [`PluginSection`]). A missing custom section is `{}`.
+    pub fn section_json(&self, section: &str) -> Result<String, String> {
+        PluginSection::parse(section).map(|s| s.json(self))
     }
 }
 

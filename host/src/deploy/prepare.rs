@@ -32,7 +32,7 @@ impl Deployer {
             .config
             .clone()
             .unwrap_or_else(|| kind.config_section().to_string());
-        let section_json = config.section_json(&section);
+        let section_json = config.section_json(&section)?;
         let name: Arc<str> = Arc::from(c.name.as_str());
         let plugin = self.instantiate(&loaded, limits, &name, &section, &section_json)?;
         let running = Running {

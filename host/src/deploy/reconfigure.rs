@@ -43,7 +43,10 @@ impl Deployer {
             .collect();
         let mut done = Vec::new();
         for (name, r) in running {
-            let json = new.section_json(&r.section);
+            // Checked when the plugin was deployed.
+            let Ok(json) = new.section_json(&r.section) else {
+                continue;
+            };
             if json != r.section_json {
                 done.push(self.reconfigure(&name, r, json, &path, cause).await);
             }

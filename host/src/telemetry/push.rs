@@ -45,17 +45,11 @@ pub fn spawn(config: &Config, metrics: Arc<Metrics>, bound: SocketAddr) -> Optio
     if endpoint.is_empty() {
         return None;
     }
-    if !endpoint.starts_with("http://") {
-        // reqwest is built without TLS (default-features off).
-        tracing::error!(
-            endpoint,
-            "monitoring.custom_metrics_endpoint must be an http:// URL (this build has no TLS); metrics are not pushed"
-        );
-        return None;
-    }
     let url = push_url(endpoint, &config.service.name, &instance_label(bound));
     let every = Duration::from_secs(config.performance_metrics.update_interval.max(1));
-    let client = match reqwest::Client::builder().timeout(PUSH_TIMEOUT).build() {
+    let client = match crate::tls::http_client(&config.tls.client)
+        .and_then(|b| Ok(b.timeout(PUSH_TIMEOUT).build()?))
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "metrics push disabled: HTTP client");
@@ -352,17 +346,8 @@ mod tests {
 
     #[test]
     fn no_endpoint_no_task() {
-        let mut config = Config::default();
+        let config = Config::default();
         // No runtime needed: nothing is spawned.
-        assert!(
-            spawn(
-                &config,
-                Arc::new(Metrics::new()),
-                "127.0.0.1:1".parse().unwrap()
-            )
-            .is_none()
-        );
-        config.monitoring.custom_metrics_endpoint = "https://127.0.0.1:9091".into();
         assert!(
             spawn(
                 &config,

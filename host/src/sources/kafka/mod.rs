@@ -122,6 +122,11 @@ pub fn client_config(config: &Config) -> ClientConfig {
         .set("client.id", &config.service.name)
         .set("reconnect.backoff.max.ms", "2000")
         .set("topic.metadata.refresh.interval.ms", "10000");
+    // TLS and SASL (`security.protocol`, `ssl.*`, `sasl.*`) and any other
+    // tuning; keys the consumer manages itself are refused at config load.
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
     c
 }
 
@@ -301,6 +306,36 @@ mod tests {
                 ("feedback".to_string(), Some(EventKind::UserFeedback)),
             ]
         );
+    }
+
+    /// librdkafka is built with TLS and SASL: clients with each
+    /// mechanism the README documents are created (creation checks the
+    /// properties; a build without them refuses `security.protocol`).
+    #[test]
+    fn the_client_takes_tls_and_sasl_properties() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let mut c = Config::default();
+            c.kafka.bootstrap_servers = "127.0.0.1:9".into();
+            for (k, v) in [
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "svc"),
+                ("sasl.password", "pw"),
+            ] {
+                c.kafka.properties.insert(k.into(), v.into());
+            }
+            let made: Result<rdkafka::consumer::BaseConsumer, _> =
+                client_config(&c).set("group.id", "g").create();
+            assert!(made.is_ok(), "{mechanism}: {:?}", made.err());
+        }
+        let mut c = Config::default();
+        c.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        c.kafka
+            .properties
+            .insert("security.protocol".into(), "tls_please".into());
+        let made: Result<rdkafka::consumer::BaseConsumer, _> =
+            client_config(&c).set("group.id", "g").create();
+        assert!(made.is_err());
     }
 
     #[test]
