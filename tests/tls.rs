@@ -321,3 +321,57 @@ fn run_until_exit(db_url: &str) -> (Option<i32>, String) {
         std::fs::read_to_string(&log).unwrap_or_default(),
     )
 }
+
+/// Metrics are pushed to an https Pushgateway whose certificate comes from
+/// the CA of `EVENT_PROCESSING_TLS_CA_FILE` (stunnel4 in front of a plain
+/// receiver that records what it is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_pushed_to_an_https_pushgateway() {
+    use std::sync::{Arc, Mutex};
+    let pki = Pki::new();
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let line = format!("{} {}", req.method(), req.uri().path());
+            let body = axum::body::to_bytes(req.into_body(), 1 << 24)
+                .await
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body).to_string();
+            record.lock().unwrap().push((line, text));
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gateway = common::tls::Stunnel::start(&pki, &plain, false).await;
+
+    let (url, _dir) = sqlite_url();
+    let endpoint = format!("https://127.0.0.1:{}", gateway.port);
+    let ca = pki.ca.display().to_string();
+    let env = [
+        ("CUSTOM_METRICS_ENDPOINT", endpoint.as_str()),
+        ("PERFORMANCE_METRICS_UPDATE_INTERVAL", "1"),
+        ("EVENT_PROCESSING_TLS_CA_FILE", ca.as_str()),
+    ];
+    let _svc = Service::start(&url, &env).await;
+    let started = Instant::now();
+    loop {
+        let pushed = seen.lock().unwrap().clone();
+        if let Some((line, body)) = pushed.first() {
+            assert!(
+                line.starts_with("PUT /metrics/job/event-processing-api"),
+                "{line}"
+            );
+            assert!(body.contains("event_processing_total"), "{body}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

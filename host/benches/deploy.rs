@@ -51,7 +51,9 @@ fn compile_times(bytes: &[u8]) {
     let mut cached_load = Vec::new();
     let mut instantiate = Vec::new();
     let mut first_call = Vec::new();
-    let config = hxp_events::config::Config::default().section_json("real_time_analytics");
+    let config = hxp_events::config::Config::default()
+        .section_json("real_time_analytics")
+        .expect("a plugin section");
     let batch = batch100();
     for _ in 0..7 {
         let cache = common::tempdir();
