@@ -532,6 +532,16 @@ async fn bad_inputs_get_clear_errors() {
             "POST",
             process.clone(),
             Some("application/json"),
+            br#"{"event_type":"llm_request","data":{"model":"m"},"timestamp":"9999-12-31T23:59:59Z"}"#
+                .to_vec(),
+            422,
+            "invalid_event",
+            "max_clock_skew_secs",
+        ),
+        (
+            "POST",
+            process.clone(),
+            Some("application/json"),
             br#"{"event_type":"llm_request","data":{"model":"m"},"colour":"red"}"#.to_vec(),
             422,
             "invalid_event",

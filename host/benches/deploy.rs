@@ -36,9 +36,13 @@ fn batch100() -> hxp_events::plugin::types::EventBatch {
             data.insert("model".into(), "m1".into());
             data.insert("latency_ms".into(), (100 + i).into());
             let v = serde_json::json!({"event_type": "llm_request", "data": data});
-            let mut e = hxp_events::event::validate(v, 1_700_000_000_000, &[true; 5])
-                .unwrap()
-                .typed;
+            let mut e = hxp_events::event::validate(
+                v,
+                1_700_000_000_000,
+                &hxp_events::event::Acceptance::ALL,
+            )
+            .unwrap()
+            .typed;
             e.seq = i + 1;
             e
         })

@@ -217,11 +217,12 @@ pub(super) async fn test(
     let now = crate::store::now_ms();
     let mut events = Vec::with_capacity(items.len());
     for (i, v) in items.into_iter().enumerate() {
-        let mut e = crate::event::validate(v, now, &[true; 5]).map_err(|e| {
-            let mut err = ApiError::from(e);
-            err.message = format!("event {i}: {}", err.message);
-            err
-        })?;
+        let mut e =
+            crate::event::validate(v, now, &crate::event::Acceptance::ALL).map_err(|e| {
+                let mut err = ApiError::from(e);
+                err.message = format!("event {i}: {}", err.message);
+                err
+            })?;
         e.typed.seq = i as u64 + 1;
         events.push(e.typed);
     }

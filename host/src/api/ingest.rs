@@ -71,7 +71,7 @@ pub(super) async fn process(
 ) -> ApiResult<Json<ProcessView>> {
     require_json(&headers, false)?;
     let body = body?;
-    let enabled = state.config.event_consumers.enabled();
+    let enabled = state.config.acceptance();
     let ev = match crate::event::parse(&body, crate::store::now_ms(), &enabled) {
         Ok(ev) => ev,
         Err(e) => {
@@ -141,7 +141,7 @@ pub(super) async fn events(
 ) -> ApiResult<Json<EventsView>> {
     let ndjson = require_json(&headers, true)?;
     let body = body?;
-    let enabled = state.config.event_consumers.enabled();
+    let enabled = state.config.acceptance();
     let pool = state.validators.clone();
     let now = crate::store::now_ms();
     let parsed = tokio::task::spawn_blocking(move || {

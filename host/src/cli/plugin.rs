@@ -133,7 +133,7 @@ fn read_events(path: &Path, wants_payload: bool) -> anyhow::Result<Vec<hxp_plugi
         if line.trim().is_empty() {
             continue;
         }
-        let ev = event::parse(line.as_bytes(), last_time, &[true; 5])
+        let ev = event::parse(line.as_bytes(), last_time, &event::Acceptance::ALL)
             .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
         last_time = ev.time_ms;
         let mut typed = ev.typed;

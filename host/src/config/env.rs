@@ -110,6 +110,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "STREAM_PROCESSING_QUEUE_CAPACITY",
         "stream_processing.queue_capacity",
     ),
+    (
+        "STREAM_PROCESSING_MAX_CLOCK_SKEW_SECS",
+        "stream_processing.max_clock_skew_secs",
+    ),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
     ("KAFKA_CONSUMER_GROUP", "kafka.consumer_group"),
     ("KAFKA_CONSUMER_AUTO_COMMIT", "kafka.auto_commit"),

@@ -156,6 +156,15 @@ impl Config {
         serde_json::to_value(c).expect("config serializes")
     }
 
+    /// What the sources accept: the enabled types, and timestamps at most
+    /// `stream_processing.max_clock_skew_secs` ahead of the clock.
+    pub fn acceptance(&self) -> crate::event::Acceptance {
+        crate::event::Acceptance {
+            enabled: self.event_consumers.enabled(),
+            max_ahead_ms: (self.stream_processing.max_clock_skew_secs as i64).saturating_mul(1000),
+        }
+    }
+
     /// A plugin's section as JSON, for its `configure`: one of the plugin
     /// sections (`event_correlation`) or a custom one
     /// (`plugin_config.my_rules`), never a section of the host's (see

@@ -18,6 +18,11 @@ pub struct StreamProcessing {
     /// Events that may wait for processing before ingestion pushes back
     /// (HTTP 503 with Retry-After).
     pub queue_capacity: usize,
+    /// STREAM_PROCESSING_MAX_CLOCK_SKEW_SECS: an event whose timestamp is
+    /// further ahead of the service's clock is refused (HTTP 422, Kafka:
+    /// dead letter): one bad producer clock would otherwise put event time
+    /// in the future.
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for StreamProcessing {
@@ -29,6 +34,7 @@ impl Default for StreamProcessing {
             parallel_workers: 4,
             processing_mode: "real_time".into(),
             queue_capacity: 100_000,
+            max_clock_skew_secs: 300,
         }
     }
 }
@@ -51,6 +57,11 @@ impl StreamProcessing {
                 "stream_processing.processing_mode: '{}' is not supported (only real_time)",
                 self.processing_mode
             ));
+        }
+        if self.max_clock_skew_secs == 0 || self.max_clock_skew_secs > 366 * 86_400 {
+            return Err(
+                "stream_processing.max_clock_skew_secs: must be between 1 and 31622400".into(),
+            );
         }
         if self.queue_capacity < self.batch_size {
             return Err("stream_processing.queue_capacity: must be at least batch_size".into());

@@ -15,7 +15,7 @@ pub mod schema;
 pub mod typed;
 
 pub use ids::{derived_id, processing_id, seq_of_processing_id};
-pub use parse::{Defaults, parse, parse_with, validate};
+pub use parse::{Acceptance, Defaults, parse, parse_with, validate};
 pub use schema::{SCHEMAS, data_schema};
 pub use typed::{consumer_key, typed};
 

@@ -9,22 +9,49 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// What a source accepts: the event types switched on
+/// (`event_consumers`), and how far ahead of the host clock an event's
+/// timestamp may be (`stream_processing.max_clock_skew_secs`): a year-9999
+/// timestamp would otherwise hold event time, and every window, in the
+/// future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    /// In `EventKind` order.
+    pub enabled: [bool; 5],
+    pub max_ahead_ms: i64,
+}
+
+impl Acceptance {
+    /// Every type, any timestamp: for recorded events replayed by tools,
+    /// where "now" is the replay's own clock.
+    pub const ALL: Acceptance = Acceptance::types([true; 5]);
+
+    /// These types, any timestamp.
+    pub const fn types(enabled: [bool; 5]) -> Acceptance {
+        Acceptance {
+            enabled,
+            max_ahead_ms: i64::MAX,
+        }
+    }
+}
+
 /// Validate one event given as a JSON value.
-pub fn validate(value: Value, now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
+pub fn validate(value: Value, now_ms: i64, accept: &Acceptance) -> Result<ValidEvent, EventError> {
     parse(
         &serde_json::to_vec(&value).expect("a Value serializes"),
         now_ms,
-        enabled,
+        accept,
     )
 }
 
 /// Parse and validate one event from JSON text. `now_ms` stamps events that
-/// carry no timestamp; `enabled` says which types are accepted.
+/// carry no timestamp and is the clock future timestamps are measured
+/// against; `accept` says which types and timestamps are accepted.
 ///
 /// The `data` object is kept as sent (its text is what is stored) and
 /// parsed once, for validation and the typed fields.
-pub fn parse(text: &[u8], now_ms: i64, enabled: &[bool; 5]) -> Result<ValidEvent, EventError> {
-    parse_with(text, now_ms, enabled, &Defaults::default())
+pub fn parse(text: &[u8], now_ms: i64, accept: &Acceptance) -> Result<ValidEvent, EventError> {
+    parse_with(text, now_ms, accept, &Defaults::default())
 }
 
 /// What a source fills in when an event does not say it (Kafka: the
@@ -44,22 +71,22 @@ pub struct Defaults {
 pub fn parse_with(
     text: &[u8],
     now_ms: i64,
-    enabled: &[bool; 5],
+    accept: &Acceptance,
     defaults: &Defaults,
 ) -> Result<ValidEvent, EventError> {
-    crate::util::panic::catch(|| parse_unguarded(text, now_ms, enabled, defaults))
+    crate::util::panic::catch(|| parse_unguarded(text, now_ms, accept, defaults))
         .unwrap_or_else(|panic| Err(EventError::internal(&panic)))
 }
 
 fn parse_unguarded(
     text: &[u8],
     now_ms: i64,
-    enabled: &[bool; 5],
+    accept: &Acceptance,
     defaults: &Defaults,
 ) -> Result<ValidEvent, EventError> {
     let fields = top_level(text)?;
     let kind = event_kind(&fields, defaults)?;
-    if !enabled[kind.index()] {
+    if !accept.enabled[kind.index()] {
         return Err(EventError {
             kind: EventErrorKind::Disabled,
             message: format!(
@@ -93,6 +120,7 @@ fn parse_unguarded(
     };
     let event_uuid = event_id(&envelope, defaults)?;
     let time_ms = event_time(&envelope, now_ms)?;
+    not_ahead(time_ms, now_ms, accept.max_ahead_ms)?;
     let typed = typed(kind, &data, event_uuid.as_u128(), time_ms);
     Ok(ValidEvent {
         kind,
@@ -203,6 +231,23 @@ fn event_time(envelope: &Value, now_ms: i64) -> Result<i64, EventError> {
     }
 }
 
+/// Refuse a timestamp more than `max_ahead_ms` after `now_ms`.
+fn not_ahead(time_ms: i64, now_ms: i64, max_ahead_ms: i64) -> Result<(), EventError> {
+    let ahead = time_ms.saturating_sub(now_ms);
+    if ahead <= max_ahead_ms {
+        return Ok(());
+    }
+    Err(EventError::invalid(
+        format!(
+            "timestamp is {} s ahead of the service's clock, more than \
+             stream_processing.max_clock_skew_secs ({} s): fix the producer's clock",
+            ahead / 1000,
+            max_ahead_ms / 1000
+        ),
+        Some("/timestamp".into()),
+    ))
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -219,7 +264,7 @@ mod tests {
     use super::*;
     use hxp_plugin_sdk::Health;
 
-    const ALL: [bool; 5] = [true; 5];
+    const ALL: Acceptance = Acceptance::ALL;
 
     fn ok(text: &str) -> ValidEvent {
         parse(text.as_bytes(), 1_700_000_000_000, &ALL).unwrap()
@@ -227,6 +272,39 @@ mod tests {
 
     fn err(text: &str) -> EventError {
         parse(text.as_bytes(), 0, &ALL).unwrap_err()
+    }
+
+    #[test]
+    fn a_timestamp_too_far_ahead_of_the_clock_is_refused() {
+        let now = 1_767_323_045_500; // 2026-01-02T03:04:05.5Z
+        let accept = Acceptance {
+            enabled: [true; 5],
+            max_ahead_ms: 300_000,
+        };
+        let at = |t: &str| {
+            let text = format!(
+                r#"{{"event_type":"llm_request","timestamp":"{t}","data":{{"model":"m"}}}}"#
+            );
+            parse(text.as_bytes(), now, &accept)
+        };
+        assert!(
+            at("2026-01-02T03:09:05.5Z").is_ok(),
+            "300 s ahead is within"
+        );
+        assert!(
+            at("2025-01-02T03:04:05Z").is_ok(),
+            "the past is never refused here"
+        );
+        for t in ["2026-01-02T03:09:06Z", "9999-12-31T23:59:59Z"] {
+            let e = at(t).unwrap_err();
+            assert_eq!(e.kind, EventErrorKind::Invalid);
+            assert_eq!(e.field.as_deref(), Some("/timestamp"));
+            assert!(
+                e.message.contains("max_clock_skew_secs (300 s)"),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]
@@ -303,7 +381,7 @@ mod tests {
         let e = parse(
             br#"{"event_type":"error_event","data":{}}"#,
             0,
-            &[true, true, true, true, false],
+            &Acceptance::types([true, true, true, true, false]),
         )
         .unwrap_err();
         assert_eq!(e.kind, EventErrorKind::Disabled);

@@ -680,7 +680,7 @@ proptest! {
         now in any::<i64>(),
         enabled in any::<[bool; 5]>(),
     ) {
-        let r = parse(&text, now, &enabled);
+        let r = parse(&text, now, &Acceptance::types(enabled));
         check_any(&text, now, &enabled, &r)?;
         // Almost never JSON: then always malformed.
         if serde_json::from_slice::<serde::de::IgnoredAny>(&text).is_err() {
@@ -712,7 +712,7 @@ proptest! {
                 _ => text.push(b),
             }
         }
-        let r = parse(&text, now, &ALL);
+        let r = parse(&text, now, &Acceptance::ALL);
         check_any(&text, now, &ALL, &r)?;
     }
 
@@ -723,7 +723,7 @@ proptest! {
         now in any::<i64>(),
         enabled in prop_oneof![Just(ALL), any::<[bool; 5]>()],
     ) {
-        let r = validate(v.clone(), now, &enabled);
+        let r = validate(v.clone(), now, &Acceptance::types(enabled));
         let text = serde_json::to_vec(&v).unwrap();
         check_any(&text, now, &enabled, &r)?;
         if let Value::Object(m) = &v {
@@ -775,7 +775,7 @@ proptest! {
             3 => format!(r#"{{"event_type":{deep},"data":{{"model":"m"}}}}"#),
             _ => format!(r#"{{"event_type":"user_feedback","data":{{"satisfaction":1}},"zz":{deep}}}"#),
         };
-        let r = parse(text.as_bytes(), 0, &ALL);
+        let r = parse(text.as_bytes(), 0, &Acceptance::ALL);
         check_any(text.as_bytes(), 0, &ALL, &r)?;
         if depth >= 130 && place == 0 && shape == 1 {
             // An object of objects: its first problem is the missing
@@ -833,7 +833,7 @@ proptest! {
         };
         let data = format!("{{{required}\"{name}\":{num}}}");
         let text = format!(r#"{{"event_type":"{}","data":{data}}}"#, kind.as_str());
-        let r = parse(text.as_bytes(), 0, &ALL);
+        let r = parse(text.as_bytes(), 0, &Acceptance::ALL);
         check_any(text.as_bytes(), 0, &ALL, &r)?;
         let x: f64 = num.parse().unwrap();
         let pointer = format!("/data/{name}");
@@ -876,7 +876,7 @@ proptest! {
         enabled in prop_oneof![3 => Just(ALL), 1 => any::<[bool; 5]>()],
     ) {
         let text = g.text();
-        let r = parse(text.as_bytes(), now, &enabled);
+        let r = parse(text.as_bytes(), now, &Acceptance::types(enabled));
         check_any(text.as_bytes(), now, &enabled, &r)?;
         if !enabled[g.kind.index()] {
             let e = r.unwrap_err();
@@ -900,7 +900,7 @@ proptest! {
         }
         // Source defaults change nothing the event says itself.
         let d = Defaults { kind: Some(EventKind::ErrorEvent), id: Some(7) };
-        let again = parse_with(text.as_bytes(), now, &enabled, &d).unwrap();
+        let again = parse_with(text.as_bytes(), now, &Acceptance::types(enabled), &d).unwrap();
         prop_assert_eq!(again.kind, ev.kind);
         prop_assert_eq!(again.time_ms, ev.time_ms);
         prop_assert_eq!(&again.data, &ev.data);
@@ -963,7 +963,7 @@ proptest! {
             }
         }
         let text = g.text_of(&fields);
-        let r = parse(text.as_bytes(), 0, &ALL);
+        let r = parse(text.as_bytes(), 0, &Acceptance::ALL);
         check_any(text.as_bytes(), 0, &ALL, &r)?;
         let e = match r {
             Ok(_) => return Err(TestCaseError::fail(format!("accepted {target} = {bad}:\n{text}"))),

@@ -234,7 +234,12 @@ pub(super) mod tests {
             r#"{{"event_type":"error_event","event_id":"{}","data":{{"service":"api","error_type":"timeout"}}}}"#,
             uuid::Uuid::from_u128(id)
         );
-        crate::event::parse(text.as_bytes(), 1_700_000_000_000, &[true; 5]).unwrap()
+        crate::event::parse(
+            text.as_bytes(),
+            1_700_000_000_000,
+            &crate::event::Acceptance::ALL,
+        )
+        .unwrap()
     }
 
     /// A submission of events with these ids; its receipts land in the

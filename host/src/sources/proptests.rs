@@ -4,12 +4,12 @@
 //! their order; a body that is not an array is one error.
 
 use super::validate::{Parsed, parse_bulk, pool};
-use crate::event::EventErrorKind;
+use crate::event::{Acceptance, EventErrorKind};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::sync::OnceLock;
 
-const ALL: [bool; 5] = [true; 5];
+const ALL: Acceptance = Acceptance::ALL;
 const NOW: i64 = 1_700_000_000_000;
 
 fn config() -> ProptestConfig {

@@ -1,7 +1,7 @@
 //! Parsing and validating many events at once (bulk HTTP bodies, Kafka
 //! polls) on the `stream_processing.parallel_workers` threads.
 
-use crate::event::{self, EventError, ValidEvent};
+use crate::event::{self, Acceptance, EventError, ValidEvent};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde::de::IgnoredAny;
@@ -52,10 +52,10 @@ pub fn map_parallel<T: Sync, R: Send>(
 pub fn validate_all(
     items: &[&[u8]],
     now_ms: i64,
-    enabled: &[bool; 5],
+    accept: &Acceptance,
     pool: &rayon::ThreadPool,
 ) -> Parsed {
-    let results = map_parallel(items, pool, |text| event::parse(text, now_ms, enabled));
+    let results = map_parallel(items, pool, |text| event::parse(text, now_ms, accept));
     let mut parsed = Parsed::default();
     for (index, r) in results.into_iter().enumerate() {
         match r {
@@ -73,7 +73,7 @@ pub fn parse_bulk(
     body: &[u8],
     ndjson: bool,
     now_ms: i64,
-    enabled: &[bool; 5],
+    accept: &Acceptance,
     pool: &rayon::ThreadPool,
 ) -> Result<Parsed, EventError> {
     if ndjson {
@@ -89,7 +89,7 @@ pub fn parse_bulk(
             index.push(i);
             texts.push(l);
         }
-        let mut parsed = validate_all(&texts, now_ms, enabled, pool);
+        let mut parsed = validate_all(&texts, now_ms, accept, pool);
         for e in &mut parsed.errors {
             e.index = index[e.index];
         }
@@ -109,6 +109,6 @@ pub fn parse_bulk(
             }
         })?;
         let texts: Vec<&[u8]> = raws.iter().map(|r| r.get().as_bytes()).collect();
-        Ok(validate_all(&texts, now_ms, enabled, pool))
+        Ok(validate_all(&texts, now_ms, accept, pool))
     }
 }

@@ -294,7 +294,7 @@ impl Worker {
     /// Parse and validate a poll on the validation threads.
     fn validate(&self, msgs: Vec<Msg>) -> Held {
         let now = crate::store::now_ms();
-        let enabled = self.config.event_consumers.enabled();
+        let enabled = self.config.acceptance();
         let limit = self.config.kafka.max_message_bytes;
         let check = |m: &Msg| check(m, limit, now, &enabled);
         let results = crate::sources::validate::map_parallel(&msgs, &self.validators, check);

@@ -3,7 +3,7 @@
 //! [`check`] on the validation threads.
 
 use super::dead_letter::DeadLetterReason;
-use crate::event::{self, Defaults, EventError, ValidEvent, derived_id};
+use crate::event::{self, Acceptance, Defaults, EventError, ValidEvent, derived_id};
 use hxp_plugin_sdk::EventKind;
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub(super) fn check(
     m: &Msg,
     max_bytes: usize,
     now_ms: i64,
-    enabled: &[bool; 5],
+    accept: &Acceptance,
 ) -> Result<ValidEvent, (DeadLetterReason, String)> {
     let Some(payload) = m.payload.as_deref().filter(|p| !p.is_empty()) else {
         return Err((DeadLetterReason::Empty, "the message has no payload".into()));
@@ -43,7 +43,7 @@ pub(super) fn check(
         kind: m.kind,
         id: Some(derived_id(&m.topic, m.partition, m.offset)),
     };
-    event::parse_with(payload, now_ms, enabled, &defaults)
+    event::parse_with(payload, now_ms, accept, &defaults)
         .map_err(|e: EventError| (DeadLetterReason::of(&e), e.message))
 }
 
@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn topic_type_fills_in_a_missing_event_type() {
-        let enabled = [true; 5];
+        let enabled = Acceptance::ALL;
         let d = Defaults {
             kind: Some(EventKind::UserFeedback),
             id: Some(derived_id("user-feedback", 0, 1)),

@@ -156,7 +156,7 @@ proptest! {
             _ => Some(bytes.clone()),
         };
         let m = msg(&topic, topic_kind, partition, offset, payload);
-        let r = check(&m, max_bytes, now, &enabled);
+        let r = check(&m, max_bytes, now, &Acceptance::types(enabled));
         check_reason(&r)?;
         let reason = r.as_ref().err().map(|(reason, _)| *reason);
         if absent < 2 {
@@ -222,7 +222,7 @@ proptest! {
         prop_assume!(other != offset);
         let text = format!(r#"{{"event_type":"{}","data":{}}}"#, k.as_str(), data(k, &s));
         let at = |topic: &str, partition: i32, offset: i64| {
-            check(&msg(topic, None, partition, offset, Some(text.clone().into_bytes())), usize::MAX, 0, &[true; 5])
+            check(&msg(topic, None, partition, offset, Some(text.clone().into_bytes())), usize::MAX, 0, &Acceptance::ALL)
                 .map(|e| e.id)
                 .map_err(|e| TestCaseError::fail(format!("{e:?}")))
         };
@@ -243,10 +243,10 @@ proptest! {
         s in any::<String>(),
     ) {
         let untyped = format!(r#"{{"data":{}}}"#, data(topic_kind, &s));
-        let e = check(&msg("t", Some(topic_kind), 0, 1, Some(untyped.into_bytes())), usize::MAX, 0, &[true; 5]);
+        let e = check(&msg("t", Some(topic_kind), 0, 1, Some(untyped.into_bytes())), usize::MAX, 0, &Acceptance::ALL);
         prop_assert_eq!(e.map(|e| e.kind).map_err(|e| e.1), Ok(topic_kind));
         let typed = format!(r#"{{"event_type":"{}","data":{}}}"#, own.as_str(), data(own, &s));
-        let e = check(&msg("t", Some(topic_kind), 0, 1, Some(typed.into_bytes())), usize::MAX, 0, &[true; 5]);
+        let e = check(&msg("t", Some(topic_kind), 0, 1, Some(typed.into_bytes())), usize::MAX, 0, &Acceptance::ALL);
         prop_assert_eq!(e.map(|e| e.kind).map_err(|e| e.1), Ok(own));
     }
 }
