@@ -294,17 +294,19 @@ fn pg_bin() -> String {
 fn run_until_exit(db_url: &str) -> (Option<i32>, String) {
     let dir = tempdir();
     let log = dir.join("service.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hxp-events"))
-        .args(["serve", "--config", "config/event-processing.yaml"])
-        .current_dir(root())
-        .env("DATABASE_URL", db_url)
-        .env("EVENT_PROCESSING_API_PORT", free_port().to_string())
-        .env("EVENT_PROCESSING_PLUGIN_DIR", root().join("target/plugins"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let config = root().join("config/event-processing.yaml");
+    let mut child = serve_command(
+        env!("CARGO_BIN_EXE_hxp-events"),
+        &config,
+        db_url,
+        free_port(),
+    )
+    .env("EVENT_PROCESSING_PLUGIN_DIR", root().join("target/plugins"))
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&log).unwrap())
+    .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+    .spawn()
+    .unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

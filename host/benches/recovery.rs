@@ -15,7 +15,7 @@ mod common;
 
 use hxp_events::cli::loadgen;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 struct Svc {
@@ -28,15 +28,11 @@ impl Svc {
     /// accepted and until /health answered.
     fn start(dir: &Path, env: &[(&str, &str)]) -> (Svc, f64, f64) {
         let port = common::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
-        cmd.args(["serve", "--config", "config/event-processing.yaml"])
-            .current_dir(common::root())
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}/events.db", dir.display()),
-            )
-            .env("EVENT_PROCESSING_API_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
+        let config = common::root().join("config/event-processing.yaml");
+        let db_url = format!("sqlite://{}/events.db", dir.display());
+        let mut cmd =
+            common::serve_command(env!("CARGO_BIN_EXE_hxp-events"), &config, &db_url, port);
+        cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .envs(env.iter().copied());

@@ -63,15 +63,9 @@ impl Drop for Svc {
 fn start(env: &[(&str, &str)]) -> Svc {
     let dir = common::tempdir();
     let port = common::free_port();
-    let mut cmd = Command::new(binary());
-    cmd.args(["serve", "--config", config_file().to_str().unwrap()])
-        .current_dir(common::root())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/events.db", dir.display()),
-        )
-        .env("EVENT_PROCESSING_API_PORT", port.to_string())
-        .env("RUST_LOG", "warn")
+    let db_url = format!("sqlite://{}/events.db", dir.display());
+    let mut cmd = common::serve_command(binary(), &config_file(), &db_url, port);
+    cmd.env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (k, v) in env {

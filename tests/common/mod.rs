@@ -72,6 +72,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `program serve --config CONFIG` in the workspace root, on `db_url` and
+/// `port`: how every test and bench starts the service (callers add their
+/// environment and where the output goes).
+pub fn serve_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    config: &std::path::Path,
+    db_url: &str,
+    port: u16,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .current_dir(root())
+        .env("DATABASE_URL", db_url)
+        .env("EVENT_PROCESSING_API_PORT", port.to_string());
+    cmd
+}
+
 /// A SQLite database URL in a fresh directory.
 pub fn sqlite_url() -> (String, PathBuf) {
     let dir = tempdir();
@@ -117,12 +136,8 @@ impl Service {
             }
             None => root().join("config/event-processing.yaml"),
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hxp-events"));
-        cmd.args(["serve", "--config", config.to_str().unwrap()])
-            .current_dir(root())
-            .env("DATABASE_URL", db_url)
-            .env("EVENT_PROCESSING_API_PORT", port.to_string())
-            .env("EVENT_PROCESSING_PLUGIN_DIR", root().join("target/plugins"))
+        let mut cmd = serve_command(env!("CARGO_BIN_EXE_hxp-events"), &config, db_url, port);
+        cmd.env("EVENT_PROCESSING_PLUGIN_DIR", root().join("target/plugins"))
             .env("EVENT_PROCESSING_ADMIN_TOKEN", TOKEN)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())

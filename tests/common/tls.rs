@@ -24,16 +24,11 @@ impl Pki {
     pub fn new() -> Pki {
         let dir = tempdir().join("pki");
         std::fs::create_dir_all(&dir).unwrap();
-        openssl(
+        let subject = format!("/CN=hxp-events test CA {}", uuid::Uuid::new_v4().simple());
+        new_key(
             &dir,
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
                 "-keyout",
                 "ca.key",
                 "-out",
@@ -41,7 +36,7 @@ impl Pki {
                 "-days",
                 "2",
                 "-subj",
-                &format!("/CN=hxp-events test CA {}", uuid::Uuid::new_v4().simple()),
+                &subject,
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
@@ -91,23 +86,7 @@ fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) {
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ],
-    );
+    new_key(dir, &["-keyout", &key, "-out", &csr, "-subj", subject]);
     openssl(
         dir,
         &[
@@ -128,6 +107,20 @@ fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) {
             ext.to_str().unwrap(),
         ],
     );
+}
+
+/// `openssl req` with a new P-256 key (unencrypted) and `args`: a
+/// self-signed certificate with `-x509`, else a signing request.
+fn new_key(dir: &Path, args: &[&str]) {
+    let key = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(dir, &[&key[..], args].concat());
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -6,9 +6,7 @@ use super::webhook;
 use super::{Job, Resolved};
 use crate::store::{ActionUpdate, Outcome, Store, now_ms};
 use crate::telemetry::Metrics;
-use futures::FutureExt as _;
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -85,11 +83,10 @@ pub(super) async fn run(
         running.spawn(async move {
             let _permit = permit;
             let job = queued.job.clone();
-            let run = AssertUnwindSafe(execute(&ctx, queued, cancel));
-            if let Err(p) = run.catch_unwind().await {
+            let run = execute(&ctx, queued, cancel);
+            if let Err(panic) = crate::util::panic::catch_async(run).await {
                 // A bug in the host, not the receiver's doing: the request
                 // still gets a final outcome, and the pool goes on.
-                let panic = crate::util::panic::message(p.as_ref());
                 ctx.metrics.workers.panicked("executor", &panic);
                 let error = format!("internal error (a bug, logged): {panic}");
                 finish(&ctx, &job, Attempted::failed(now_ms(), 0, error)).await;

@@ -71,8 +71,8 @@ pub(super) async fn process(
 ) -> ApiResult<Json<ProcessView>> {
     require_json(&headers, false)?;
     let body = body?;
-    let enabled = state.config.acceptance();
-    let ev = match crate::event::parse(&body, crate::store::now_ms(), &enabled) {
+    let accept = state.config.acceptance();
+    let ev = match crate::event::parse(&body, crate::store::now_ms(), &accept) {
         Ok(ev) => ev,
         Err(e) => {
             let kind = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
@@ -141,11 +141,11 @@ pub(super) async fn events(
 ) -> ApiResult<Json<EventsView>> {
     let ndjson = require_json(&headers, true)?;
     let body = body?;
-    let enabled = state.config.acceptance();
+    let accept = state.config.acceptance();
     let pool = state.validators.clone();
     let now = crate::store::now_ms();
     let parsed = tokio::task::spawn_blocking(move || {
-        crate::sources::validate::parse_bulk(&body, ndjson, now, &enabled, &pool)
+        crate::sources::validate::parse_bulk(&body, ndjson, now, &accept, &pool)
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))??;

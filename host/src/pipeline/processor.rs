@@ -106,8 +106,6 @@ impl Processor {
         live::publish_plugins(&self.stages, &self.live);
     }
 
-    /// Process one batch and hand it to the writer. False when the writer
-    /// is gone.
     /// A batch failed with a panic (a bug in the host; plugin traps are
     /// handled in the stages): its events are not stored and not
     /// acknowledged, so HTTP clients get an error and retry, and Kafka
@@ -119,6 +117,8 @@ impl Processor {
         let _ = self.out.blocking_send(WriterMsg::Dropped { events });
     }
 
+    /// Process one batch and hand it to the writer. False when the writer
+    /// is gone.
     fn on_batch(&mut self, mut batch: Batch, t: &mut Timers, input: &Inputs) -> bool {
         self.measure_gap(t, &batch);
         let now = crate::store::now_ms();

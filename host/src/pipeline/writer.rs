@@ -8,8 +8,6 @@ use super::intake::{Counters, Receipt};
 use crate::actions::{ExecutorHandle, Job};
 use crate::store::{BatchWrite, Store, WAL_LIMIT_BYTES, WalCheckpoint};
 use crate::telemetry::{EventStatus, Metrics};
-use futures::FutureExt as _;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -115,9 +113,8 @@ impl Writer {
                     // A panic (a bug) fails this group only: its events are
                     // not acknowledged (HTTP clients retry, Kafka reads them
                     // again) and the writer goes on.
-                    let commit = AssertUnwindSafe(self.commit(group)).catch_unwind().await;
-                    if let Err(p) = commit {
-                        let panic = crate::util::panic::message(p.as_ref());
+                    let commit = crate::util::panic::catch_async(self.commit(group)).await;
+                    if let Err(panic) = commit {
                         self.metrics.workers.panicked("writer", &panic);
                         tracing::error!("writer: a group of {events} events failed: {panic}");
                     }

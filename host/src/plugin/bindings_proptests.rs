@@ -279,49 +279,41 @@ fn same_vec(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(*x, *y))
 }
 
-/// Stats as their bits, to compare whole values.
+/// The bits of every field of a stats value, to compare whole values. A
+/// macro because the SDK's `Stats` and the WIT's have the same fields and
+/// neither may be converted into the other here: the conversions are what
+/// these tests check.
+macro_rules! field_bits {
+    ($s:expr) => {{
+        let s = $s;
+        let o = |x: Option<f64>| x.map_or(u64::MAX - 1, f64::to_bits);
+        vec![
+            s.count,
+            s.throughput.to_bits(),
+            s.requests_per_second.to_bits(),
+            s.latency_count,
+            o(s.latency_avg),
+            o(s.latency_p50),
+            o(s.latency_p95),
+            o(s.latency_p99),
+            s.latency_exact as u64,
+            s.outcome_count,
+            s.error_count,
+            s.error_rate.to_bits(),
+            o(s.user_satisfaction),
+            s.satisfaction_count,
+            s.business_value.to_bits(),
+            o(s.cost_per_request),
+        ]
+    }};
+}
+
 fn stats_bits(s: &Stats) -> Vec<u64> {
-    let o = |x: Option<f64>| x.map_or(u64::MAX - 1, f64::to_bits);
-    vec![
-        s.count,
-        s.throughput.to_bits(),
-        s.requests_per_second.to_bits(),
-        s.latency_count,
-        o(s.latency_avg),
-        o(s.latency_p50),
-        o(s.latency_p95),
-        o(s.latency_p99),
-        s.latency_exact as u64,
-        s.outcome_count,
-        s.error_count,
-        s.error_rate.to_bits(),
-        o(s.user_satisfaction),
-        s.satisfaction_count,
-        s.business_value.to_bits(),
-        o(s.cost_per_request),
-    ]
+    field_bits!(s)
 }
 
 fn wit_stats_bits(s: &wit::Stats) -> Vec<u64> {
-    let o = |x: Option<f64>| x.map_or(u64::MAX - 1, f64::to_bits);
-    vec![
-        s.count,
-        s.throughput.to_bits(),
-        s.requests_per_second.to_bits(),
-        s.latency_count,
-        o(s.latency_avg),
-        o(s.latency_p50),
-        o(s.latency_p95),
-        o(s.latency_p99),
-        s.latency_exact as u64,
-        s.outcome_count,
-        s.error_count,
-        s.error_rate.to_bits(),
-        o(s.user_satisfaction),
-        s.satisfaction_count,
-        s.business_value.to_bits(),
-        o(s.cost_per_request),
-    ]
+    field_bits!(s)
 }
 
 fn same_finding(a: &Finding, b: &Finding) -> bool {

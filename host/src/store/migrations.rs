@@ -121,21 +121,14 @@ impl Store {
     /// under [`MIGRATION_LOCK`] (the others wait, then find them done).
     pub(super) async fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.writer.acquire().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(MIGRATION_LOCK)
-                .execute(&mut *conn)
-                .await
-                .context("taking the migration lock")?;
+        let postgres = self.backend == Backend::Postgres;
+        if postgres {
+            advisory(&mut conn, "SELECT pg_advisory_lock($1)", "taking").await?;
         }
         let result = self.migrate_on(&mut conn).await;
-        if self.backend == Backend::Postgres {
+        if postgres {
             // Released with the session too, should this fail.
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(MIGRATION_LOCK)
-                .execute(&mut *conn)
-                .await
-                .context("releasing the migration lock")?;
+            advisory(&mut conn, "SELECT pg_advisory_unlock($1)", "releasing").await?;
         }
         result
     }
@@ -180,4 +173,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Take or release [`MIGRATION_LOCK`] on `conn` (`sql` is the call).
+async fn advisory(conn: &mut sqlx::AnyConnection, sql: &str, doing: &str) -> anyhow::Result<()> {
+    sqlx::query(sql)
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await
+        .with_context(|| format!("{doing} the migration lock"))?;
+    Ok(())
 }

@@ -12,6 +12,15 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| message(p.as_ref()))
 }
 
+/// [`catch`] for a future: a panic while it runs becomes `Err(message)`.
+pub async fn catch_async<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
+    use futures::FutureExt as _;
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|p| message(p.as_ref()))
+}
+
 /// The text of a panic payload (`panic!` with a literal or a format).
 pub fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -40,5 +49,12 @@ mod tests {
             catch(|| std::panic::panic_any(5u8)),
             Err("a panic without a message".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_future_becomes_its_message() {
+        assert_eq!(catch_async(async { 7 }).await, Ok(7));
+        let boom: Result<(), String> = catch_async(async { panic!("boom") }).await;
+        assert_eq!(boom, Err("boom".to_string()));
     }
 }

@@ -294,9 +294,9 @@ impl Worker {
     /// Parse and validate a poll on the validation threads.
     fn validate(&self, msgs: Vec<Msg>) -> Held {
         let now = crate::store::now_ms();
-        let enabled = self.config.acceptance();
+        let accept = self.config.acceptance();
         let limit = self.config.kafka.max_message_bytes;
-        let check = |m: &Msg| check(m, limit, now, &enabled);
+        let check = |m: &Msg| check(m, limit, now, &accept);
         let results = crate::sources::validate::map_parallel(&msgs, &self.validators, check);
         let mut offsets: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
         let results_topic = !self.config.kafka.results_topic.is_empty();

@@ -138,7 +138,7 @@ pub(super) async fn watch_stall(
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let verdict = status.stall(after);
-        if verdict.is_some() != gauge.get().eq(&1) {
+        if verdict.is_some() != (gauge.get() == 1) {
             match &verdict {
                 Some(why) => tracing::warn!("kafka: {why}"),
                 None => tracing::info!("kafka: consumer moves again"),
