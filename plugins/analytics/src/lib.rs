@@ -3,9 +3,15 @@
 //! cost per request, per event type and overall, over a sliding window of
 //! `real_time_analytics.window_size` seconds.
 //!
-//! Events are placed in one-second slots by the host clock at the time they
-//! are processed (processing time). A slot leaves the window when it is
-//! `window_size` seconds old. Memory does not grow with the number of events:
+//! Events are placed in one-second slots by their own time (`time_ms`; the
+//! host sets it to the arrival time when the service runs on processing
+//! time). The host clock is the watermark: the window is the `window_size`
+//! seconds that end at it. An event ahead of the watermark waits in a
+//! pending slot until the watermark reaches its second; one whose second has
+//! already left the window is late and not counted (the host counts it).
+//! Pending slots enter the window in time order, so the window at a given
+//! watermark holds the same events whatever order they arrived in (within
+//! the lateness the host allows). Memory does not grow with the number of events:
 //! each slot keeps counters and a sparse latency histogram, and the window
 //! keeps one dense histogram per type (see [`hist`] for its accuracy).
 //! While the window holds at most [`EXACT_LIMIT`] latencies the raw values are
@@ -33,7 +39,10 @@
 pub mod hist;
 
 use hist::{Dense, Sparse, bucket_of, exact_quantile};
-use hxp_plugin_sdk::{EventBatch, EventKind, Health, Metadata, ServiceHealth, Snapshot, Stats};
+use hxp_plugin_sdk::fixed::{COST, LATENCY, SATISFACTION, VALUE};
+use hxp_plugin_sdk::{
+    EventBatch, EventKind, EventRef, Health, Metadata, ServiceHealth, Snapshot, Stats,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -41,8 +50,9 @@ use std::collections::BTreeMap;
 pub const EXACT_LIMIT: usize = 1024;
 /// Services whose last health report is remembered.
 pub const MAX_SERVICES: usize = 10_000;
-/// Layout version of [`Analytics::save_state`].
-pub const STATE_VERSION: u32 = 1;
+/// Layout version of [`Analytics::save_state`] (2: pending slots; 1 is
+/// still read).
+pub const STATE_VERSION: u32 = 2;
 const KINDS: usize = 5;
 
 /// The plugin's section of the config (`real_time_analytics`). Keys the
@@ -75,24 +85,6 @@ impl Config {
         }
         Ok(c)
     }
-}
-
-/// Fixed-point scales of the running sums, and the largest magnitude kept
-/// per event.
-const LATENCY_SCALE: f64 = 1e3; // µs
-const LATENCY_MAX: f64 = 1e9;
-const SAT_SCALE: f64 = 1e6;
-const SAT_MAX: f64 = 1e3;
-const VALUE_SCALE: f64 = 1e3;
-const VALUE_MAX: f64 = 1e12;
-const COST_SCALE: f64 = 1e9;
-const COST_MAX: f64 = 1e6;
-
-/// `v` clamped to ±`max`, in fixed point (rounding half to even, a single
-/// instruction in wasm). Sums use wrapping arithmetic, so adding a slot and
-/// later subtracting it restores the total exactly.
-fn fixed(v: f64, scale: f64, max: f64) -> i64 {
-    (v.clamp(-max, max) * scale).round_ties_even() as i64
 }
 
 /// Counters and fixed-point sums, of one type in one slot or in the window.
@@ -163,14 +155,30 @@ struct State {
     head_sec: i64,
     slots: Vec<Slot>,
     services: Vec<(String, Health, i64)>,
+    /// Slots ahead of the watermark.
+    pending: Vec<Slot>,
+}
+
+/// State version 1 (before event time): no pending slots.
+#[derive(Deserialize)]
+struct StateV1 {
+    first_sec: Option<i64>,
+    head_sec: i64,
+    slots: Vec<Slot>,
+    services: Vec<(String, Health, i64)>,
 }
 
 pub struct Analytics {
     config: Config,
     ring: Vec<Slot>,
-    /// Latest second seen; slots older than `head_sec - window + 1` are gone.
+    /// The watermark's second (`i64::MIN` before the first event); slots
+    /// older than `head_sec - window + 1` are gone.
     head_sec: i64,
+    /// Earliest second that entered the window.
     first_sec: Option<i64>,
+    /// Slots ahead of the watermark, by second, and their raw latencies.
+    pending: BTreeMap<i64, Slot>,
+    pending_raw: usize,
     totals: [Sums; KINDS],
     dense: [Dense; KINDS],
     overall: Dense,
@@ -193,6 +201,8 @@ impl Analytics {
             config,
             head_sec: i64::MIN,
             first_sec: None,
+            pending: BTreeMap::new(),
+            pending_raw: 0,
             totals: Default::default(),
             dense: Default::default(),
             overall: Dense::default(),
@@ -233,25 +243,42 @@ impl Analytics {
         self.config.window_size as i64
     }
 
-    /// Move the window forward to `now_sec`, dropping slots that left it.
+    /// Move the watermark to `now_sec`: pending slots enter the window in
+    /// time order, each after the slots older than its window left.
     fn advance(&mut self, now_sec: i64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > now_sec {
+                break;
+            }
+            let slot = entry.remove();
+            self.pending_raw -= slot.kinds.iter().map(|k| k.raw.len()).sum::<usize>();
+            self.step_to(slot.sec);
+            self.admit(slot);
+        }
+        if self.head_sec != i64::MIN {
+            self.step_to(now_sec);
+        }
+    }
+
+    /// Move the head to `sec`, dropping slots that left the window.
+    fn step_to(&mut self, sec: i64) {
         if self.head_sec == i64::MIN {
-            self.head_sec = now_sec;
+            self.head_sec = sec;
             return;
         }
-        if now_sec <= self.head_sec {
+        if sec <= self.head_sec {
             return;
         }
         let w = self.window();
-        let oldest_kept = now_sec - w + 1;
+        let oldest_kept = sec - w + 1;
         let from = (self.head_sec - w + 1).max(oldest_kept - w);
-        for sec in from..oldest_kept {
-            let idx = sec.rem_euclid(w) as usize;
+        for s in from..oldest_kept {
+            let idx = s.rem_euclid(w) as usize;
             if self.ring[idx].live && self.ring[idx].sec < oldest_kept {
                 self.evict(idx);
             }
         }
-        self.head_sec = now_sec;
+        self.head_sec = sec;
     }
 
     fn evict(&mut self, idx: usize) {
@@ -267,14 +294,16 @@ impl Analytics {
         }
     }
 
-    /// Add a slot's contents to the window (used when loading state).
+    /// Add a slot's contents to the window (a pending slot the watermark
+    /// reached, or one loaded from state).
     fn admit(&mut self, mut slot: Slot) {
         let idx = slot.sec.rem_euclid(self.window()) as usize;
+        self.first_sec = Some(self.first_sec.map_or(slot.sec, |f| f.min(slot.sec)));
         for (k, ks) in slot.kinds.iter_mut().enumerate() {
             self.totals[k].add(&ks.sums);
             self.dense[k].merge(&ks.hist);
             self.overall.merge(&ks.hist);
-            if !ks.raw_dropped && self.raw_total + ks.raw.len() > EXACT_LIMIT {
+            if ks.raw_dropped || self.raw_total + ks.raw.len() > EXACT_LIMIT {
                 ks.raw = Vec::new();
                 ks.raw_dropped = true;
             }
@@ -286,75 +315,77 @@ impl Analytics {
         self.ring[idx] = slot;
     }
 
-    /// Fold a batch into the window at host time `now_ms`.
+    /// Fold a batch in, then move the watermark to `now_ms`.
     pub fn process(&mut self, events: &EventBatch, now_ms: i64) {
-        if events.is_empty() {
-            return;
-        }
-        let now_sec = now_ms.div_euclid(1000);
-        self.advance(now_sec);
-        // A clock that went backwards files events under the latest second.
-        let sec = now_sec.max(self.head_sec);
-        if self.first_sec.is_none() {
-            self.first_sec = Some(sec);
-        }
-        let idx = sec.rem_euclid(self.window()) as usize;
-        if !self.ring[idx].live {
-            self.ring[idx].live = true;
-            self.ring[idx].sec = sec;
-        }
         for e in events.iter() {
-            let k = e.kind.index();
-            let mut d = Sums {
-                count: 1,
-                ..Sums::default()
-            };
+            self.fold(&e);
+        }
+        if self.services.len() > MAX_SERVICES {
+            self.trim_services(i64::MIN);
+        }
+        self.advance(now_ms.div_euclid(1000));
+    }
+
+    /// One event into its slot: in the window, pending, or (late) nowhere.
+    fn fold(&mut self, e: &EventRef) {
+        let sec = e.second();
+        let w = self.window();
+        let in_window = self.head_sec != i64::MIN && sec <= self.head_sec;
+        if in_window && sec <= self.head_sec - w {
+            return; // late: its second left the window
+        }
+        if let (Some(h), Some(svc)) = (e.health, e.service) {
+            self.report_health(svc, h, e.time_ms);
+        }
+        let k = e.kind.index();
+        let d = sums_of(e);
+        let latency = e.latency_ms.filter(|l| l.is_finite());
+        if in_window {
+            let idx = sec.rem_euclid(w) as usize;
+            let slot = &mut self.ring[idx];
+            if !slot.live || slot.sec != sec {
+                *slot = Slot {
+                    sec,
+                    live: true,
+                    ..Slot::default()
+                };
+                self.first_sec = Some(self.first_sec.map_or(sec, |f| f.min(sec)));
+            }
             let ks = &mut self.ring[idx].kinds[k];
-            if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
-                d.latency_count = 1;
-                d.latency = fixed(l, LATENCY_SCALE, LATENCY_MAX);
+            ks.sums.add(&d);
+            self.totals[k].add(&d);
+            if let Some(l) = latency {
                 let b = bucket_of(l);
                 ks.hist.add(b);
                 self.dense[k].add(b);
                 self.overall.add(b);
-                if ks.raw_dropped {
-                    // already incomplete
-                } else if self.raw_total < EXACT_LIMIT {
-                    ks.raw.push(l);
-                    self.raw_total += 1;
-                } else {
-                    ks.raw_dropped = true;
-                    self.dropped[k] += 1;
-                }
+                keep_raw(ks, l, &mut self.raw_total, &mut self.dropped[k]);
             }
-            if let Some(ok) = e.success {
-                d.outcome = 1;
-                d.errors = u64::from(!ok);
-            }
-            if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
-                d.sat_count = 1;
-                d.sat = fixed(s, SAT_SCALE, SAT_MAX);
-            }
-            if let Some(v) = e.business_value.filter(|v| v.is_finite()) {
-                d.value = fixed(v, VALUE_SCALE, VALUE_MAX);
-            }
-            if let Some(c) = e.cost.filter(|c| c.is_finite()) {
-                d.cost_count = 1;
-                d.cost = fixed(c, COST_SCALE, COST_MAX);
-            }
+        } else {
+            let slot = self.pending.entry(sec).or_insert_with(|| Slot {
+                sec,
+                live: true,
+                ..Slot::default()
+            });
+            let ks = &mut slot.kinds[k];
             ks.sums.add(&d);
-            self.totals[k].add(&d);
-            if let (Some(h), Some(svc)) = (e.health, e.service) {
-                match self.services.get_mut(svc) {
-                    Some(entry) => *entry = (h, e.time_ms),
-                    None => {
-                        self.services.insert(svc.to_string(), (h, e.time_ms));
-                    }
-                }
+            if let Some(l) = latency {
+                ks.hist.add(bucket_of(l));
+                // Counted when the slot enters the window.
+                let mut ignored = 0;
+                keep_raw(ks, l, &mut self.pending_raw, &mut ignored);
             }
         }
-        if self.services.len() > MAX_SERVICES {
-            self.trim_services(i64::MIN);
+    }
+
+    /// The latest health a service reported (by event time).
+    fn report_health(&mut self, svc: &str, h: Health, time_ms: i64) {
+        match self.services.get_mut(svc) {
+            Some(entry) if entry.1 <= time_ms => *entry = (h, time_ms),
+            Some(_) => {}
+            None => {
+                self.services.insert(svc.to_string(), (h, time_ms));
+            }
         }
     }
 
@@ -370,7 +401,7 @@ impl Analytics {
         }
     }
 
-    /// Aggregates over the window as of host time `now_ms`.
+    /// Aggregates over the window ending at the watermark `now_ms`.
     pub fn snapshot(&mut self, now_ms: i64) -> Snapshot {
         let now_sec = now_ms.div_euclid(1000);
         self.advance(now_sec);
@@ -447,6 +478,7 @@ impl Analytics {
                 .iter()
                 .map(|(s, (h, t))| (s.clone(), *h, *t))
                 .collect(),
+            pending: self.pending.values().cloned().collect(),
         };
         postcard::to_allocvec(&state).expect("state serializes")
     }
@@ -454,15 +486,26 @@ impl Analytics {
     /// Replace the state with one saved by `save_state` (of this or an older
     /// state version).
     pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
-        if version != STATE_VERSION {
-            return Err(format!(
-                "analytics state version {version} is not supported (this plugin reads version {STATE_VERSION})"
-            ));
-        }
-        let state: State = postcard::from_bytes(bytes)
-            .map_err(|e| format!("analytics state is unreadable: {e}"))?;
+        let unreadable = |e: postcard::Error| format!("analytics state is unreadable: {e}");
+        let state = match version {
+            1 => {
+                let v1: StateV1 = postcard::from_bytes(bytes).map_err(unreadable)?;
+                State {
+                    first_sec: v1.first_sec,
+                    head_sec: v1.head_sec,
+                    slots: v1.slots,
+                    services: v1.services,
+                    pending: Vec::new(),
+                }
+            }
+            STATE_VERSION => postcard::from_bytes(bytes).map_err(unreadable)?,
+            _ => {
+                return Err(format!(
+                    "analytics state version {version} is not supported (this plugin reads versions 1 to {STATE_VERSION})"
+                ));
+            }
+        };
         *self = Analytics::new(self.config.clone());
-        self.first_sec = state.first_sec;
         self.head_sec = state.head_sec;
         let oldest_kept = state.head_sec.saturating_sub(self.window() - 1);
         for slot in state
@@ -472,12 +515,65 @@ impl Analytics {
         {
             self.admit(slot);
         }
+        // After admit, which takes the earliest admitted second.
+        self.first_sec = state.first_sec;
+        for slot in state.pending {
+            self.pending_raw += slot.kinds.iter().map(|k| k.raw.len()).sum::<usize>();
+            self.pending.insert(slot.sec, slot);
+        }
         self.services = state
             .services
             .into_iter()
             .map(|(s, h, t)| (s, (h, t)))
             .collect();
         Ok(())
+    }
+}
+
+/// One event's contribution to the sums.
+fn sums_of(e: &EventRef) -> Sums {
+    let mut d = Sums {
+        count: 1,
+        ..Sums::default()
+    };
+    if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
+        d.latency_count = 1;
+        d.latency = LATENCY.of(l);
+    }
+    if let Some(ok) = e.success {
+        d.outcome = 1;
+        d.errors = u64::from(!ok);
+    }
+    if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
+        d.sat_count = 1;
+        d.sat = SATISFACTION.of(s);
+    }
+    if let Some(v) = e.business_value.filter(|v| v.is_finite()) {
+        d.value = VALUE.of(v);
+    }
+    if let Some(c) = e.cost.filter(|c| c.is_finite()) {
+        d.cost_count = 1;
+        d.cost = COST.of(c);
+    }
+    d
+}
+
+/// Keep a raw latency while `total` is under [`EXACT_LIMIT`]; past it the
+/// slot's raw values are incomplete and dropped (`dropped` counts the slot
+/// once).
+fn keep_raw(ks: &mut KindSlot, l: f64, total: &mut usize, dropped: &mut usize) {
+    if ks.raw_dropped {
+        return;
+    }
+    if *total < EXACT_LIMIT {
+        ks.raw.push(l);
+        *total += 1;
+    } else {
+        // Incomplete raw values are of no use: give their room back.
+        *total -= ks.raw.len();
+        ks.raw = Vec::new();
+        ks.raw_dropped = true;
+        *dropped += 1;
     }
 }
 
@@ -505,13 +601,12 @@ fn stats(t: &Sums, llm: u64, covered: f64, q: Option<[f64; 3]>, exact: bool) -> 
             0.0
         }
     };
-    let mean = |sum: i64, n: u64, scale: f64| (n > 0).then(|| sum as f64 / scale / n as f64);
     Stats {
         count: t.count,
         throughput: per_sec(t.count),
         requests_per_second: per_sec(llm),
         latency_count: t.latency_count,
-        latency_avg: mean(t.latency, t.latency_count, LATENCY_SCALE),
+        latency_avg: LATENCY.mean(t.latency, t.latency_count),
         latency_p50: q.map(|q| q[0]),
         latency_p95: q.map(|q| q[1]),
         latency_p99: q.map(|q| q[2]),
@@ -523,10 +618,10 @@ fn stats(t: &Sums, llm: u64, covered: f64, q: Option<[f64; 3]>, exact: bool) -> 
         } else {
             0.0
         },
-        user_satisfaction: mean(t.sat, t.sat_count, SAT_SCALE),
+        user_satisfaction: SATISFACTION.mean(t.sat, t.sat_count),
         satisfaction_count: t.sat_count,
-        business_value: t.value as f64 / VALUE_SCALE,
-        cost_per_request: mean(t.cost, t.cost_count, COST_SCALE),
+        business_value: VALUE.total(t.value),
+        cost_per_request: COST.mean(t.cost, t.cost_count),
     }
 }
 
@@ -566,8 +661,17 @@ mod tests {
     use super::*;
     use hxp_plugin_sdk::Event;
 
-    fn batch(events: &[Event]) -> EventBatch {
-        EventBatch::from_events(events)
+    /// The events as they arrive at `now_ms` on processing time (the
+    /// host then sets their time to the arrival time).
+    fn at(events: &[Event], now_ms: i64) -> EventBatch {
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
+                time_ms: now_ms,
+                ..e.clone()
+            })
+            .collect();
+        EventBatch::from_events(&events)
     }
 
     fn llm(seq: u64, latency: f64, ok: bool) -> Event {
@@ -589,7 +693,7 @@ mod tests {
         let events: Vec<Event> = (1..=10)
             .map(|i| llm(i, i as f64 * 100.0, i % 5 != 0))
             .collect();
-        a.process(&batch(&events), 1_000_000);
+        a.process(&at(&events, 1_000_000), 1_000_000);
         let s = a.snapshot(1_000_500);
         let o = &s.overall;
         assert_eq!(o.count, 10);
@@ -612,7 +716,7 @@ mod tests {
         let mut a = Analytics::new(Config { window_size: 10 });
         for sec in 0..20i64 {
             let events: Vec<Event> = (0..5).map(|i| llm(i, 10.0, true)).collect();
-            a.process(&batch(&events), sec * 1000 + 10);
+            a.process(&at(&events, sec * 1000 + 10), sec * 1000 + 10);
             let s = a.snapshot(sec * 1000 + 999);
             let secs = (sec + 1).min(10);
             assert_eq!(s.overall.count, 5 * secs as u64, "at second {sec}");
@@ -640,7 +744,7 @@ mod tests {
                     llm(seq, (i % 1000 + 1) as f64, true)
                 })
                 .collect();
-            a.process(&batch(&events), sec * 1000);
+            a.process(&at(&events, sec * 1000), sec * 1000);
         }
         assert!(a.raw_total <= EXACT_LIMIT);
         let s = a.snapshot(59_500);
@@ -676,7 +780,7 @@ mod tests {
         let mut m = Event::new(5, EventKind::SystemMetric, 77);
         m.service = Some("gateway".into());
         m.health = Some(Health::Failed);
-        a.process(&batch(&[fb, fb2, biz, err, m]), 5_000);
+        a.process(&at(&[fb, fb2, biz, err, m], 5_000), 5_000);
         let s = a.snapshot(5_000);
         assert_eq!(s.overall.user_satisfaction, Some(7.0));
         assert_eq!(s.overall.business_value, 120.5);
@@ -687,7 +791,7 @@ mod tests {
             vec![ServiceHealth {
                 service: "gateway".into(),
                 health: Health::Failed,
-                time_ms: 77
+                time_ms: 5_000
             }]
         );
         assert_eq!(kind_stats(&s, EventKind::ErrorEvent).error_rate, 1.0);
@@ -700,16 +804,16 @@ mod tests {
             let events: Vec<Event> = (0..200)
                 .map(|i| llm(i, (i * 7 % 300) as f64 + sec as f64, i % 9 != 0))
                 .collect();
-            a.process(&batch(&events), sec * 1000);
+            a.process(&at(&events, sec * 1000), sec * 1000);
         }
         let mut b = Analytics::new(Config { window_size: 30 });
         b.load_state(STATE_VERSION, &a.save_state()).unwrap();
         assert_eq!(a.snapshot(40_000), b.snapshot(40_000));
         let more: Vec<Event> = (0..50).map(|i| llm(i, 5.0, false)).collect();
-        a.process(&batch(&more), 41_000);
-        b.process(&batch(&more), 41_000);
+        a.process(&at(&more, 41_000), 41_000);
+        b.process(&at(&more, 41_000), 41_000);
         assert_eq!(a.snapshot(45_000), b.snapshot(45_000));
-        assert!(b.load_state(2, &[]).unwrap_err().contains("version 2"));
+        assert!(b.load_state(3, &[]).unwrap_err().contains("version 3"));
         assert!(b.load_state(1, &[1, 2, 3]).is_err());
     }
 
@@ -717,7 +821,7 @@ mod tests {
     fn reconfigure_keeps_what_fits() {
         let mut a = Analytics::new(Config { window_size: 300 });
         for sec in 0..100i64 {
-            a.process(&batch(&[llm(sec as u64, 1.0, true)]), sec * 1000);
+            a.process(&at(&[llm(sec as u64, 1.0, true)], sec * 1000), sec * 1000);
         }
         a.configure(r#"{"window_size": 10, "enabled": true}"#)
             .unwrap();
@@ -726,5 +830,131 @@ mod tests {
         assert!(err.contains("window_size"), "{err}");
         let err = a.configure(r#"{"window_size": "x"}"#).unwrap_err();
         assert!(err.contains("real_time_analytics"), "{err}");
+    }
+
+    /// 600 events over 120 s of event time (one every 200 ms), with
+    /// latencies, outcomes, satisfaction and value varying.
+    fn timeline() -> Vec<Event> {
+        (0..600u64)
+            .map(|i| {
+                let t = 1_000_000 + i as i64 * 200;
+                let mut e = match i % 3 {
+                    0 => llm(i, (i * 37 % 900) as f64 + 5.0, i % 7 != 0),
+                    1 => {
+                        let mut e = Event::new(i, EventKind::UserFeedback, 0);
+                        e.satisfaction = Some((i % 10) as f64);
+                        e
+                    }
+                    _ => {
+                        let mut e = Event::new(i, EventKind::BusinessEvent, 0);
+                        e.business_value = Some(i as f64 * 0.25);
+                        e
+                    }
+                };
+                e.time_ms = t;
+                e
+            })
+            .collect()
+    }
+
+    /// Process `events` in batches of `n`, the watermark trailing the
+    /// newest event time seen by `lateness_ms`, as the host does.
+    fn run(events: &[Event], n: usize, lateness_ms: i64) -> Analytics {
+        let mut a = Analytics::new(Config { window_size: 30 });
+        let mut newest = i64::MIN;
+        for chunk in events.chunks(n) {
+            newest = newest.max(chunk.iter().map(|e| e.time_ms).max().unwrap());
+            a.process(&EventBatch::from_events(chunk), newest - lateness_ms);
+        }
+        a
+    }
+
+    #[test]
+    fn the_window_follows_event_time_whatever_the_arrival_order() {
+        let events = timeline();
+        let lateness = 5_000;
+        let paced = run(&events, 5, lateness).snapshot(1_114_800);
+        let backlog = run(&events, 600, lateness).snapshot(1_114_800);
+        // Shuffled within 4 s (less than the lateness): deterministic swaps
+        // of events up to 20 positions apart.
+        let mut shuffled = events.clone();
+        for i in (0..shuffled.len()).step_by(7) {
+            let j = (i + 3 + i % 17).min(shuffled.len() - 1);
+            shuffled.swap(i, j);
+        }
+        let late = run(&shuffled, 9, lateness).snapshot(1_114_800);
+        // The watermark is 1_119_800 - 5_000: seconds 1085..=1114 (30 s).
+        let want = events
+            .iter()
+            .filter(|e| (1085..=1114).contains(&(e.time_ms / 1000)))
+            .count() as u64;
+        assert_eq!(want, 150);
+        assert_eq!(paced.overall.count, want);
+        assert_eq!(paced.overall.throughput, 5.0);
+        assert_eq!(paced, backlog);
+        assert_eq!(paced, late);
+        // A backlog is not a spike: the same rate as the events' own.
+        let one_shot = run(&events, 600, 0).snapshot(1_119_800);
+        assert_eq!(one_shot.overall.throughput, 5.0);
+    }
+
+    #[test]
+    fn pending_events_wait_for_the_watermark_and_late_ones_are_left_out() {
+        let mut a = Analytics::new(Config { window_size: 10 });
+        let ev = |seq, t| {
+            let mut e = llm(seq, 10.0, true);
+            e.time_ms = t;
+            e
+        };
+        // Watermark at 100 s: the event at 103 s waits.
+        a.process(
+            &EventBatch::from_events(&[ev(1, 100_500), ev(2, 103_000)]),
+            100_900,
+        );
+        assert_eq!(a.snapshot(100_900).overall.count, 1);
+        // Out of order but within the window: lands in its second.
+        a.process(&EventBatch::from_events(&[ev(3, 95_000)]), 100_900);
+        assert_eq!(a.snapshot(100_900).overall.count, 2);
+        // Late: second 90 left the window (91..=100) before it arrived.
+        a.process(&EventBatch::from_events(&[ev(4, 90_999)]), 100_900);
+        assert_eq!(a.snapshot(100_900).overall.count, 2);
+        // The watermark passes 103 s: the pending event enters.
+        assert_eq!(a.snapshot(103_000).overall.count, 3);
+        // A saved state keeps what is pending.
+        a.process(&EventBatch::from_events(&[ev(5, 107_000)]), 103_000);
+        let mut b = Analytics::new(Config { window_size: 10 });
+        b.load_state(STATE_VERSION, &a.save_state()).unwrap();
+        // Seconds 98..=107: 100, 103 and 107 (95 left the window).
+        assert_eq!(b.snapshot(107_000).overall.count, 3);
+        assert_eq!(b.snapshot(107_000), a.snapshot(107_000));
+    }
+
+    #[test]
+    fn a_version_1_state_is_read() {
+        let v1 = StateV1 {
+            first_sec: Some(5),
+            head_sec: 9,
+            slots: vec![Slot {
+                sec: 9,
+                live: true,
+                ..Slot::default()
+            }],
+            services: vec![("api".into(), Health::Healthy, 9_000)],
+        };
+        #[derive(Serialize)]
+        struct V1Out<'a>(
+            &'a Option<i64>,
+            i64,
+            &'a [Slot],
+            &'a [(String, Health, i64)],
+        );
+        let bytes =
+            postcard::to_allocvec(&V1Out(&v1.first_sec, v1.head_sec, &v1.slots, &v1.services))
+                .unwrap();
+        let mut a = Analytics::new(Config { window_size: 10 });
+        a.load_state(1, &bytes).unwrap();
+        let s = a.snapshot(9_500);
+        assert_eq!(s.covered_secs, 5.0);
+        assert_eq!(s.services.len(), 1);
     }
 }

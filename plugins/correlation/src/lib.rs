@@ -1,5 +1,12 @@
 //! Correlation rules and pattern detection over a sliding window of
-//! `event_correlation.window_size` seconds (one-second slots, host clock).
+//! `event_correlation.window_size` seconds (one-second slots by event time).
+//!
+//! **Event time.** The host clock is the watermark. Events ahead of it wait
+//! (up to [`MAX_PENDING`]) and are folded in order of (time, event id) when
+//! the watermark reaches them, the window's head stepping to each event's
+//! second first; so the rules see every event with the window as it was at
+//! that event's time, whatever order the events arrived in. An event whose
+//! second already left the window is late and left out.
 //!
 //! **Rules** come from `event_correlation.correlation_rules`; each condition
 //! is parsed with the SDK's expression language. A rule is evaluated for
@@ -35,11 +42,16 @@
 
 use hxp_plugin_sdk::expr::{self, Expr, Value, ValueType};
 use hxp_plugin_sdk::patterns::PatternConfig;
-use hxp_plugin_sdk::{CorrelationResult, EventBatch, EventRef, Finding, Metadata};
+use hxp_plugin_sdk::{CorrelationResult, Event, EventBatch, EventRef, Finding, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub const STATE_VERSION: u32 = 1;
+/// Layout of [`Correlation::save_state`] (2: events ahead of the
+/// watermark; 1 is still read).
+pub const STATE_VERSION: u32 = 2;
+/// Events held ahead of the watermark; beyond this the oldest are folded
+/// early (the window then runs ahead of the watermark).
+pub const MAX_PENDING: usize = 100_000;
 /// Evidence kept per finding.
 const EVIDENCE: usize = 10;
 /// Models and services tracked per slot beyond which new names are folded
@@ -235,7 +247,21 @@ struct State {
     slots: Vec<Slot>,
     active: BTreeSet<(String, String)>,
     evidence: Evidence,
+    pending: Vec<Event>,
 }
+
+/// State version 1: no pending events.
+#[derive(Deserialize)]
+struct StateV1 {
+    head_sec: i64,
+    first_sec: Option<i64>,
+    slots: Vec<Slot>,
+    active: BTreeSet<(String, String)>,
+    evidence: Evidence,
+}
+
+/// Pending events in the order they are folded.
+type PendingKey = (i64, u128, u64);
 
 pub struct Correlation {
     config: Config,
@@ -250,6 +276,8 @@ pub struct Correlation {
     active: BTreeSet<(String, String)>,
     /// Recent evidence per finding.
     evidence: Evidence,
+    /// Events ahead of the watermark.
+    pending: BTreeMap<PendingKey, Event>,
 }
 
 impl Default for Correlation {
@@ -309,6 +337,7 @@ impl Correlation {
             totals: Totals::default(),
             active: BTreeSet::new(),
             evidence: BTreeMap::new(),
+            pending: BTreeMap::new(),
         })
     }
 
@@ -341,6 +370,7 @@ impl Correlation {
         self.config.window_size as i64
     }
 
+    /// Move the head to `now_sec`, dropping slots that left the window.
     fn advance(&mut self, now_sec: i64) {
         if self.head_sec == i64::MIN {
             self.head_sec = now_sec;
@@ -399,86 +429,142 @@ impl Correlation {
         }
     }
 
-    /// Fold a batch into the window at host time `now_ms` and report the
-    /// active findings.
+    /// Fold a batch in, move the watermark to `now_ms`, and report the
+    /// findings active there.
     pub fn process(&mut self, events: &EventBatch, now_ms: i64) -> CorrelationResult {
         let now_sec = now_ms.div_euclid(1000);
-        self.advance(now_sec);
-        let sec = now_sec.max(self.head_sec);
-        if !events.is_empty() && self.first_sec.is_none() {
-            self.first_sec = Some(sec);
-        }
-        let idx = sec.rem_euclid(self.window()) as usize;
-        if !self.ring[idx].live {
-            self.ring[idx].live = true;
-            self.ring[idx].sec = sec;
-        }
+        let w = self.window();
         for e in events.iter() {
-            let mut d = Totals {
-                count: 1,
-                ..Totals::default()
-            };
-            if let Some(ok) = e.success {
-                d.outcome = 1;
-                if !ok {
-                    d.errors = 1;
-                    if let Some(s) = e.service {
-                        *bump(&mut self.ring[idx].service_errors, s) += 1;
-                    }
-                }
-                if let Some(m) = e.model {
-                    let entry = bump(&mut self.ring[idx].models, m);
-                    entry.0 += 1;
-                    if !ok {
-                        entry.1 += 1;
-                    }
-                }
-            }
-            if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
-                d.lat_count = 1;
-                d.lat_sum = l;
-                d.lat_sumsq = l * l;
-            }
-            if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
-                d.sat_count = 1;
-                d.sat_sum = s;
-            }
-            self.ring[idx].totals.add(&d);
-            self.totals.add(&d);
-            for i in 0..self.rules.len() {
-                let rule = &self.rules[i];
-                if !rule.metrics.iter().any(|&m| feeds(m, &e)) {
-                    continue;
-                }
-                if rule.expr.eval(&|m: &Metric| self.value(*m, &e)) {
-                    let name = &self.rules[i].name;
-                    let hits = &mut self.ring[idx].rule_hits;
-                    match hits.get_mut(name) {
-                        Some(n) => *n += 1,
-                        None => {
-                            hits.insert(name.clone(), 1);
-                        }
-                    }
-                    self.rule_totals[i] += 1;
-                    push_evidence(&mut self.evidence, name, "", e.seq);
-                }
-            }
-            if e.success == Some(false) {
-                if let Some(s) = e.service {
-                    push_evidence(&mut self.evidence, "error_burst", s, e.seq);
-                }
-                if let Some(m) = e.model {
-                    push_evidence(&mut self.evidence, "model_divergence", m, e.seq);
-                }
-            }
-            if e.latency_ms.is_some() {
-                push_evidence(&mut self.evidence, "latency_spike", "", e.seq);
+            let sec = e.second();
+            if self.head_sec != i64::MIN && sec <= self.head_sec {
+                if sec > self.head_sec - w {
+                    self.fold(&e, sec);
+                } // else late: its second left the window
+            } else {
+                self.pending.insert((e.time_ms, e.id, e.seq), e.to_event());
             }
         }
-        self.findings(now_sec)
+        let raised = self.release(now_sec);
+        if self.head_sec != i64::MIN {
+            self.advance(now_sec);
+        }
+        self.findings(now_sec, raised)
     }
 
-    fn findings(&mut self, now_sec: i64) -> CorrelationResult {
+    /// Fold the pending events the watermark `now_sec` reached, in order,
+    /// the head stepping to each one's second; the findings are evaluated
+    /// at every second passed, as they would have been live. Returns those
+    /// that alerted on the way.
+    fn release(&mut self, now_sec: i64) -> Vec<Finding> {
+        let mut raised = Vec::new();
+        loop {
+            let overfull = self.pending.len() > MAX_PENDING;
+            let Some(entry) = self.pending.first_entry() else {
+                break;
+            };
+            let sec = entry.key().0.div_euclid(1000);
+            if sec > now_sec && !overfull {
+                break;
+            }
+            let e = entry.remove();
+            if self.head_sec != i64::MIN && sec > self.head_sec {
+                for f in self.step_findings(self.head_sec) {
+                    if f.alert {
+                        raised.retain(|r: &Finding| (&r.name, &r.subject) != (&f.name, &f.subject));
+                        raised.push(f);
+                    }
+                }
+            }
+            self.advance(sec);
+            let sec = sec.max(self.head_sec);
+            self.fold(&e.as_ref(), sec);
+        }
+        raised
+    }
+
+    /// One event into the slot of second `sec` (in the window), then the
+    /// rules it feeds.
+    fn fold(&mut self, e: &EventRef, sec: i64) {
+        self.first_sec = Some(self.first_sec.map_or(sec, |f| f.min(sec)));
+        let idx = sec.rem_euclid(self.window()) as usize;
+        if !self.ring[idx].live || self.ring[idx].sec != sec {
+            self.ring[idx] = Slot {
+                sec,
+                live: true,
+                ..Slot::default()
+            };
+        }
+        let e = *e;
+        let mut d = Totals {
+            count: 1,
+            ..Totals::default()
+        };
+        if let Some(ok) = e.success {
+            d.outcome = 1;
+            if !ok {
+                d.errors = 1;
+                if let Some(s) = e.service {
+                    *bump(&mut self.ring[idx].service_errors, s) += 1;
+                }
+            }
+            if let Some(m) = e.model {
+                let entry = bump(&mut self.ring[idx].models, m);
+                entry.0 += 1;
+                if !ok {
+                    entry.1 += 1;
+                }
+            }
+        }
+        if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
+            d.lat_count = 1;
+            d.lat_sum = l;
+            d.lat_sumsq = l * l;
+        }
+        if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
+            d.sat_count = 1;
+            d.sat_sum = s;
+        }
+        self.ring[idx].totals.add(&d);
+        self.totals.add(&d);
+        self.match_rules(&e, idx);
+    }
+
+    /// The rules `e` feeds, evaluated with `e` in the window (slot `idx`),
+    /// and the evidence it adds.
+    fn match_rules(&mut self, e: &EventRef, idx: usize) {
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i];
+            if !rule.metrics.iter().any(|&m| feeds(m, e)) {
+                continue;
+            }
+            if rule.expr.eval(&|m: &Metric| self.value(*m, e)) {
+                let name = &self.rules[i].name;
+                let hits = &mut self.ring[idx].rule_hits;
+                match hits.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        hits.insert(name.clone(), 1);
+                    }
+                }
+                self.rule_totals[i] += 1;
+                push_evidence(&mut self.evidence, name, "", e.seq);
+            }
+        }
+        if e.success == Some(false) {
+            if let Some(s) = e.service {
+                push_evidence(&mut self.evidence, "error_burst", s, e.seq);
+            }
+            if let Some(m) = e.model {
+                push_evidence(&mut self.evidence, "model_divergence", m, e.seq);
+            }
+        }
+        if e.latency_ms.is_some() {
+            push_evidence(&mut self.evidence, "latency_spike", "", e.seq);
+        }
+    }
+
+    /// Findings active at `now_sec`; `alert` says whether each may alert.
+    fn evaluate(&self, now_sec: i64) -> Vec<Finding> {
         let threshold = self.config.alert_threshold as u64;
         let mut found: Vec<Finding> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
@@ -507,27 +593,54 @@ impl Correlation {
             self.latency_spike(now_sec, &mut found);
             self.model_divergence(&mut found);
         }
-        // Alert only on the transition to active.
+        found
+    }
+
+    /// The findings at `now_sec`, alerting only on the transition to
+    /// active; they become the active set.
+    fn step_findings(&mut self, now_sec: i64) -> Vec<Finding> {
+        let mut found = self.evaluate(now_sec);
         let mut now_active = BTreeSet::new();
         for f in &mut found {
             let key = (f.name.clone(), f.subject.clone());
             f.alert = f.alert && !self.active.contains(&key);
+            now_active.insert(key);
+        }
+        self.active = now_active;
+        found
+    }
+
+    /// The result at the watermark `now_sec`: the active findings, alerting
+    /// if they alerted at any second of this batch, then those that alerted
+    /// earlier in the batch and ended before the watermark (`raised`).
+    fn findings(&mut self, now_sec: i64, mut raised: Vec<Finding>) -> CorrelationResult {
+        let mut found = self.step_findings(now_sec);
+        for f in &mut found {
+            if let Some(i) = raised
+                .iter()
+                .position(|r| r.name == f.name && r.subject == f.subject)
+            {
+                raised.swap_remove(i);
+                f.alert = true;
+            }
+        }
+        let correlation_score = 1.0 - found.iter().map(|f| 1.0 - f.score).product::<f64>();
+        found.append(&mut raised);
+        for f in &mut found {
             f.evidence = self
                 .evidence
                 .get(&f.name)
                 .and_then(|m| m.get(&f.subject))
                 .map(|d| d.iter().copied().collect())
                 .unwrap_or_default();
-            now_active.insert(key);
         }
         // Evidence of names that never became active must not pile up.
         if self.evidence.values().map(BTreeMap::len).sum::<usize>() > MAX_KEYS_PER_SLOT {
+            let active = &self.active;
             for (name, subjects) in &mut self.evidence {
-                subjects.retain(|s, _| now_active.contains(&(name.clone(), s.clone())));
+                subjects.retain(|s, _| active.contains(&(name.clone(), s.clone())));
             }
         }
-        self.active = now_active;
-        let correlation_score = 1.0 - found.iter().map(|f| 1.0 - f.score).product::<f64>();
         CorrelationResult {
             findings: found,
             correlation_score,
@@ -655,18 +768,32 @@ impl Correlation {
             slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
             active: self.active.clone(),
             evidence: self.evidence.clone(),
+            pending: self.pending.values().cloned().collect(),
         };
         postcard::to_allocvec(&state).expect("state serializes")
     }
 
     pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
-        if version != STATE_VERSION {
-            return Err(format!(
-                "correlation state version {version} is not supported (this plugin reads version {STATE_VERSION})"
-            ));
-        }
-        let state: State = postcard::from_bytes(bytes)
-            .map_err(|e| format!("correlation state is unreadable: {e}"))?;
+        let unreadable = |e: postcard::Error| format!("correlation state is unreadable: {e}");
+        let state = match version {
+            1 => {
+                let v1: StateV1 = postcard::from_bytes(bytes).map_err(unreadable)?;
+                State {
+                    head_sec: v1.head_sec,
+                    first_sec: v1.first_sec,
+                    slots: v1.slots,
+                    active: v1.active,
+                    evidence: v1.evidence,
+                    pending: Vec::new(),
+                }
+            }
+            STATE_VERSION => postcard::from_bytes(bytes).map_err(unreadable)?,
+            _ => {
+                return Err(format!(
+                    "correlation state version {version} is not supported (this plugin reads versions 1 to {STATE_VERSION})"
+                ));
+            }
+        };
         let mut fresh = Correlation::new(self.config.clone())?;
         fresh.head_sec = state.head_sec;
         fresh.first_sec = state.first_sec;
@@ -685,6 +812,11 @@ impl Correlation {
         }
         fresh.active = state.active;
         fresh.evidence = state.evidence;
+        fresh.pending = state
+            .pending
+            .into_iter()
+            .map(|e| ((e.time_ms, e.id, e.seq), e))
+            .collect();
         *self = fresh;
         Ok(())
     }
@@ -749,8 +881,17 @@ mod tests {
     use hxp_plugin_sdk::{Event, EventKind};
 
     /// `process` on owned events.
+    /// `process` on owned events arriving at `now_ms` on processing time
+    /// (the host then sets their time to the arrival time).
     fn run(c: &mut Correlation, events: &[Event], now_ms: i64) -> CorrelationResult {
-        c.process(&EventBatch::from_events(events), now_ms)
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| Event {
+                time_ms: now_ms,
+                ..e.clone()
+            })
+            .collect();
+        c.process(&EventBatch::from_events(&events), now_ms)
     }
 
     fn err(seq: u64, service: &str) -> Event {
@@ -973,5 +1114,107 @@ mod tests {
             );
         }
         assert!(b.load_state(7, &[]).unwrap_err().contains("version 7"));
+    }
+
+    /// 20 minutes of requests (4 per second) from three models, one of them
+    /// failing often from minute 12, and an error burst at minute 15.
+    fn timeline() -> Vec<Event> {
+        let mut events = Vec::new();
+        for i in 0..4800u64 {
+            let t = 5_000_000 + i as i64 * 250;
+            let model = ["a", "b", "c"][(i % 3) as usize];
+            let failing = model == "c" && i > 2880 && i % 2 == 0;
+            let mut e = req(i, model, !failing && i % 50 != 0, 100.0 + (i % 40) as f64);
+            e.time_ms = t;
+            e.id = (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            events.push(e);
+        }
+        for j in 0..8u64 {
+            let mut e = err(10_000 + j, "db");
+            e.time_ms = 5_000_000 + 900_000 + j as i64 * 700;
+            e.id = 77_000 + j as u128;
+            events.push(e);
+        }
+        events.sort_by_key(|e| e.time_ms);
+        events
+    }
+
+    /// In batches of `n`, the watermark `lateness_ms` behind the newest
+    /// event time seen; the last batch's findings without their alert flag
+    /// (alerts belong to the batch that crossed).
+    fn findings_after(events: &[Event], n: usize, lateness_ms: i64) -> CorrelationResult {
+        let mut c = Correlation::default();
+        let mut newest = i64::MIN;
+        let mut last = CorrelationResult::default();
+        let mut burst_alerts = 0;
+        for chunk in events.chunks(n) {
+            newest = newest.max(chunk.iter().map(|e| e.time_ms).max().unwrap());
+            last = c.process(&EventBatch::from_events(chunk), newest - lateness_ms);
+            burst_alerts += last
+                .findings
+                .iter()
+                .filter(|f| f.name == "error_burst" && f.alert)
+                .count();
+        }
+        assert_eq!(burst_alerts, 1, "the burst alerts once");
+        for f in &mut last.findings {
+            f.alert = false;
+        }
+        last
+    }
+
+    #[test]
+    fn findings_follow_event_time_whatever_the_arrival_order() {
+        let events = timeline();
+        let lateness = 10_000;
+        let paced = findings_after(&events, 4, lateness);
+        assert!(
+            paced
+                .findings
+                .iter()
+                .any(|f| f.name == "model_divergence" && f.subject == "c"),
+            "{paced:?}"
+        );
+        // The backlog ends in one big batch after the burst.
+        let backlog = findings_after(&events, 1000, lateness);
+        // Shuffled: neighbours up to 20 positions (5 s) apart swapped.
+        let mut shuffled = events.clone();
+        for i in (0..shuffled.len() - 20).step_by(11) {
+            shuffled.swap(i, i + 1 + i % 20);
+        }
+        let late = findings_after(&shuffled, 37, lateness);
+        assert_eq!(paced, backlog);
+        assert_eq!(paced, late);
+    }
+
+    #[test]
+    fn late_events_are_left_out_and_pending_ones_survive_a_state_round_trip() {
+        let mut c = Correlation::new(only_rules(&[("errors", "error_count >= 1")])).unwrap();
+        let at = |mut e: Event, t: i64| {
+            e.time_ms = t;
+            e
+        };
+        // Watermark 100 s; the error at 130 s waits.
+        let r = c.process(
+            &EventBatch::from_events(&[at(err(1, "api"), 100_000), at(err(2, "api"), 130_000)]),
+            100_000,
+        );
+        assert_eq!(find(&r, "errors"), None, "one occurrence, threshold 5");
+        assert_eq!(c.totals.errors, 1);
+        // 40 s behind a 60 s window: in; 61 s behind: late.
+        c.process(
+            &EventBatch::from_events(&[at(err(3, "api"), 60_000), at(err(4, "api"), 39_000)]),
+            100_000,
+        );
+        assert_eq!(c.totals.errors, 2);
+        let mut d = Correlation::new(only_rules(&[("errors", "error_count >= 1")])).unwrap();
+        d.load_state(STATE_VERSION, &c.save_state()).unwrap();
+        d.process(&EventBatch::default(), 130_000);
+        assert_eq!(d.totals.errors, 2, "60 s left the window, 130 s entered");
+        assert!(
+            d.load_state(9, &[])
+                .unwrap_err()
+                .contains("versions 1 to 2")
+        );
     }
 }

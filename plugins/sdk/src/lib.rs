@@ -17,6 +17,7 @@
 //! Start with `use hxp_plugin_sdk::prelude::*;`.
 
 pub mod expr;
+pub mod fixed;
 #[cfg(target_arch = "wasm32")]
 pub mod guest;
 pub mod patterns;
@@ -131,6 +132,26 @@ pub struct Event {
 }
 
 impl Event {
+    /// This event as a batch row (what the stages fold).
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            seq: self.seq,
+            kind: self.kind,
+            id: self.id,
+            time_ms: self.time_ms,
+            latency_ms: self.latency_ms,
+            success: self.success,
+            satisfaction: self.satisfaction,
+            business_value: self.business_value,
+            cost: self.cost,
+            health: self.health,
+            model: self.model.as_deref(),
+            service: self.service.as_deref(),
+            user: self.user.as_deref(),
+            payload: self.payload.as_deref(),
+        }
+    }
+
     /// An event of `kind` with no optional field set.
     pub fn new(seq: u64, kind: EventKind, time_ms: i64) -> Event {
         Event {
@@ -194,6 +215,34 @@ pub struct EventRef<'a> {
     pub service: Option<&'a str>,
     pub user: Option<&'a str>,
     pub payload: Option<&'a str>,
+}
+
+impl EventRef<'_> {
+    /// The row as an owned event, to keep beyond its batch (an event
+    /// held until the watermark reaches it).
+    pub fn to_event(&self) -> Event {
+        Event {
+            seq: self.seq,
+            kind: self.kind,
+            id: self.id,
+            time_ms: self.time_ms,
+            latency_ms: self.latency_ms,
+            success: self.success,
+            satisfaction: self.satisfaction,
+            business_value: self.business_value,
+            cost: self.cost,
+            model: self.model.map(str::to_string),
+            service: self.service.map(str::to_string),
+            user: self.user.map(str::to_string),
+            health: self.health,
+            payload: self.payload.map(str::to_string),
+        }
+    }
+
+    /// The second of the event's time (slot key of the windows).
+    pub fn second(&self) -> i64 {
+        self.time_ms.div_euclid(1000)
+    }
 }
 
 fn opt(v: f64) -> Option<f64> {
