@@ -56,6 +56,17 @@ pub struct Guardrails {
 
 const MINUTE_MS: i64 = 60_000;
 
+/// The batch a set of requests came from, as [`Guardrails::plan`] needs it.
+pub struct BatchContext<'a> {
+    pub batch_seq: u64,
+    pub now_ms: i64,
+    /// The batch's findings and analytics (JSON), stored with each request.
+    pub findings_json: &'a str,
+    pub analytics_json: Option<&'a str>,
+    /// Why nothing may run now (the data is stale), if so.
+    pub stale: Option<&'a str>,
+}
+
 fn verdict(outcome: Outcome, executor: Option<&str>, detail: String) -> Decision {
     Decision {
         outcome,
@@ -281,16 +292,24 @@ impl Guardrails {
     pub fn plan(
         &mut self,
         actions: &[ActionRequest],
-        batch_seq: u64,
-        now_ms: i64,
-        findings_json: &str,
-        analytics_json: Option<&str>,
+        ctx: &BatchContext,
         metrics: &Metrics,
     ) -> (Vec<ActionRow>, Vec<Job>) {
+        let &BatchContext {
+            batch_seq,
+            now_ms,
+            findings_json,
+            analytics_json,
+            stale,
+        } = ctx;
         let mut rows = Vec::with_capacity(actions.len());
         let mut jobs = Vec::new();
         for (n, a) in actions.iter().enumerate() {
-            let d = self.decide(a, now_ms);
+            // Stale data: recorded, never acted on, and no cooldown taken.
+            let d = match stale {
+                Some(why) => verdict(Outcome::Stale, None, why.to_string()),
+                None => self.decide(a, now_ms),
+            };
             let key = idempotency_key(a, now_ms, batch_seq, n);
             tracing::info!(
                 rule = %a.rule, action = %a.action, target = %a.target, reason = %a.reason,

@@ -45,7 +45,7 @@ mod pool;
 mod webhook;
 
 pub use command::render_template;
-pub use guardrails::{Decision, Guardrails, idempotency_key};
+pub use guardrails::{BatchContext, Decision, Guardrails, idempotency_key};
 
 use crate::config::{AutomatedResponse, CommandSpec, Config, Executor, header_map, resolve_url};
 use crate::store::{Backend, Store, now_ms};

@@ -66,6 +66,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AUTOMATED_RESPONSE_ENABLED", "automated_response.enabled"),
     ("AUTOMATED_RESPONSE_DRY_RUN", "automated_response.dry_run"),
     (
+        "AUTOMATED_RESPONSE_MAX_STALENESS_SECS",
+        "automated_response.max_staleness_secs",
+    ),
+    (
         "AUTOMATED_RESPONSE_CRITICAL_EVENTS_ENABLED",
         "automated_response.critical_events_enabled",
     ),
@@ -113,6 +117,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "STREAM_PROCESSING_MAX_CLOCK_SKEW_SECS",
         "stream_processing.max_clock_skew_secs",
+    ),
+    ("STREAM_PROCESSING_TIME", "stream_processing.time"),
+    (
+        "STREAM_PROCESSING_ALLOWED_LATENESS_SECS",
+        "stream_processing.allowed_lateness_secs",
+    ),
+    (
+        "STREAM_PROCESSING_IDLE_TIMEOUT_SECS",
+        "stream_processing.idle_timeout_secs",
     ),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka.bootstrap_servers"),
     ("KAFKA_CONSUMER_GROUP", "kafka.consumer_group"),

@@ -38,7 +38,7 @@ pub use responses::{
 };
 pub use service::{Performance, ServiceConfig};
 pub use storage::{Database, Plugins};
-pub use stream::StreamProcessing;
+pub use stream::{StreamProcessing, TimeMode};
 pub use tls::{ClientTls, ServerTls, Tls};
 
 use anyhow::{Context, bail};

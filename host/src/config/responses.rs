@@ -37,6 +37,10 @@ pub struct AutomatedResponse {
     /// A request that waited longer than this for a slot is recorded as
     /// failed instead of acting on stale analytics.
     pub max_queue_wait_secs: u64,
+    /// AUTOMATED_RESPONSE_MAX_STALENESS_SECS: while the watermark trails
+    /// the clock by more than this (a backlog being caught up), requests
+    /// are recorded as `stale` and not executed.
+    pub max_staleness_secs: u64,
     /// At shutdown, seconds running and queued requests get after the
     /// pipeline drained; then they are recorded as failed ("shutdown").
     pub shutdown_grace_secs: u64,
@@ -73,6 +77,7 @@ impl Default for AutomatedResponse {
             max_concurrency: 4,
             queue_capacity: 1000,
             max_queue_wait_secs: 60,
+            max_staleness_secs: 60,
             shutdown_grace_secs: 10,
             command_allowlist: Vec::new(),
             executors: default_executors(),
@@ -223,6 +228,9 @@ impl AutomatedResponse {
                     known.join(", ")
                 ));
             }
+        }
+        if self.max_staleness_secs == 0 {
+            return Err(format!("{S}.max_staleness_secs: must be at least 1"));
         }
         if self.max_concurrency == 0 || self.max_concurrency > 256 {
             return Err(format!("{S}.max_concurrency: must be between 1 and 256"));

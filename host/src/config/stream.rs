@@ -23,6 +23,35 @@ pub struct StreamProcessing {
     /// dead letter): one bad producer clock would otherwise put event time
     /// in the future.
     pub max_clock_skew_secs: u64,
+    /// STREAM_PROCESSING_TIME: what places events in the windows: their
+    /// own timestamps (`event`), or their arrival (`processing`).
+    pub time: TimeMode,
+    /// STREAM_PROCESSING_ALLOWED_LATENESS_SECS: the watermark trails the
+    /// newest event time by this much, so events that arrive out of order
+    /// by up to this many seconds land where a run in order puts them.
+    pub allowed_lateness_secs: u64,
+    /// STREAM_PROCESSING_IDLE_TIMEOUT_SECS: a source (a Kafka partition,
+    /// HTTP) silent this long stops holding the watermark back.
+    pub idle_timeout_secs: u64,
+}
+
+/// What time the windows follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMode {
+    /// The events' own timestamps, advanced by the watermark.
+    Event,
+    /// The service's clock when a batch is processed.
+    Processing,
+}
+
+impl TimeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeMode::Event => "event",
+            TimeMode::Processing => "processing",
+        }
+    }
 }
 
 impl Default for StreamProcessing {
@@ -35,6 +64,9 @@ impl Default for StreamProcessing {
             processing_mode: "real_time".into(),
             queue_capacity: 100_000,
             max_clock_skew_secs: 300,
+            time: TimeMode::Event,
+            allowed_lateness_secs: 0,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -62,6 +94,12 @@ impl StreamProcessing {
             return Err(
                 "stream_processing.max_clock_skew_secs: must be between 1 and 31622400".into(),
             );
+        }
+        if self.allowed_lateness_secs > 3600 {
+            return Err("stream_processing.allowed_lateness_secs: must be at most 3600".into());
+        }
+        if self.idle_timeout_secs == 0 || self.idle_timeout_secs > 86_400 {
+            return Err("stream_processing.idle_timeout_secs: must be between 1 and 86400".into());
         }
         if self.queue_capacity < self.batch_size {
             return Err("stream_processing.queue_capacity: must be at least batch_size".into());

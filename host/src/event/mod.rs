@@ -96,6 +96,9 @@ pub struct ValidEvent {
     pub data: String,
     /// Typed fields for the plugins (`seq` and `payload` are filled later).
     pub typed: Event,
+    /// Its watermark lane when the source has several (a Kafka partition,
+    /// "topic/partition"); `None`: the source's one lane.
+    pub lane: Option<std::sync::Arc<str>>,
 }
 
 #[cfg(test)]

@@ -128,6 +128,7 @@ fn parse_unguarded(
         time_ms,
         data: data_raw.get().to_string(),
         typed,
+        lane: None,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct LiveView {
     /// For comparison: gaps between ordinary consecutive batches when the
     /// next one was waiting (a sample, the last 1000).
     pub batch_gaps_us: VecDeque<u64>,
+    /// The watermark the windows end at; `None` before the first event.
+    pub watermark: Option<i64>,
+    /// When the last batch with new events arrived (wall clock, ms).
+    pub last_fresh_at: Option<i64>,
 }
 
 /// What GET /plugins shows of a running plugin.
@@ -85,6 +89,9 @@ impl LiveView {
         self.events += n.fresh as u64;
         self.duplicates += (n.size - n.fresh) as u64;
         self.last_batch_at = Some(n.at);
+        if n.fresh > 0 {
+            self.last_fresh_at = Some(n.at);
+        }
         self.last_batch_size = n.size;
         for (a, b) in self.stage_ns.iter_mut().zip(r.stage_ns) {
             *a += b;

@@ -32,6 +32,7 @@ pub mod record;
 pub mod replay;
 pub mod stages;
 pub mod swap;
+pub mod watermark;
 pub mod writer;
 
 #[cfg(test)]
@@ -91,7 +92,10 @@ pub async fn start(parts: Parts) -> anyhow::Result<Pipeline> {
 
     // Restore and replay before taking new input.
     let seqs = SeqBlock::reserve(&store).await?;
-    let replayed = replay::restore(&store, &mut stages, &states).await?;
+    let mut watermark = watermark::Watermark::new(&config.stream_processing);
+    watermark.restore(store.last_watermark().await?);
+    let arrival = config.stream_processing.time == crate::config::TimeMode::Processing;
+    let replayed = replay::restore(&store, &mut stages, &states, arrival).await?;
     live::write(&live).replayed = replayed;
     let mut recent = RecentIds::new(RECENT_IDS);
     for (id, seq) in store.recent_ids(RECENT_IDS).await?.into_iter().rev() {
@@ -117,6 +121,7 @@ pub async fn start(parts: Parts) -> anyhow::Result<Pipeline> {
         live: live.clone(),
         states,
         guardrails: Guardrails::new(&config.automated_response),
+        watermark,
         out: write_tx,
     };
     let inputs = Inputs {

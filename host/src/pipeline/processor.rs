@@ -1,8 +1,8 @@
 //! The processor thread: owns the plugin instances, applies deployments
 //! between batches, runs each batch through the stages, decides on the
 //! action requests (guardrails), and hands the batch's rows to the writer.
-//! Before each batch it sets the plugins' clock to the batch's processing
-//! time, which is stored, so a restart can replay exactly.
+//! Before each batch it moves the [`Watermark`] and sets the plugins' clock
+//! to it; it is stored with the batch, so a restart can replay exactly.
 
 use super::batcher::{Batch, Item};
 use super::checkpoint::{StateCache, checkpoint};
@@ -10,9 +10,10 @@ use super::live::{self, BatchCounts, LiveView};
 use super::record::{self, BatchRecord};
 use super::stages::{Stages, Switches};
 use super::swap::{self, Control};
+use super::watermark::{HTTP_LANE, Watermark};
 use super::writer::WriterMsg;
-use crate::actions::{Guardrails, Job};
-use crate::config::Config;
+use crate::actions::{BatchContext, Guardrails, Job};
+use crate::config::{Config, TimeMode};
 use crate::plugin::convert;
 use crate::store::BatchWrite;
 use crate::telemetry::Metrics;
@@ -35,7 +36,16 @@ pub(super) struct Processor {
     pub live: Arc<RwLock<LiveView>>,
     pub states: StateCache,
     pub guardrails: Guardrails,
+    pub watermark: Watermark,
     pub out: mpsc::Sender<WriterMsg>,
+}
+
+/// A batch's two times: the service's clock, and the plugins' (the
+/// watermark on event time).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Times {
+    pub now: i64,
+    pub watermark: i64,
 }
 
 /// When periodic work last ran, and what measures the gaps between batches.
@@ -71,8 +81,7 @@ impl Processor {
         };
         live::publish_plugins(&self.stages, &self.live);
         // Serve the restored window from the start.
-        self.stages.clock.set_ms(crate::store::now_ms());
-        live::refresh_snapshot(&mut self.stages, &self.metrics, &self.live);
+        self.idle_tick();
         loop {
             // Deployments first, between batches; then a batch, or refresh
             // the window when idle.
@@ -92,10 +101,7 @@ impl Processor {
                         Err(panic) => self.dropped(events, &panic),
                     }
                 }
-                Recv::Idle => {
-                    self.stages.clock.set_ms(crate::store::now_ms());
-                    live::refresh_snapshot(&mut self.stages, &self.metrics, &self.live);
-                }
+                Recv::Idle => self.idle_tick(),
                 Recv::Closed => break,
             }
             self.periodic(&mut t);
@@ -117,16 +123,65 @@ impl Processor {
         let _ = self.out.blocking_send(WriterMsg::Dropped { events });
     }
 
+    /// No batch for a while: the watermark may move (a lane went idle; on
+    /// processing time, the clock) and the served window with it.
+    fn idle_tick(&mut self) {
+        let now = crate::store::now_ms();
+        let watermark = self.watermark.advance(now, Instant::now());
+        self.set_clock(Times {
+            now,
+            watermark: watermark.unwrap_or(now),
+        });
+        live::refresh_snapshot(&mut self.stages, &self.metrics, &self.live);
+    }
+
+    /// The plugins' clock, the watermark gauges and the live view's.
+    fn set_clock(&mut self, t: Times) {
+        self.stages.clock.set_ms(t.watermark);
+        let known = self.watermark.get();
+        if let Some(w) = known {
+            self.metrics.event_time.set(w, t.now);
+        }
+        live::write(&self.live).watermark = known;
+    }
+
+    /// Move the watermark with a batch's new events, counting those that
+    /// arrived after their second left the analytics window.
+    fn advance_watermark(&mut self, items: &[Item]) -> Times {
+        let now = crate::store::now_ms();
+        let at = Instant::now();
+        let window = self.config.real_time_analytics.window_size;
+        let first_sec = match self.watermark.mode() {
+            TimeMode::Event => self.watermark.window_start_sec(window),
+            TimeMode::Processing => None,
+        };
+        for item in items.iter().filter(|i| !i.duplicate) {
+            let e = &item.event.typed;
+            if first_sec.is_some_and(|first| e.time_ms.div_euclid(1000) < first) {
+                self.metrics
+                    .event_time
+                    .late
+                    .with_label_values(&[e.kind.as_str()])
+                    .inc();
+            }
+            let lane = item.event.lane.as_deref().unwrap_or(HTTP_LANE);
+            self.watermark.observe(lane, e.time_ms, at);
+        }
+        let watermark = self.watermark.advance(now, at).unwrap_or(now);
+        let times = Times { now, watermark };
+        self.set_clock(times);
+        times
+    }
+
     /// Process one batch and hand it to the writer. False when the writer
     /// is gone.
     fn on_batch(&mut self, mut batch: Batch, t: &mut Timers, input: &Inputs) -> bool {
         self.measure_gap(t, &batch);
-        let now = crate::store::now_ms();
-        self.stages.clock.set_ms(now);
+        let times = self.advance_watermark(&batch.items);
         if let Some(max) = batch.items.iter().map(|i| i.seq).max() {
             t.last_seq = t.last_seq.max(max);
         }
-        let (write, jobs) = self.process_batch(&mut batch.items, now);
+        let (write, jobs) = self.process_batch(&mut batch.items, times);
         t.rate.add(batch.items.len());
         let msg = WriterMsg::Batch {
             items: batch.items,
@@ -145,25 +200,37 @@ impl Processor {
     /// Run one batch through the stages and prepare its write: the stages'
     /// results, metrics, the stored record, the guardrails' verdicts, the
     /// event rows, the live view.
-    pub(super) fn process_batch(&mut self, items: &mut [Item], now: i64) -> (BatchWrite, Vec<Job>) {
+    pub(super) fn process_batch(
+        &mut self,
+        items: &mut [Item],
+        times: Times,
+    ) -> (BatchWrite, Vec<Job>) {
+        let Times { now, watermark } = times;
         let fresh = items.iter().filter(|i| !i.duplicate).count();
         let batch_seq = items.iter().find(|i| !i.duplicate).map_or(0, |i| i.seq);
-        let wit = to_wit(items);
-        let results = self.stages.run(&wit, now, self.switches(), &self.metrics);
+        // On processing time the plugins place events by their arrival.
+        let arrival = (self.watermark.mode() == TimeMode::Processing).then_some(now);
+        let wit = to_wit(items, arrival);
+        let results = self
+            .stages
+            .run(&wit, watermark, self.switches(), &self.metrics);
         live::export_metrics(&self.metrics, &results, items.len());
         let record = BatchRecord::new(&results);
         // Guardrails decide now (in memory); executors act after the batch
         // is stored. A batch of duplicates stores no rows, so it asks nothing.
         let (actions, jobs) = match fresh {
             0 => (Vec::new(), Vec::new()),
-            _ => self.guardrails.plan(
-                &results.actions,
-                batch_seq,
-                now,
-                &record.findings,
-                record.analytics.as_deref(),
-                &self.metrics,
-            ),
+            _ => {
+                let stale = self.staleness(times);
+                let ctx = BatchContext {
+                    batch_seq,
+                    now_ms: now,
+                    findings_json: &record.findings,
+                    analytics_json: record.analytics.as_deref(),
+                    stale: stale.as_deref(),
+                };
+                self.guardrails.plan(&results.actions, &ctx, &self.metrics)
+            }
         };
         let alerts = record::alerts(record::findings(&results), now);
         let events = record::event_rows(items, now, batch_seq);
@@ -173,7 +240,7 @@ impl Processor {
             fresh,
         };
         live::write(&self.live).record_batch(results, counts);
-        let batch = record.row(batch_seq, now, fresh, &self.stages.versions);
+        let batch = record.row(batch_seq, (now, watermark), fresh, &self.stages.versions);
         let write = BatchWrite {
             events,
             batch,
@@ -181,6 +248,19 @@ impl Processor {
             actions,
         };
         (write, jobs)
+    }
+
+    /// Why the batch's action requests must not run: the watermark trails
+    /// the clock by more than `automated_response.max_staleness_secs`.
+    fn staleness(&self, t: Times) -> Option<String> {
+        let max = self.config.automated_response.max_staleness_secs;
+        let lag_ms = t.now - t.watermark;
+        (lag_ms > (max as i64).saturating_mul(1000)).then(|| {
+            format!(
+                "stale data: the watermark trails the clock by {:.1} s (automated_response.max_staleness_secs: {max}); catching up",
+                lag_ms as f64 / 1000.0
+            )
+        })
     }
 
     fn switches(&self) -> Switches {
@@ -253,13 +333,18 @@ impl Processor {
     }
 }
 
-/// The batch's new events as the columnar WIT batch.
-fn to_wit(items: &[Item]) -> crate::plugin::types::EventBatch {
+/// The batch's new events as the columnar WIT batch; `arrival`: the time
+/// every event is given (processing time).
+fn to_wit(items: &[Item], arrival: Option<i64>) -> crate::plugin::types::EventBatch {
     let mut builder = hxp_plugin_sdk::BatchBuilder::with_capacity(items.len());
     for item in items.iter().filter(|i| !i.duplicate) {
         builder.push(&item.event.typed);
     }
-    convert::batch_to_wit(builder.finish())
+    let mut batch = builder.finish();
+    if let Some(t) = arrival {
+        batch.time_ms.fill(t);
+    }
+    convert::batch_to_wit(batch)
 }
 
 enum Recv {
@@ -344,6 +429,7 @@ mod tests {
         let p = Processor {
             stages: Stages::new(slots, Clock::manual(0)),
             guardrails: Guardrails::new(&config.automated_response),
+            watermark: Watermark::new(&config.stream_processing),
             config,
             metrics: Arc::new(Metrics::new()),
             live: Arc::default(),
@@ -351,6 +437,14 @@ mod tests {
             out,
         };
         (p, rx)
+    }
+
+    /// A batch processed at `ms`, the watermark there too.
+    fn at(ms: i64) -> Times {
+        Times {
+            now: ms,
+            watermark: ms,
+        }
     }
 
     /// Items with these ids and sequence numbers (`dup`: marked duplicate).
@@ -387,7 +481,7 @@ mod tests {
         // Order decides, not the name: "b-second" has the lower order.
         let (mut p, _rx) = processor(vec![first.slot(20), second.slot(10)]);
         let mut batch = items(&[(1, 5, false), (2, 6, false), (3, 7, true)]);
-        let (write, _) = p.process_batch(&mut batch, 1_000);
+        let (write, _) = p.process_batch(&mut batch, at(1_000));
         assert_eq!(
             *seen1.lock().unwrap(),
             vec![vec![5, 6]],
@@ -420,7 +514,7 @@ mod tests {
             b.slot(2),
             a.slot(1),
         ]);
-        let (write, _) = p.process_batch(&mut items(&[(1, 1, false)]), 5);
+        let (write, _) = p.process_batch(&mut items(&[(1, 1, false)]), at(5));
         let live = p.live.read().unwrap();
         let names: Vec<&str> = live.findings.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, vec!["burst", "slow", "burst"], "in plugin order");
@@ -450,7 +544,7 @@ mod tests {
             fine.slot(2),
             responder.slot(1),
         ]);
-        let (write, _jobs) = p.process_batch(&mut items(&[(1, 1, false), (2, 2, false)]), 9);
+        let (write, _jobs) = p.process_batch(&mut items(&[(1, 1, false), (2, 2, false)]), at(9));
         assert_eq!(write.events.len(), 2, "the batch is stored all the same");
         let live = p.live.read().unwrap();
         let names: Vec<&str> = live.findings.iter().map(|f| f.name.as_str()).collect();
@@ -479,7 +573,7 @@ mod tests {
             one.slot(1),
             two.slot(2),
         ]);
-        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, false)]), 7);
+        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, false)]), at(7));
         let actions: Vec<&str> = write.actions.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions, vec!["scale_models", "send_notification"]);
         assert!(write.actions.iter().all(|a| a.outcome == Outcome::Pending));
@@ -499,7 +593,7 @@ mod tests {
             Fake::new("analytics", PluginKind::Analytics).slot(1),
             responder.slot(1),
         ]);
-        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, true), (2, 4, true)]), 7);
+        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, true), (2, 4, true)]), at(7));
         assert!(write.events.is_empty() && write.batch.is_none());
         assert!(write.actions.is_empty() && jobs.is_empty());
         assert_eq!(p.live.read().unwrap().duplicates, 2);

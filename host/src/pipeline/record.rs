@@ -31,7 +31,7 @@ impl BatchRecord {
     pub(super) fn row(
         self,
         batch_seq: u64,
-        processed_at: i64,
+        (processed_at, watermark): (i64, i64),
         size: usize,
         plugins: &str,
     ) -> Option<BatchRow> {
@@ -43,6 +43,7 @@ impl BatchRecord {
             correlation: self.correlation,
             response: self.response,
             plugins: Some(plugins.to_string()),
+            watermark: Some(watermark),
         })
     }
 }
@@ -202,7 +203,7 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(rec.response.as_deref().unwrap()).unwrap();
         assert_eq!(a["response_type"], "scale_models");
         assert_eq!(a["response_details"]["actions"][0]["reason"], "because");
-        let row = rec.row(5, 10, 0, "{}");
+        let row = rec.row(5, (10, 10), 0, "{}");
         assert!(row.is_none(), "a batch of duplicates stores no batch row");
     }
 }

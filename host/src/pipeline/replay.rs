@@ -1,6 +1,7 @@
 //! Restore at start: each plugin loads its checkpoint, then the events
 //! stored after it are replayed in their stored batches, with the clock at
-//! each batch's processing time, so the windows continue exactly where they
+//! each batch's stored watermark (on processing time, and before event
+//! time, its processing time), so the windows continue exactly where they
 //! were. Responses plugins are not replayed: their requests were made.
 
 use super::checkpoint::StateCache;
@@ -13,12 +14,14 @@ use std::sync::Arc;
 /// Events read per query while replaying.
 const PAGE: usize = 20_000;
 
-/// Load each plugin's checkpoint and replay the events stored after it.
-/// Returns how many events were replayed.
+/// Load each plugin's checkpoint and replay the events stored after it;
+/// `arrival`: on processing time, events are placed at their batch's time,
+/// as they were live. Returns how many events were replayed.
 pub(super) async fn restore(
     store: &Store,
     stages: &mut Stages,
     states: &StateCache,
+    arrival: bool,
 ) -> anyhow::Result<u64> {
     let from = load_checkpoints(store, stages, states).await?;
     let Some(&start) = from.iter().min().filter(|s| **s != u64::MAX) else {
@@ -32,7 +35,7 @@ pub(super) async fn restore(
         after = last.seq;
         // Group by batch: same processing time, same clock.
         for batch in rows.chunk_by(|a, b| a.batch_seq == b.batch_seq) {
-            replay_batch(stages, &from, batch)?;
+            replay_batch(stages, &from, batch, arrival)?;
             replayed += batch.len() as u64;
         }
     }
@@ -115,12 +118,24 @@ async fn load_checkpoints(
 }
 
 /// One stored batch to every slot that has not seen its events.
-fn replay_batch(stages: &mut Stages, from: &[u64], batch: &[StoredEvent]) -> anyhow::Result<()> {
+fn replay_batch(
+    stages: &mut Stages,
+    from: &[u64],
+    batch: &[StoredEvent],
+    arrival: bool,
+) -> anyhow::Result<()> {
+    let clock = batch[0].watermark;
     let typed: Vec<(u64, Event)> = batch
         .iter()
-        .filter_map(|r| Some((r.seq, r.typed()?)))
+        .filter_map(|r| {
+            let mut e = r.typed()?;
+            if arrival {
+                e.time_ms = clock;
+            }
+            Some((r.seq, e))
+        })
         .collect();
-    stages.clock.set_ms(batch[0].processed_at);
+    stages.clock.set_ms(clock);
     for (slot, &covered) in stages.slots.iter_mut().zip(from) {
         let events: Vec<Event> = typed
             .iter()
@@ -177,6 +192,7 @@ mod tests {
                     correlation: None,
                     response: None,
                     plugins: None,
+                    watermark: None,
                 }),
                 ..BatchWrite::default()
             });
@@ -207,7 +223,7 @@ mod tests {
             clock.clone(),
         );
         let states = StateCache::default();
-        let replayed = restore(&store, &mut stages, &states).await.unwrap();
+        let replayed = restore(&store, &mut stages, &states, false).await.unwrap();
         assert_eq!(replayed, 10, "from the oldest checkpoint (none: the start)");
         // Stored batches stay batches; a plugin gets only the events after
         // its checkpoint.
@@ -232,7 +248,10 @@ mod tests {
         let (_, fresh_at, _) = store.plugin_state("fresh").await.unwrap().unwrap();
         assert_eq!((late_at, fresh_at), (10, 10));
         assert!(store.plugin_state("responses").await.unwrap().is_none());
-        assert_eq!(restore(&store, &mut stages, &states).await.unwrap(), 0);
+        assert_eq!(
+            restore(&store, &mut stages, &states, false).await.unwrap(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -245,7 +264,7 @@ mod tests {
         let only = Fake::new("only", PluginKind::Analytics);
         let seen = only.seen.clone();
         let mut stages = Stages::new(vec![only.slot(1)], Clock::manual(0));
-        let replayed = restore(&store, &mut stages, &StateCache::default())
+        let replayed = restore(&store, &mut stages, &StateCache::default(), false)
             .await
             .unwrap();
         assert_eq!(replayed, 0);

@@ -336,6 +336,7 @@ mod tests {
                 correlation: None,
                 response: None,
                 plugins: Some("{}".into()),
+                watermark: None,
             }),
             alerts: Vec::new(),
             actions: Vec::new(),

@@ -134,17 +134,48 @@ impl Store {
         .transpose()
     }
 
-    /// Events with `seq > after`, in order, at most `limit`: (seq, type,
-    /// processed_at, batch_seq, event_time, event_id, data).
+    /// Events with `seq > after`, in order, at most `limit`, with their
+    /// batch's watermark.
     pub async fn events_after(&self, after: u64, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, event_type, processed_at, batch_seq, event_time, event_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "{STORED_EVENT} WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
+        ))
         .bind(after as i64)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored_event).collect()
+    }
+
+    /// Events with `seq > after` whose event time is in `[from_ms,
+    /// until_ms)`, in order, at most `limit` (recalculating an event-time
+    /// window).
+    pub async fn events_in_time(
+        &self,
+        from_ms: i64,
+        until_ms: i64,
+        after: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "{STORED_EVENT} WHERE e.event_time >= $1 AND e.event_time < $2 AND e.seq > $3 ORDER BY e.seq LIMIT $4"
+        ))
+        .bind(from_ms)
+        .bind(until_ms)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// The watermark of the last stored batch (where a restart resumes).
+    pub async fn last_watermark(&self) -> anyhow::Result<Option<i64>> {
+        let v: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT watermark FROM batches ORDER BY batch_seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.flatten())
     }
 
     /// First event sequence number of the batches processed at or after
@@ -159,11 +190,17 @@ impl Store {
     }
 }
 
+/// The columns [`stored_event`] reads: an event and its batch's
+/// watermark (its processing time for batches stored before event time).
+const STORED_EVENT: &str = "SELECT e.seq, e.event_type, e.processed_at, e.batch_seq, e.event_time, e.event_id, e.data, \
+     COALESCE(b.watermark, e.processed_at) FROM events e LEFT JOIN batches b ON b.batch_seq = e.batch_seq";
+
 fn stored_event(r: &AnyRow) -> anyhow::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.try_get::<i64, _>(0)? as u64,
         event_type: r.try_get(1)?,
         processed_at: r.try_get(2)?,
+        watermark: r.try_get(7)?,
         batch_seq: r.try_get::<i64, _>(3)? as u64,
         event_time: r.try_get(4)?,
         event_id: id_from_bytes(&r.try_get::<Vec<u8>, _>(5)?)?,
@@ -174,7 +211,7 @@ fn stored_event(r: &AnyRow) -> anyhow::Result<StoredEvent> {
 /// A batch's row, its alerts and its action requests.
 async fn insert_batch(tx: &mut Tx<'_>, b: &BatchRow, w: &BatchWrite) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO batches (batch_seq, processed_at, size, analytics, correlation, response, plugins) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (batch_seq) DO NOTHING",
+        "INSERT INTO batches (batch_seq, processed_at, size, analytics, correlation, response, plugins, watermark) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (batch_seq) DO NOTHING",
     )
     .bind(b.batch_seq as i64)
     .bind(b.processed_at)
@@ -183,6 +220,7 @@ async fn insert_batch(tx: &mut Tx<'_>, b: &BatchRow, w: &BatchWrite) -> anyhow::
     .bind(b.correlation.clone())
     .bind(b.response.clone())
     .bind(b.plugins.clone())
+    .bind(b.watermark)
     .execute(&mut **tx)
     .await?;
     for (n, a) in w.alerts.iter().enumerate() {

@@ -109,6 +109,13 @@ ALTER TABLE action_requests ADD COLUMN error TEXT;
 CREATE INDEX action_requests_outcome ON action_requests (outcome)
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE batches ADD COLUMN watermark BIGINT;
+CREATE INDEX events_event_time ON events (event_time)
+"#,
+    ),
 ];
 
 /// The PostgreSQL advisory lock that migrations run under, so that

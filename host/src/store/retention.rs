@@ -157,6 +157,7 @@ mod tests {
                 correlation: None,
                 response: None,
                 plugins: None,
+                watermark: None,
             }),
             alerts: vec![],
             actions: vec![],

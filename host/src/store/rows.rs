@@ -54,6 +54,9 @@ stored_enum! {
         DryRun => "dry_run",
         /// Switched off (`enabled` or a category flag).
         Disabled => "disabled",
+        /// Not executed: the watermark trailed the clock by more than
+        /// `automated_response.max_staleness_secs` (catching up a backlog).
+        Stale => "stale",
         /// Rows written before executors existed (schema version 2).
         Logged => "logged",
     }
@@ -125,6 +128,9 @@ pub struct BatchRow {
     pub response: Option<String>,
     /// JSON object: plugin name -> version that processed the batch.
     pub plugins: Option<String>,
+    /// The plugins' clock for the batch: the watermark (event time) or
+    /// the processing time; replay sets the same.
+    pub watermark: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +222,9 @@ pub struct StoredEvent {
     pub seq: u64,
     pub event_type: String,
     pub processed_at: i64,
+    /// Its batch's watermark (`processed_at` for batches stored before
+    /// event time).
+    pub watermark: i64,
     pub batch_seq: u64,
     pub event_time: i64,
     pub event_id: u128,

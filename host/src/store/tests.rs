@@ -47,6 +47,7 @@ fn batch_write() -> BatchWrite {
             correlation: None,
             response: Some(r#"{"response_triggered":true}"#.into()),
             plugins: Some(r#"{"analytics":"0.1.0"}"#.into()),
+            watermark: None,
         }),
         alerts: vec![AlertRow {
             raised_at: 700,

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub db_wal_bytes: IntGauge,
     pub action_requests: IntCounterVec,
     pub http_requests: IntCounterVec,
+    /// Event time: late events by type, and the watermark.
+    pub event_time: EventTimeMetrics,
     /// The long-running workers: up or down, restarts, panics caught.
     pub workers: super::Workers,
 }
@@ -170,6 +172,43 @@ impl PluginMetrics {
                 buckets_swap(),
             ),
         }
+    }
+}
+
+/// Event time: events that came after their window closed, and how far
+/// the watermark trails the clock.
+pub struct EventTimeMetrics {
+    /// event_processing_late_events_total{event_type}.
+    pub late: IntCounterVec,
+    /// Seconds the watermark trails the service's clock.
+    pub lag: Gauge,
+    /// The watermark, seconds since the Unix epoch.
+    pub watermark: Gauge,
+}
+
+impl EventTimeMetrics {
+    fn new(r: &Reg) -> Self {
+        EventTimeMetrics {
+            late: r.counter_vec(
+                "event_processing_late_events_total",
+                "Events stored but not in the analytics window: their second had left it when they arrived",
+                &["event_type"],
+            ),
+            lag: r.gauge(
+                "event_processing_watermark_lag_seconds",
+                "How far the watermark (event time processed) trails the service's clock",
+            ),
+            watermark: r.gauge(
+                "event_processing_watermark_seconds",
+                "The watermark: event time up to which the windows are complete",
+            ),
+        }
+    }
+
+    /// Set the watermark gauges at wall time `now_ms`.
+    pub fn set(&self, watermark_ms: i64, now_ms: i64) {
+        self.watermark.set(watermark_ms as f64 / 1000.0);
+        self.lag.set((now_ms - watermark_ms).max(0) as f64 / 1000.0);
     }
 }
 
@@ -309,6 +348,7 @@ impl Metrics {
                 "HTTP requests by route and status",
                 &["route", "status"],
             ),
+            event_time: EventTimeMetrics::new(&r),
             workers: super::Workers::new(&r.0),
             registry: r.0,
         }

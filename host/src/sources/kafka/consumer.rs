@@ -308,13 +308,19 @@ impl Worker {
         };
         // Counted per poll: (topic, outcome) -> messages.
         let mut counts: HashMap<(Arc<str>, &str), u64> = HashMap::new();
+        // Each partition is a lane of the watermark.
+        let mut lanes: HashMap<(Arc<str>, i32), Arc<str>> = HashMap::new();
         for (m, r) in msgs.into_iter().zip(results) {
             let o = offsets
                 .entry((m.topic.clone(), m.partition))
                 .or_insert(m.offset);
             *o = (*o).max(m.offset);
             match r {
-                Ok(e) => {
+                Ok(mut e) => {
+                    let lane = lanes
+                        .entry((m.topic.clone(), m.partition))
+                        .or_insert_with(|| Arc::from(format!("{}/{}", m.topic, m.partition)));
+                    e.lane = Some(lane.clone());
                     *counts.entry((m.topic.clone(), "accepted")).or_default() += 1;
                     if results_topic {
                         h.origins.push(Origin {
