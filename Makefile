@@ -51,6 +51,7 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench kafka
 	$(CARGO) bench -p hxp-events --bench deploy
 	$(CARGO) bench -p hxp-events --bench recovery
+	$(CARGO) bench -p hxp-events --bench event_time
 
 lint:
 	python3 tools/check-module-graph.py host/src

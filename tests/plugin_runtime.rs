@@ -27,6 +27,18 @@ fn batch(events: &[Event]) -> types::EventBatch {
     convert::batch_to_wit(EventBatch::from_events(events))
 }
 
+/// The batch with every event at time `ms` (as on processing time).
+fn batch_at(events: &[Event], ms: i64) -> types::EventBatch {
+    let events: Vec<Event> = events
+        .iter()
+        .map(|e| Event {
+            time_ms: ms,
+            ..e.clone()
+        })
+        .collect();
+    batch(&events)
+}
+
 fn llm(seq: u64, latency: f64, ok: bool) -> Event {
     let mut e = Event::new(seq, EventKind::LlmRequest, 0);
     e.latency_ms = Some(latency);
@@ -53,7 +65,7 @@ fn analytics_ten_requests_by_hand() {
     let events: Vec<_> = (1..=10)
         .map(|i| llm(i, i as f64 * 100.0, i % 5 != 0))
         .collect();
-    a.analytics_process(&batch(&events)).unwrap();
+    a.analytics_process(&batch_at(&events, 1_000_000)).unwrap();
     clock.set_ms(1_000_900);
     let s = convert::snapshot_to_sdk(a.analytics_snapshot().unwrap());
     let o = &s.overall;
@@ -96,7 +108,7 @@ fn correlation_error_burst_alerts_on_the_fifth_occurrence_and_not_before() {
     for i in 1..=4u64 {
         clock.set_ms(2_000_000 + i as i64 * 100);
         let r = c
-            .correlation_process(&batch(&[error_event(i, "gateway")]))
+            .correlation_process(&batch_at(&[error_event(i, "gateway")], clock.now_ms()))
             .unwrap();
         assert!(
             !r.findings.iter().any(|f| f.name == "high_error_rate"),
@@ -105,7 +117,7 @@ fn correlation_error_burst_alerts_on_the_fifth_occurrence_and_not_before() {
     }
     clock.set_ms(2_000_500);
     let r = c
-        .correlation_process(&batch(&[error_event(5, "gateway")]))
+        .correlation_process(&batch_at(&[error_event(5, "gateway")], clock.now_ms()))
         .unwrap();
     let f = r
         .findings
@@ -125,7 +137,7 @@ fn correlation_error_burst_alerts_on_the_fifth_occurrence_and_not_before() {
     // The sixth keeps it active without alerting again.
     clock.set_ms(2_000_600);
     let r = c
-        .correlation_process(&batch(&[error_event(6, "gateway")]))
+        .correlation_process(&batch_at(&[error_event(6, "gateway")], clock.now_ms()))
         .unwrap();
     let f = r
         .findings
@@ -181,10 +193,11 @@ fn throughput_above_1000_gives_one_scale_models_request() {
     };
     // 1000 events in one second: exactly 1000/s, not above.
     let events: Vec<_> = (0..1000).map(|i| llm(i, 20.0, true)).collect();
-    a.analytics_process(&batch(&events)).unwrap();
+    a.analytics_process(&batch_at(&events, 3_000_000)).unwrap();
     assert!(decide(&mut a, &mut r, 3_000_500).is_empty());
     // Five more in the same second: 1005/s.
-    a.analytics_process(&batch(&events[..5])).unwrap();
+    a.analytics_process(&batch_at(&events[..5], 3_000_000))
+        .unwrap();
     let out = decide(&mut a, &mut r, 3_000_600);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].action, "scale_models");
@@ -416,7 +429,7 @@ fn save_then_load_into_a_fresh_instance_continues_exactly() {
     };
     let step = |a: &mut Plugin, c: &mut Plugin, r: &mut Plugin, sec: i64| {
         clock.set_ms(10_000_000 + sec * 1000);
-        let b = batch(&events_at(sec));
+        let b = batch_at(&events_at(sec), 10_000_000 + sec * 1000);
         a.analytics_process(&b).unwrap();
         let findings = c.correlation_process(&b).unwrap();
         let snap = a.analytics_snapshot().unwrap();

@@ -3,10 +3,12 @@
 use super::extract::ApiQuery;
 use super::views::{
     AnalyticsDisabledView, AnalyticsEmptyView, AnalyticsPluginView, AnalyticsSnapshotView,
-    AnalyticsState, AnalyticsStatusView, AnalyticsView, Disabled, HistoryPointView,
-    RecalculationView, ServiceHealthView, StatsView,
+    AnalyticsState, AnalyticsStatusView, AnalyticsView, Disabled, EventTimeState, EventTimeView,
+    HistoryPointView, RecalculationView, ServiceHealthView, StatsView,
 };
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin, rfc3339};
+use crate::config::Config;
+use crate::pipeline::LiveView;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -55,7 +57,31 @@ pub fn snapshot_view(s: &Snapshot, by_type: bool) -> AnalyticsSnapshotView {
                 reported_at: rfc3339(h.time_ms),
             })
             .collect(),
+        event_time: None,
         history: None,
+    }
+}
+
+/// Where event time stands at wall time `now`.
+pub fn event_time_view(config: &Config, live: &LiveView, now: i64) -> EventTimeView {
+    let sp = &config.stream_processing;
+    let max_staleness = config.automated_response.max_staleness_secs;
+    let lag = live.watermark.map(|w| (now - w).max(0) as f64 / 1000.0);
+    let recent = live
+        .last_fresh_at
+        .is_some_and(|t| now - t < (sp.idle_timeout_secs as i64).saturating_mul(1000));
+    let state = match lag {
+        None => EventTimeState::Waiting,
+        Some(l) if l <= max_staleness as f64 => EventTimeState::Live,
+        Some(_) if recent => EventTimeState::CatchingUp,
+        Some(_) => EventTimeState::Idle,
+    };
+    EventTimeView {
+        time: sp.time.as_str(),
+        state,
+        watermark: live.watermark.map(rfc3339),
+        lag_seconds: lag,
+        max_staleness_seconds: max_staleness,
     }
 }
 
@@ -87,7 +113,14 @@ pub(super) async fn analytics(
             message: "real_time_analytics.enabled is false".into(),
         })));
     }
-    let snap = state.live.read().expect("live lock").snapshot.clone();
+    let (snap, event_time) = {
+        let live = state.live.read().expect("live lock");
+        let now = crate::store::now_ms();
+        (
+            live.snapshot.clone(),
+            event_time_view(&state.config, &live, now),
+        )
+    };
     let history = match q.history {
         None => None,
         Some(secs) => Some(history(&state, secs).await?),
@@ -95,6 +128,7 @@ pub(super) async fn analytics(
     Ok(Json(match &snap {
         Some(s) => AnalyticsView::Snapshot(Box::new(AnalyticsSnapshotView {
             history,
+            event_time: Some(event_time),
             ..snapshot_view(s, cfg.aggregation_enabled)
         })),
         None => AnalyticsView::Empty(AnalyticsEmptyView {
@@ -199,8 +233,12 @@ pub(super) async fn recalculate(State(state): St, headers: HeaderMap) -> ApiResu
             "no events have been processed yet",
         ));
     };
-    let r = crate::pipeline::recalc::recalculate(&state.store, &snap)
-        .await
-        .map_err(ApiError::internal)?;
+    let r = crate::pipeline::recalc::recalculate(
+        &state.store,
+        &snap,
+        state.config.stream_processing.time,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(r))
 }

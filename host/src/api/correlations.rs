@@ -234,8 +234,11 @@ pub(super) async fn test(
         }
     }
     let engine = state.engine.clone();
+    // The watermark of the test batch: its newest event.
+    let watermark = events.iter().map(|e| e.time_ms).max().unwrap_or(now);
     let run = move || -> ApiResult<CorrelationTestView> {
-        let mut p = Plugin::new(engine, component, limits, Clock::manual(now)).map_err(|e| {
+        let clock = Clock::manual(watermark);
+        let mut p = Plugin::new(engine, component, limits, clock).map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "plugin_failed",

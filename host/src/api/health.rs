@@ -60,6 +60,8 @@ pub(super) async fn health(State(state): St) -> Json<HealthView> {
         Some(k) => k.problem().unwrap_or_else(|| "ok".into()),
     };
     let down = state.metrics.workers.problems();
+    let now = crate::store::now_ms();
+    let event_time = super::analytics::event_time_view(&state.config, &live, now);
     let healthy =
         db == "ok" && queue == "ok" && (kafka == "ok" || kafka == "disabled") && down.is_empty();
     Json(HealthView {
@@ -69,7 +71,7 @@ pub(super) async fn health(State(state): St) -> Json<HealthView> {
             HealthStatus::Degraded
         },
         service: state.config.service.name.clone(),
-        timestamp: rfc3339(crate::store::now_ms()),
+        timestamp: rfc3339(now),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         checks: HealthChecksView {
@@ -87,6 +89,7 @@ pub(super) async fn health(State(state): St) -> Json<HealthView> {
                 down.join("; ")
             },
         },
+        event_time,
     })
 }
 

@@ -138,8 +138,42 @@ pub struct AnalyticsSnapshotView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_event_type: Option<BTreeMap<String, StatsView>>,
     pub services: Vec<ServiceHealthView>,
+    /// Where event time stands (the window ends at the watermark).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTimeView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryPointView>>,
+}
+
+/// Where event time stands: the watermark the windows end at, and how far
+/// it trails the service's clock.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventTimeView {
+    /// event | processing (`stream_processing.time`)
+    pub time: &'static str,
+    pub state: EventTimeState,
+    /// The watermark (RFC 3339); absent before the first event.
+    pub watermark: Option<String>,
+    /// Seconds the watermark trails the clock.
+    pub lag_seconds: Option<f64>,
+    /// `automated_response.max_staleness_secs`: beyond this lag, action
+    /// requests are recorded as stale and not executed.
+    pub max_staleness_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventTimeState {
+    /// No event yet.
+    Waiting,
+    /// The watermark is within `max_staleness_secs` of the clock.
+    Live,
+    /// Events keep coming but their time trails the clock by more than
+    /// `max_staleness_secs` (a backlog): no automated action runs.
+    CatchingUp,
+    /// No new events for `idle_timeout_secs`: the windows end at the last
+    /// event time.
+    Idle,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -546,4 +580,5 @@ pub struct HealthView {
     pub version: &'static str,
     pub uptime_seconds: u64,
     pub checks: HealthChecksView,
+    pub event_time: EventTimeView,
 }

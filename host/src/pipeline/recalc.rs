@@ -3,7 +3,9 @@
 //! and compared with the real-time values ("analytics accuracy vs batch
 //! analytics").
 
+use crate::config::TimeMode;
 use crate::store::Store;
+use hxp_plugin_sdk::fixed::{COST, LATENCY, SATISFACTION, VALUE};
 use hxp_plugin_sdk::{EventKind, Snapshot};
 use serde_json::{Value, json};
 
@@ -21,40 +23,44 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     })
 }
 
-/// The window's sums, counted from the stored events.
+/// The window's sums, counted from the stored events in the analytics
+/// plugin's fixed-point units (so that equal windows give equal figures).
 #[derive(Default)]
 struct Totals {
     count: u64,
     llm: u64,
     outcomes: u64,
     errors: u64,
-    satisfaction: (u64, f64),
-    value: f64,
-    cost: (u64, f64),
-    latency_sum: f64,
+    satisfaction: (u64, i64),
+    value: i64,
+    cost: (u64, i64),
+    latency_sum: i64,
     latencies: Vec<f64>,
 }
 
 impl Totals {
     fn add(&mut self, e: &hxp_plugin_sdk::Event) {
+        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
         self.count += 1;
         self.llm += u64::from(e.kind == EventKind::LlmRequest);
-        if let Some(l) = e.latency_ms {
+        if let Some(l) = finite(e.latency_ms) {
             self.latencies.push(l);
-            self.latency_sum += l;
+            self.latency_sum = self.latency_sum.wrapping_add(LATENCY.of(l));
         }
         if let Some(ok) = e.success {
             self.outcomes += 1;
             self.errors += u64::from(!ok);
         }
-        if let Some(s) = e.satisfaction {
+        if let Some(s) = finite(e.satisfaction) {
             self.satisfaction.0 += 1;
-            self.satisfaction.1 += s;
+            self.satisfaction.1 = self.satisfaction.1.wrapping_add(SATISFACTION.of(s));
         }
-        self.value += e.business_value.unwrap_or(0.0);
-        if let Some(c) = e.cost {
+        if let Some(v) = finite(e.business_value) {
+            self.value = self.value.wrapping_add(VALUE.of(v));
+        }
+        if let Some(c) = finite(e.cost) {
             self.cost.0 += 1;
-            self.cost.1 += c;
+            self.cost.1 = self.cost.1.wrapping_add(COST.of(c));
         }
     }
 
@@ -68,25 +74,43 @@ impl Totals {
                 0.0
             }
         };
-        let mean = |s: f64, n: u64| (n > 0).then(|| s / n as f64);
         let l = &self.latencies;
         json!({
             "event_count": self.count,
             "throughput": rate(self.count),
             "requests_per_second": rate(self.llm),
-            "latency": mean(self.latency_sum, l.len() as u64),
+            "latency": LATENCY.mean(self.latency_sum, l.len() as u64),
             "latency_p50": quantile(l, 0.50),
             "latency_p95": quantile(l, 0.95),
             "latency_p99": quantile(l, 0.99),
             "error_rate": if self.outcomes > 0 { self.errors as f64 / self.outcomes as f64 } else { 0.0 },
-            "user_satisfaction": mean(self.satisfaction.1, self.satisfaction.0),
-            "business_value": self.value,
-            "cost_per_request": mean(self.cost.1, self.cost.0),
+            "user_satisfaction": SATISFACTION.mean(self.satisfaction.1, self.satisfaction.0),
+            "business_value": VALUE.total(self.value),
+            "cost_per_request": COST.mean(self.cost.1, self.cost.0),
         })
     }
 }
 
-/// Sum the events of the batches processed from `since_ms` to `until_ms`.
+/// Sum the events whose time is in `[since_ms, until_ms)`, as the
+/// event-time window holds them.
+async fn scan_event_time(store: &Store, since_ms: i64, until_ms: i64) -> anyhow::Result<Totals> {
+    let mut t = Totals::default();
+    let mut after = 0;
+    loop {
+        let rows = store
+            .events_in_time(since_ms, until_ms, after, 50_000)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for e in rows.iter().filter_map(|r| r.typed()) {
+            t.add(&e);
+        }
+    }
+    Ok(t)
+}
+
+/// Sum the events of the batches processed from `since_ms` to `until_ms`
+/// (processing time).
 async fn scan(store: &Store, since_ms: i64, until_ms: i64) -> anyhow::Result<Totals> {
     let mut t = Totals::default();
     let Some(first) = store.first_seq_since(since_ms).await? else {
@@ -155,14 +179,28 @@ fn difference(real: &Value, batch: &Value) -> Value {
 }
 
 /// Recompute the window of `realtime` (same end, same covered seconds) from
-/// the database.
-pub async fn recalculate(store: &Store, realtime: &Snapshot) -> anyhow::Result<Value> {
+/// the database: on event time the events of the window's whole seconds,
+/// on processing time those of the batches processed in it.
+pub async fn recalculate(
+    store: &Store,
+    realtime: &Snapshot,
+    time: TimeMode,
+) -> anyhow::Result<Value> {
     let end_sec = realtime.time_ms.div_euclid(1000);
     let since_ms = (end_sec - realtime.window_secs as i64 + 1) * 1000;
-    let until_ms = realtime.time_ms;
     let started = std::time::Instant::now();
     let covered = realtime.covered_secs;
-    let batch = scan(store, since_ms, until_ms).await?.metrics(covered);
+    let (totals, until_ms) = match time {
+        TimeMode::Event => {
+            let until_ms = (end_sec + 1) * 1000;
+            (scan_event_time(store, since_ms, until_ms).await?, until_ms)
+        }
+        TimeMode::Processing => (
+            scan(store, since_ms, realtime.time_ms).await?,
+            realtime.time_ms,
+        ),
+    };
+    let batch = totals.metrics(covered);
     let real = real_time(&realtime.overall);
     let rfc = |ms| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
     Ok(json!({
