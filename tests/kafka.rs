@@ -195,6 +195,20 @@ async fn wait_stored(db_url: &str, n: usize, limit: Duration, what: &str) -> Vec
     }
 }
 
+/// Config that maps the five event types to one `events` topic.
+fn one_topic_yaml() -> String {
+    let topics = [
+        "llm_request",
+        "user_feedback",
+        "system_metric",
+        "business_event",
+        "error_event",
+    ]
+    .map(|t| format!("    {t}: events\n"))
+    .concat();
+    format!("kafka:\n  topics:\n{topics}")
+}
+
 async fn kafka_view(svc: &Service) -> Value {
     get(&svc.url("/processing/pipeline")).await.1["kafka"].clone()
 }
@@ -783,16 +797,7 @@ async fn pausing_for_a_full_queue_skips_no_message() {
 async fn one_topic_carries_every_type() {
     let broker = Broker::start().await;
     create_topics(&broker.addr, &["events".to_string(), DLQ.to_string()], 1).await;
-    let yaml = "kafka:\n  topics:\n".to_string()
-        + &[
-            "llm_request",
-            "user_feedback",
-            "system_metric",
-            "business_event",
-            "error_event",
-        ]
-        .map(|t| format!("    {t}: events\n"))
-        .concat();
+    let yaml = one_topic_yaml();
     let (db, _dir) = sqlite_url();
     let env = kafka_env(&broker.addr);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -1017,4 +1022,161 @@ async fn events_are_consumed_over_tls() {
     assert_eq!(props["ssl.ca.location"], "(set)", "{props}");
     let log = proxy.log_text();
     assert!(log.contains("accepted connection"), "stunnel log:\n{log}");
+}
+
+/// Event time under a consumer outage (issue 14): one instance stops for
+/// 20 s while a producer keeps 20 events/s on two partitions, then
+/// restarts and catches up; a second instance (its own group) never
+/// stops. While the restarted one catches up its watermark trails the
+/// clock by more than `max_staleness_secs`, so every action request of
+/// those batches is recorded as `stale` and none runs; afterwards the two
+/// serve identical analytics at the same watermark, and both counted the
+/// five events sent 400 s old as late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_outage_is_caught_up_without_acting_on_stale_data() {
+    let broker = Broker::start().await;
+    create_topics(&broker.addr, &["events".to_string()], 2).await;
+    create_topics(&broker.addr, &[DLQ.to_string()], 1).await;
+    let yaml = format!(
+        "{}stream_processing:\n  idle_timeout_secs: 3\n\
+         automated_response:\n  repeat_interval: 1\n  max_staleness_secs: 5\n  cooldown_secs: 0\n  \
+         dedup_window_secs: 0\n  rate_limit_per_minute: 0\n  actions:\n    \"*\": log\n  response_rules:\n    \
+         - name: heartbeat\n      condition: event_count > 0\n      action: send_notification\n",
+        one_topic_yaml()
+    );
+    let start_in = |db: String, group: &'static str| {
+        let yaml = yaml.clone();
+        let bootstrap = broker.addr.clone();
+        async move {
+            let mut env = kafka_env(&bootstrap);
+            env.push(("KAFKA_CONSUMER_GROUP", group.to_string()));
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Service::start_with(&db, &env, Some(&yaml)).await
+        }
+    };
+    let (db_a, _da) = sqlite_url();
+    let (db_b, _db) = sqlite_url();
+    let mut a = start_in(db_a.clone(), "outage-a").await;
+    let b = start_in(db_b.clone(), "outage-b").await;
+    wait_assigned(&a, 2).await;
+    wait_assigned(&b, 2).await;
+
+    // The steady producer: 20 events/s for 40 s, timestamped as sent.
+    let bootstrap = broker.addr.clone();
+    let steady = tokio::spawn(async move {
+        let p = producer(&bootstrap);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let (mut n, mut last_t) = (0u64, 0i64);
+        while started.elapsed() < Duration::from_secs(40) {
+            tick.tick().await;
+            last_t = chrono::Utc::now().timestamp_millis();
+            send_timed(&p, n, last_t, None).await;
+            n += 1;
+        }
+        (n, last_t)
+    });
+    let p = producer(&broker.addr);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(a.terminate().success());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    a = start_in(db_a.clone(), "outage-a").await;
+    // Five events 400 s old: older than the 300 s window.
+    for k in 0..5 {
+        let t = chrono::Utc::now().timestamp_millis() - 400_000;
+        send_timed(&p, 1_000_000 + k, t, None).await;
+    }
+    let (n, last_t) = steady.await.unwrap();
+    // One more event per partition 2 s after the last: both lanes reach the
+    // same newest time, so both instances end at the same watermark.
+    let end = last_t + 2_000;
+    send_timed(&p, 2_000_000, end, Some(0)).await;
+    send_timed(&p, 2_000_001, end, Some(1)).await;
+    let total = n as usize + 7;
+    wait_stored(&db_a, total, Duration::from_secs(60), "restarted").await;
+    wait_stored(&db_b, total, Duration::from_secs(60), "never stopped").await;
+
+    let window = |svc: &Service| {
+        let url = svc.url("/analytics");
+        async move {
+            let t = Instant::now();
+            loop {
+                let (_, mut v) = get(&url).await;
+                if v["timestamp"].as_str().map(|s| s.to_string())
+                    == chrono::DateTime::from_timestamp_millis(end)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                {
+                    v.as_object_mut().unwrap().remove("event_time");
+                    return v;
+                }
+                assert!(t.elapsed() < Duration::from_secs(30), "{v}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (wa, wb) = (window(&a).await, window(&b).await);
+    assert_eq!(wa, wb, "the same window after catching up");
+    for svc in [&a, &b] {
+        let late = svc.metric("event_processing_late_events_total", &[]).await;
+        assert_eq!(late, 5.0);
+    }
+    // Every request of a batch whose watermark trailed the clock by more
+    // than 5 s is stale; no other is.
+    let requests = |db: String| async move {
+        let rows = db_rows(
+            &db,
+            "SELECT a.outcome, b.processed_at - b.watermark FROM action_requests a \
+             JOIN batches b ON b.batch_seq = a.batch_seq",
+        )
+        .await;
+        rows.iter()
+            .map(|r| {
+                let outcome: String = sqlx::Row::get(r, 0);
+                let lag: i64 = sqlx::Row::get(r, 1);
+                (outcome, lag)
+            })
+            .collect::<Vec<_>>()
+    };
+    let ra = requests(db_a.clone()).await;
+    let stale = ra.iter().filter(|(o, _)| o == "stale").count();
+    assert!(stale > 0, "catching up asked nothing: {ra:?}");
+    assert!(ra.iter().any(|(o, _)| o == "executed"), "{ra:?}");
+    for (outcome, lag) in &ra {
+        assert_eq!(
+            outcome == "stale",
+            *lag > 5_000,
+            "{outcome} at lag {lag} ms"
+        );
+    }
+    let rb = requests(db_b.clone()).await;
+    assert!(rb.iter().all(|(o, _)| o == "executed"), "{rb:?}");
+}
+
+/// Event `n` of the outage test, with timestamp `t`, to the `events`
+/// topic (to `partition`, or where the partitioner puts it).
+async fn send_timed(p: &FutureProducer, n: u64, t: i64, partition: Option<i32>) {
+    let (kind, data) = if n.is_multiple_of(5) {
+        (
+            "error_event",
+            serde_json::json!({"service": "api", "error_type": "timeout"}),
+        )
+    } else {
+        let data = serde_json::json!({"model": "m", "latency_ms": 50 + n % 200, "success": !n.is_multiple_of(7)});
+        ("llm_request", data)
+    };
+    let text = serde_json::json!({
+        "event_id": uuid::Uuid::from_u128(0x0e7a_9e00_0000 + n as u128).to_string(),
+        "event_type": kind,
+        "timestamp": chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339(),
+        "data": data,
+    })
+    .to_string();
+    let mut r = FutureRecord::<(), str>::to("events").payload(&text);
+    if let Some(part) = partition {
+        r = r.partition(part);
+    }
+    p.send(r, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
 }

@@ -25,9 +25,22 @@ mod mix;
 use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
 use std::time::Instant;
 
-use mix::{EVENTS, batches, stream};
+use hxp_plugin_sdk::{Event, EventBatch};
+use mix::{EVENTS, stream};
 const RUNS: usize = 7;
 const BATCHES: [usize; 3] = [1, 100, 1000];
+/// The stream cut into host-side batches, each with the time of its last
+/// event (the clock the plugins see when it is processed).
+fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
+    events
+        .chunks(size)
+        .map(|c| {
+            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
+            (convert::batch_to_wit(EventBatch::from_events(c)), now)
+        })
+        .collect()
+}
+
 /// Time one pass; returns ns per event.
 fn pass(batches: &[(types::EventBatch, i64)], mut f: impl FnMut(&types::EventBatch, i64)) -> f64 {
     let started = Instant::now();

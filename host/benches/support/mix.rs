@@ -1,8 +1,6 @@
-//! The benches' recorded stream: a realistic mix of the five event types,
-//! and its batches as the host hands them to the plugins.
+//! The benches' recorded stream: a realistic mix of the five event types.
 
-use hxp_events::plugin::{convert, types};
-use hxp_plugin_sdk::{Event, EventBatch, EventKind, Health};
+use hxp_plugin_sdk::{Event, EventKind, Health};
 
 pub const EVENTS: usize = 100_000;
 /// Simulated arrival rate: the clock advances 50 µs per event.
@@ -64,18 +62,6 @@ pub fn stream() -> Vec<Event> {
             e.model = Some(models[(next() % 4) as usize].to_string());
             e.service = Some(services[(next() % 3) as usize].to_string());
             e
-        })
-        .collect()
-}
-
-/// The stream cut into host-side batches, each with the time of its last
-/// event (the clock the plugins see when it is processed).
-pub fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
-    events
-        .chunks(size)
-        .map(|c| {
-            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
-            (convert::batch_to_wit(EventBatch::from_events(c)), now)
         })
         .collect()
 }

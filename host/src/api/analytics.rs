@@ -176,7 +176,7 @@ pub(super) async fn status(State(state): St) -> Json<AnalyticsStatusView> {
         .plugins
         .iter()
         .find(|p| p.stage == crate::plugin::PluginKind::Analytics);
-    let last = live.snapshot.as_ref().map(|s| s.time_ms);
+    let last = live.snapshot_at;
     let age = last.map(|t| (now - t) as f64 / 1000.0);
     let status = if !cfg.enabled {
         AnalyticsState::Disabled

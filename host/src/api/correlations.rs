@@ -100,6 +100,23 @@ fn invalid(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", message)
 }
 
+/// The test events validated at `now`, numbered from 1; an error names the
+/// event.
+fn validate_test_events(items: Vec<Value>, now: i64) -> ApiResult<Vec<hxp_plugin_sdk::Event>> {
+    let mut events = Vec::with_capacity(items.len());
+    for (i, v) in items.into_iter().enumerate() {
+        let mut e =
+            crate::event::validate(v, now, &crate::event::Acceptance::ALL).map_err(|e| {
+                let mut err = ApiError::from(e);
+                err.message = format!("event {i}: {}", err.message);
+                err
+            })?;
+        e.typed.seq = i as u64 + 1;
+        events.push(e.typed);
+    }
+    Ok(events)
+}
+
 /// The shorthand type names: (event type, default data).
 fn shorthand(i: usize, t: &str) -> ApiResult<(&'static str, Value)> {
     Ok(match t {
@@ -213,19 +230,8 @@ pub(super) async fn test(
             "no correlation plugin is loaded",
         ));
     };
-    let items = expand_test_events(req.events)?;
     let now = crate::store::now_ms();
-    let mut events = Vec::with_capacity(items.len());
-    for (i, v) in items.into_iter().enumerate() {
-        let mut e =
-            crate::event::validate(v, now, &crate::event::Acceptance::ALL).map_err(|e| {
-                let mut err = ApiError::from(e);
-                err.message = format!("event {i}: {}", err.message);
-                err
-            })?;
-        e.typed.seq = i as u64 + 1;
-        events.push(e.typed);
-    }
+    let events = validate_test_events(expand_test_events(req.events)?, now)?;
     let mut section =
         serde_json::to_value(&state.config.event_correlation).expect("config serializes");
     if let Some(over) = req.config {
@@ -234,10 +240,9 @@ pub(super) async fn test(
         }
     }
     let engine = state.engine.clone();
-    // The watermark of the test batch: its newest event.
-    let watermark = events.iter().map(|e| e.time_ms).max().unwrap_or(now);
+    // The clock: the test batch's watermark, its newest event.
+    let clock = Clock::manual(events.iter().map(|e| e.time_ms).max().unwrap_or(now));
     let run = move || -> ApiResult<CorrelationTestView> {
-        let clock = Clock::manual(watermark);
         let mut p = Plugin::new(engine, component, limits, clock).map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -31,6 +31,9 @@ pub struct LiveView {
     /// For comparison: gaps between ordinary consecutive batches when the
     /// next one was waiting (a sample, the last 1000).
     pub batch_gaps_us: VecDeque<u64>,
+    /// When the served snapshot was taken (wall clock, ms); its own time is
+    /// the watermark.
+    pub snapshot_at: Option<i64>,
     /// The watermark the windows end at; `None` before the first event.
     pub watermark: Option<i64>,
     /// When the last batch with new events arrived (wall clock, ms).
@@ -77,6 +80,7 @@ impl LiveView {
     pub(super) fn record_batch(&mut self, r: StageResults, n: BatchCounts) {
         if r.snapshot.is_some() {
             self.snapshot = r.snapshot;
+            self.snapshot_at = Some(n.at);
         }
         if let Some(c) = r.correlation {
             self.findings = c.findings;
@@ -146,7 +150,9 @@ pub(super) fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
 pub(super) fn refresh_snapshot(stages: &mut Stages, metrics: &Metrics, live: &RwLock<LiveView>) {
     if let Some(s) = stages.snapshot(metrics) {
         metrics.set_analytics(&s);
-        write(live).snapshot = Some(s);
+        let mut view = write(live);
+        view.snapshot = Some(s);
+        view.snapshot_at = Some(crate::store::now_ms());
     }
 }
 

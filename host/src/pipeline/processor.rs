@@ -439,6 +439,17 @@ mod tests {
         (p, rx)
     }
 
+    /// A processor with an analytics plugin and a responses plugin that
+    /// asks for `action` by `rule` on every batch.
+    fn responding(rule: &str, act: &str) -> (Processor, mpsc::Receiver<WriterMsg>) {
+        let mut responder = Fake::new("responder", PluginKind::Responses);
+        responder.actions = vec![action(rule, act)];
+        processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            responder.slot(1),
+        ])
+    }
+
     /// A batch processed at `ms`, the watermark there too.
     fn at(ms: i64) -> Times {
         Times {
@@ -587,15 +598,65 @@ mod tests {
 
     #[test]
     fn a_batch_of_duplicates_stores_nothing_and_asks_nothing() {
-        let mut responder = Fake::new("responder", PluginKind::Responses);
-        responder.actions = vec![action("scale_up_models", "scale_models")];
-        let (mut p, _rx) = processor(vec![
-            Fake::new("analytics", PluginKind::Analytics).slot(1),
-            responder.slot(1),
-        ]);
+        let (mut p, _rx) = responding("scale_up_models", "scale_models");
         let (write, jobs) = p.process_batch(&mut items(&[(1, 3, true), (2, 4, true)]), at(7));
         assert!(write.events.is_empty() && write.batch.is_none());
         assert!(write.actions.is_empty() && jobs.is_empty());
         assert_eq!(p.live.read().unwrap().duplicates, 2);
+    }
+
+    #[test]
+    fn requests_on_stale_data_are_recorded_and_not_run() {
+        let (mut p, _rx) = responding("notify_admin", "send_notification");
+        // The watermark 61 s behind the clock (max_staleness_secs: 60).
+        let times = Times {
+            now: 1_000_061_000,
+            watermark: 1_000_000_000,
+        };
+        let (write, jobs) = p.process_batch(&mut items(&[(1, 3, false)]), times);
+        assert_eq!(write.actions.len(), 1);
+        assert_eq!(write.actions[0].outcome, Outcome::Stale);
+        assert!(
+            write.actions[0].detail.contains("61.0 s"),
+            "{}",
+            write.actions[0].detail
+        );
+        assert!(jobs.is_empty(), "nothing runs");
+        // 60 s behind: acted on.
+        let times = Times {
+            now: 1_000_060_000,
+            ..times
+        };
+        let (write, jobs) = p.process_batch(&mut items(&[(2, 4, false)]), times);
+        assert_eq!(write.actions[0].outcome, Outcome::Pending);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(write.batch.unwrap().watermark, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn events_older_than_the_window_at_the_watermark_are_counted_late() {
+        let (mut p, _rx) = processor(vec![]);
+        let at = |ids: &[(u128, u64, bool)], times_ms: &[i64]| {
+            let mut v = items(ids);
+            for (item, t) in v.iter_mut().zip(times_ms) {
+                item.event.typed.time_ms = *t;
+            }
+            v
+        };
+        // The first batch sets the watermark (10 000 s); nothing is late yet.
+        let first = at(&[(1, 1, false), (2, 2, false)], &[9_000_000, 10_000_000]);
+        let t = p.advance_watermark(&first);
+        assert_eq!(t.watermark, 10_000_000);
+        assert_eq!(p.stages.clock.now_ms(), 10_000_000);
+        // The window is 300 s: seconds 9701..=10000. 9700 s is late, 9701 s
+        // is not, nor is a duplicate.
+        let second = at(
+            &[(3, 3, false), (4, 4, false), (5, 5, true)],
+            &[9_700_999, 9_701_000, 1],
+        );
+        p.advance_watermark(&second);
+        let late = |kind: &str| p.metrics.event_time.late.with_label_values(&[kind]).get();
+        assert_eq!(late("error_event"), 1);
+        assert_eq!(p.watermark.get(), Some(10_000_000), "it never goes back");
     }
 }
