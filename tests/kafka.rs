@@ -453,7 +453,9 @@ async fn kill_9_mid_stream_loses_nothing_and_stores_nothing_twice() {
 async fn two_instances_share_partitions_and_hand_over() {
     let broker = Broker::start().await;
     let db = postgres_url().await;
-    let env = kafka_env(&broker.addr);
+    let mut env = kafka_env(&broker.addr);
+    // A partition silent this long stops holding the watermark back.
+    env.push(("STREAM_PROCESSING_IDLE_TIMEOUT_SECS", "3".into()));
     let mut a = start(&db, &env).await;
     wait_assigned(&a, 15).await;
     let b = start(&db, &env).await;
@@ -485,6 +487,7 @@ async fn two_instances_share_partitions_and_hand_over() {
     assert!(ca > 0 && cb > 0, "both instances consumed: a {ca}, b {cb}");
 
     // Stop A while more events arrive: B takes over all partitions.
+    let before_second = chrono::Utc::now().timestamp_millis();
     let second = events(3000, 22);
     let bootstrap = broker.addr.clone();
     let producing = tokio::spawn(async move { produce(&producer(&bootstrap), &second).await });
@@ -495,6 +498,24 @@ async fn two_instances_share_partitions_and_hand_over() {
     let stored = wait_stored(&db, 6000, Duration::from_secs(90), "after hand-over").await;
     let stored: BTreeSet<u128> = stored.into_iter().map(|(id, _)| id).collect();
     assert_eq!(stored, expected);
+    // Through the rebalances B's watermark (the slowest of its partitions
+    // that are not idle) moves on to the events it took over (they carry
+    // their ingestion time).
+    let started = Instant::now();
+    loop {
+        let (_, h) = get(&b.url("/health")).await;
+        let watermark = h["event_time"]["watermark"].as_str().unwrap();
+        let watermark = chrono::DateTime::parse_from_rfc3339(watermark).unwrap();
+        if watermark.timestamp_millis() >= before_second {
+            assert_eq!(h["event_time"]["state"], "live", "{h}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "watermark before {before_second}: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Invalid messages land in the dead-letter topic with the reason and
