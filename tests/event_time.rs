@@ -124,6 +124,7 @@ async fn a_backlog_is_not_a_traffic_spike_and_replays_to_the_same_window() {
     let throughput = a["throughput"].as_f64().unwrap();
     assert_eq!(throughput, in_window as f64 / 300.0);
     assert!((throughput - 1.25).abs() < 0.01, "{throughput}");
+    println!("1,500 events over 20 minutes: {in_window} in the window, {throughput} events/s");
     // No automated response: 1.25 events/s is nowhere near 1000.
     let (_, r) = get(&svc.url("/automated-responses?action=scale_models")).await;
     assert_eq!(r["responses"], json!([]), "{r}");
