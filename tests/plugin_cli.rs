@@ -211,3 +211,32 @@ fn invalid_events_are_reported_with_their_line() {
         "{err}"
     );
 }
+
+/// `plugin wit` gives plugin teams the contract without this repository:
+/// on standard output, or as DIR/events.wit for wit-bindgen,
+/// componentize-py or jco; it is the published `wit/events.wit`.
+#[test]
+fn wit_is_written_for_other_tools() {
+    let published = std::fs::read_to_string(root().join("wit/events.wit")).unwrap();
+    let out = hxp(&["plugin", "wit"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), published);
+    let dir = tempdir().join("nested/wit");
+    let out = hxp(&["plugin", "wit", "--out", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("events.wit")).unwrap(),
+        published
+    );
+    // A path that cannot be a folder gets a clear error.
+    let file = tempdir().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = hxp(&["plugin", "wit", "--out", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("creating") && err.contains("a-file"), "{err}");
+}

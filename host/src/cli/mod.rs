@@ -84,6 +84,13 @@ enum PluginCommand {
         #[arg(long, default_value = "target/plugins/correlation.wasm")]
         correlation: PathBuf,
     },
+    /// Write the WIT this host speaks (`hxp:events`), for the tools of
+    /// other languages (componentize-py, jco): to standard output, or as
+    /// DIR/events.wit.
+    Wit {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Parse the command line and run it; the process exit code.
@@ -160,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = stdout.lock();
             plugin::test(&engine, &opts, &mut out).context("plugin test")
         }
+        Command::Plugin(PluginCommand::Wit { out }) => plugin::write_wit(out.as_deref()),
     }
 }
 

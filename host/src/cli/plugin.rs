@@ -234,3 +234,19 @@ pub fn print_inspect(file: &Path, info: &Value) {
         }
     }
 }
+
+/// `plugin wit`: the WIT the host speaks, to standard output or as
+/// `dir/events.wit` (a `wit` folder is what wit-bindgen, componentize-py
+/// and jco read).
+pub fn write_wit(dir: Option<&Path>) -> anyhow::Result<()> {
+    let Some(dir) = dir else {
+        print!("{}", hxp_plugin_sdk::WIT);
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("events.wit");
+    std::fs::write(&path, hxp_plugin_sdk::WIT)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
