@@ -61,15 +61,7 @@ async fn findings(svc: &Service) -> Vec<Value> {
 /// The real-time window recomputed from the stored events: every field's
 /// absolute difference.
 async fn recalculation_differences(svc: &Service) -> Vec<(String, f64)> {
-    let r = reqwest::Client::new()
-        .post(svc.url("/analytics/recalculate"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["difference"]
+    svc.recalculate().await["difference"]
         .as_object()
         .unwrap()
         .iter()

@@ -29,14 +29,9 @@ fn batch(events: &[Event]) -> types::EventBatch {
 
 /// The batch with every event at time `ms` (as on processing time).
 fn batch_at(events: &[Event], ms: i64) -> types::EventBatch {
-    let events: Vec<Event> = events
-        .iter()
-        .map(|e| Event {
-            time_ms: ms,
-            ..e.clone()
-        })
-        .collect();
-    batch(&events)
+    let mut batch = EventBatch::from_events(events);
+    batch.place_at(ms);
+    convert::batch_to_wit(batch)
 }
 
 fn llm(seq: u64, latency: f64, ok: bool) -> Event {

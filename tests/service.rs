@@ -193,14 +193,7 @@ async fn end_to_end(db_url: &str) {
     }
 
     // Recalculate: batch analytics from the stored events agree.
-    let r = reqwest::Client::new()
-        .post(svc.url("/analytics/recalculate"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r: Value = r.json().await.unwrap();
+    let r = svc.recalculate().await;
     assert_eq!(
         r["batch"]["event_count"], r["real_time"]["event_count"],
         "{r}"

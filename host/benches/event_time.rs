@@ -82,7 +82,7 @@ fn placed(p: &Placement) -> Vec<(types::EventBatch, i64)> {
             newest = newest.max(c.iter().map(|e| e.time_ms).max().unwrap_or(newest));
             let mut b = EventBatch::from_events(c);
             if p.arrival {
-                b.time_ms.fill(newest);
+                b.place_at(newest);
             }
             (convert::batch_to_wit(b), newest - p.lateness_ms)
         })

@@ -209,6 +209,18 @@ impl Service {
             .sum()
     }
 
+    /// POST /analytics/recalculate with the admin token; its answer.
+    pub async fn recalculate(&self) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .post(self.url("/analytics/recalculate"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -151,10 +151,7 @@ impl Processor {
         let now = crate::store::now_ms();
         let at = Instant::now();
         let window = self.config.real_time_analytics.window_size;
-        let first_sec = match self.watermark.mode() {
-            TimeMode::Event => self.watermark.window_start_sec(window),
-            TimeMode::Processing => None,
-        };
+        let first_sec = self.watermark.window_start_sec(window);
         for item in items.iter().filter(|i| !i.duplicate) {
             let e = &item.event.typed;
             if first_sec.is_some_and(|first| e.time_ms.div_euclid(1000) < first) {
@@ -342,7 +339,7 @@ fn to_wit(items: &[Item], arrival: Option<i64>) -> crate::plugin::types::EventBa
     }
     let mut batch = builder.finish();
     if let Some(t) = arrival {
-        batch.time_ms.fill(t);
+        batch.place_at(t);
     }
     convert::batch_to_wit(batch)
 }

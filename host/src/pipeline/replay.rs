@@ -127,13 +127,7 @@ fn replay_batch(
     let clock = batch[0].watermark;
     let typed: Vec<(u64, Event)> = batch
         .iter()
-        .filter_map(|r| {
-            let mut e = r.typed()?;
-            if arrival {
-                e.time_ms = clock;
-            }
-            Some((r.seq, e))
-        })
+        .filter_map(|r| Some((r.seq, r.typed()?)))
         .collect();
     stages.clock.set_ms(clock);
     for (slot, &covered) in stages.slots.iter_mut().zip(from) {
@@ -145,7 +139,11 @@ fn replay_batch(
         if events.is_empty() {
             continue;
         }
-        let wit = convert::batch_to_wit(EventBatch::from_events(&events));
+        let mut events = EventBatch::from_events(&events);
+        if arrival {
+            events.place_at(clock);
+        }
+        let wit = convert::batch_to_wit(events);
         match slot.plugin.kind() {
             PluginKind::Analytics => slot.plugin.analytics_process(&wit)?,
             PluginKind::Correlation => {

@@ -62,8 +62,12 @@ impl Watermark {
         self.current
     }
 
-    /// `lane` delivered an event of time `event_ms` at `now`.
+    /// `lane` delivered an event of time `event_ms` at `now` (nothing to
+    /// keep on processing time).
     pub fn observe(&mut self, lane: &str, event_ms: i64, now: Instant) {
+        if self.mode == TimeMode::Processing {
+            return;
+        }
         match self.lanes.get_mut(lane) {
             Some(l) => {
                 l.newest_ms = l.newest_ms.max(event_ms);
@@ -114,9 +118,10 @@ impl Watermark {
     /// The window's first second at the current watermark, for a window of
     /// `window_secs`: an event of an earlier second is late. Matches the
     /// analytics plugin's slots (whole seconds ending at the watermark's).
+    /// None on processing time, where no event is late.
     pub fn window_start_sec(&self, window_secs: u32) -> Option<i64> {
-        self.current
-            .map(|w| w.div_euclid(1000) - i64::from(window_secs) + 1)
+        let w = self.current.filter(|_| self.mode == TimeMode::Event)?;
+        Some(w.div_euclid(1000) - i64::from(window_secs) + 1)
     }
 }
 
@@ -184,5 +189,6 @@ mod tests {
         w.observe(HTTP_LANE, 1, t0);
         assert_eq!(w.advance(7_000, t0), Some(7_000));
         assert_eq!(w.advance(6_000, t0), Some(7_000), "monotonic");
+        assert_eq!(w.window_start_sec(300), None, "nothing is late");
     }
 }

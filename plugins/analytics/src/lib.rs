@@ -148,20 +148,18 @@ struct Slot {
     kinds: [KindSlot; KINDS],
 }
 
-/// Serialized form (only live slots; totals are rebuilt from them).
+/// Serialized form: the window (all of state version 1), then the slots
+/// ahead of the watermark. postcard writes a nested struct as its fields in
+/// order, so a version-1 state is the first part of a version-2 one.
 #[derive(Serialize, Deserialize)]
 struct State {
-    first_sec: Option<i64>,
-    head_sec: i64,
-    slots: Vec<Slot>,
-    services: Vec<(String, Health, i64)>,
-    /// Slots ahead of the watermark.
+    window: WindowState,
     pending: Vec<Slot>,
 }
 
-/// State version 1 (before event time): no pending slots.
-#[derive(Deserialize)]
-struct StateV1 {
+/// The window: only live slots; totals are rebuilt from them.
+#[derive(Serialize, Deserialize)]
+struct WindowState {
     first_sec: Option<i64>,
     head_sec: i64,
     slots: Vec<Slot>,
@@ -469,7 +467,7 @@ impl Analytics {
     }
 
     pub fn save_state(&self) -> Vec<u8> {
-        let state = State {
+        let window = WindowState {
             first_sec: self.first_sec,
             head_sec: self.head_sec,
             slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
@@ -478,6 +476,9 @@ impl Analytics {
                 .iter()
                 .map(|(s, (h, t))| (s.clone(), *h, *t))
                 .collect(),
+        };
+        let state = State {
+            window,
             pending: self.pending.values().cloned().collect(),
         };
         postcard::to_allocvec(&state).expect("state serializes")
@@ -486,29 +487,23 @@ impl Analytics {
     /// Replace the state with one saved by `save_state` (of this or an older
     /// state version).
     pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
-        let unreadable = |e: postcard::Error| format!("analytics state is unreadable: {e}");
         let state = match version {
-            1 => {
-                let v1: StateV1 = postcard::from_bytes(bytes).map_err(unreadable)?;
-                State {
-                    first_sec: v1.first_sec,
-                    head_sec: v1.head_sec,
-                    slots: v1.slots,
-                    services: v1.services,
-                    pending: Vec::new(),
-                }
-            }
-            STATE_VERSION => postcard::from_bytes(bytes).map_err(unreadable)?,
+            1 => State {
+                window: decode(bytes)?,
+                pending: Vec::new(),
+            },
+            STATE_VERSION => decode(bytes)?,
             _ => {
                 return Err(format!(
                     "analytics state version {version} is not supported (this plugin reads versions 1 to {STATE_VERSION})"
                 ));
             }
         };
+        let State { window, pending } = state;
         *self = Analytics::new(self.config.clone());
-        self.head_sec = state.head_sec;
-        let oldest_kept = state.head_sec.saturating_sub(self.window() - 1);
-        for slot in state
+        self.head_sec = window.head_sec;
+        let oldest_kept = window.head_sec.saturating_sub(self.window() - 1);
+        for slot in window
             .slots
             .into_iter()
             .filter(|s| s.live && s.sec >= oldest_kept)
@@ -516,18 +511,23 @@ impl Analytics {
             self.admit(slot);
         }
         // After admit, which takes the earliest admitted second.
-        self.first_sec = state.first_sec;
-        for slot in state.pending {
+        self.first_sec = window.first_sec;
+        for slot in pending {
             self.pending_raw += slot.kinds.iter().map(|k| k.raw.len()).sum::<usize>();
             self.pending.insert(slot.sec, slot);
         }
-        self.services = state
+        self.services = window
             .services
             .into_iter()
             .map(|(s, h, t)| (s, (h, t)))
             .collect();
         Ok(())
     }
+}
+
+/// A saved state's bytes as `T`.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("analytics state is unreadable: {e}"))
 }
 
 /// One event's contribution to the sums.
@@ -664,14 +664,9 @@ mod tests {
     /// The events as they arrive at `now_ms` on processing time (the
     /// host then sets their time to the arrival time).
     fn at(events: &[Event], now_ms: i64) -> EventBatch {
-        let events: Vec<Event> = events
-            .iter()
-            .map(|e| Event {
-                time_ms: now_ms,
-                ..e.clone()
-            })
-            .collect();
-        EventBatch::from_events(&events)
+        let mut batch = EventBatch::from_events(events);
+        batch.place_at(now_ms);
+        batch
     }
 
     fn llm(seq: u64, latency: f64, ok: bool) -> Event {
@@ -931,7 +926,7 @@ mod tests {
 
     #[test]
     fn a_version_1_state_is_read() {
-        let v1 = StateV1 {
+        let v1 = WindowState {
             first_sec: Some(5),
             head_sec: 9,
             slots: vec![Slot {
@@ -941,16 +936,7 @@ mod tests {
             }],
             services: vec![("api".into(), Health::Healthy, 9_000)],
         };
-        #[derive(Serialize)]
-        struct V1Out<'a>(
-            &'a Option<i64>,
-            i64,
-            &'a [Slot],
-            &'a [(String, Health, i64)],
-        );
-        let bytes =
-            postcard::to_allocvec(&V1Out(&v1.first_sec, v1.head_sec, &v1.slots, &v1.services))
-                .unwrap();
+        let bytes = postcard::to_allocvec(&v1).unwrap();
         let mut a = Analytics::new(Config { window_size: 10 });
         a.load_state(1, &bytes).unwrap();
         let s = a.snapshot(9_500);

@@ -240,19 +240,17 @@ fn bump<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut 
     map.get_mut(key).expect("present")
 }
 
+/// Serialized form: the window (all of state version 1), then the events
+/// ahead of the watermark. postcard writes a nested struct as its fields in
+/// order, so a version-1 state is the first part of a version-2 one.
 #[derive(Serialize, Deserialize)]
 struct State {
-    head_sec: i64,
-    first_sec: Option<i64>,
-    slots: Vec<Slot>,
-    active: BTreeSet<(String, String)>,
-    evidence: Evidence,
+    window: WindowState,
     pending: Vec<Event>,
 }
 
-/// State version 1: no pending events.
-#[derive(Deserialize)]
-struct StateV1 {
+#[derive(Serialize, Deserialize)]
+struct WindowState {
     head_sec: i64,
     first_sec: Option<i64>,
     slots: Vec<Slot>,
@@ -434,17 +432,21 @@ impl Correlation {
     pub fn process(&mut self, events: &EventBatch, now_ms: i64) -> CorrelationResult {
         let now_sec = now_ms.div_euclid(1000);
         let w = self.window();
+        // Whether the window changed since the findings were evaluated (at
+        // the end of the last batch).
+        let mut changed = false;
         for e in events.iter() {
             let sec = e.second();
             if self.head_sec != i64::MIN && sec <= self.head_sec {
                 if sec > self.head_sec - w {
                     self.fold(&e, sec);
+                    changed = true;
                 } // else late: its second left the window
             } else {
                 self.pending.insert((e.time_ms, e.id, e.seq), e.to_event());
             }
         }
-        let raised = self.release(now_sec);
+        let raised = self.release(now_sec, changed);
         if self.head_sec != i64::MIN {
             self.advance(now_sec);
         }
@@ -454,8 +456,9 @@ impl Correlation {
     /// Fold the pending events the watermark `now_sec` reached, in order,
     /// the head stepping to each one's second; the findings are evaluated
     /// at every second passed, as they would have been live. Returns those
-    /// that alerted on the way.
-    fn release(&mut self, now_sec: i64) -> Vec<Finding> {
+    /// that alerted on the way. `changed`: events were folded since the
+    /// findings were last evaluated (else the head's are known already).
+    fn release(&mut self, now_sec: i64, mut changed: bool) -> Vec<Finding> {
         let mut raised = Vec::new();
         loop {
             let overfull = self.pending.len() > MAX_PENDING;
@@ -467,7 +470,7 @@ impl Correlation {
                 break;
             }
             let e = entry.remove();
-            if self.head_sec != i64::MIN && sec > self.head_sec {
+            if changed && sec > self.head_sec {
                 for f in self.step_findings(self.head_sec) {
                     if f.alert {
                         raised.retain(|r: &Finding| (&r.name, &r.subject) != (&f.name, &f.subject));
@@ -478,6 +481,7 @@ impl Correlation {
             self.advance(sec);
             let sec = sec.max(self.head_sec);
             self.fold(&e.as_ref(), sec);
+            changed = true;
         }
         raised
     }
@@ -762,43 +766,39 @@ impl Correlation {
     }
 
     pub fn save_state(&self) -> Vec<u8> {
-        let state = State {
+        let window = WindowState {
             head_sec: self.head_sec,
             first_sec: self.first_sec,
             slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
             active: self.active.clone(),
             evidence: self.evidence.clone(),
+        };
+        let state = State {
+            window,
             pending: self.pending.values().cloned().collect(),
         };
         postcard::to_allocvec(&state).expect("state serializes")
     }
 
     pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
-        let unreadable = |e: postcard::Error| format!("correlation state is unreadable: {e}");
         let state = match version {
-            1 => {
-                let v1: StateV1 = postcard::from_bytes(bytes).map_err(unreadable)?;
-                State {
-                    head_sec: v1.head_sec,
-                    first_sec: v1.first_sec,
-                    slots: v1.slots,
-                    active: v1.active,
-                    evidence: v1.evidence,
-                    pending: Vec::new(),
-                }
-            }
-            STATE_VERSION => postcard::from_bytes(bytes).map_err(unreadable)?,
+            1 => State {
+                window: decode(bytes)?,
+                pending: Vec::new(),
+            },
+            STATE_VERSION => decode(bytes)?,
             _ => {
                 return Err(format!(
                     "correlation state version {version} is not supported (this plugin reads versions 1 to {STATE_VERSION})"
                 ));
             }
         };
+        let State { window, pending } = state;
         let mut fresh = Correlation::new(self.config.clone())?;
-        fresh.head_sec = state.head_sec;
-        fresh.first_sec = state.first_sec;
-        let oldest_kept = state.head_sec.saturating_sub(fresh.window() - 1);
-        for slot in state
+        fresh.head_sec = window.head_sec;
+        fresh.first_sec = window.first_sec;
+        let oldest_kept = window.head_sec.saturating_sub(fresh.window() - 1);
+        for slot in window
             .slots
             .into_iter()
             .filter(|s| s.live && s.sec >= oldest_kept)
@@ -810,16 +810,20 @@ impl Correlation {
             let idx = slot.sec.rem_euclid(fresh.window()) as usize;
             fresh.ring[idx] = slot;
         }
-        fresh.active = state.active;
-        fresh.evidence = state.evidence;
-        fresh.pending = state
-            .pending
+        fresh.active = window.active;
+        fresh.evidence = window.evidence;
+        fresh.pending = pending
             .into_iter()
             .map(|e| ((e.time_ms, e.id, e.seq), e))
             .collect();
         *self = fresh;
         Ok(())
     }
+}
+
+/// A saved state's bytes as `T`.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("correlation state is unreadable: {e}"))
 }
 
 /// Evidence: finding name -> subject -> recent event sequence numbers.
@@ -884,14 +888,9 @@ mod tests {
     /// `process` on owned events arriving at `now_ms` on processing time
     /// (the host then sets their time to the arrival time).
     fn run(c: &mut Correlation, events: &[Event], now_ms: i64) -> CorrelationResult {
-        let events: Vec<Event> = events
-            .iter()
-            .map(|e| Event {
-                time_ms: now_ms,
-                ..e.clone()
-            })
-            .collect();
-        c.process(&EventBatch::from_events(&events), now_ms)
+        let mut batch = EventBatch::from_events(events);
+        batch.place_at(now_ms);
+        c.process(&batch, now_ms)
     }
 
     fn err(seq: u64, service: &str) -> Event {

@@ -289,6 +289,12 @@ impl EventBatch {
         self.seq.is_empty()
     }
 
+    /// Give every event the time `ms`: a batch placed on processing time,
+    /// where the host gives events their arrival instead of their own time.
+    pub fn place_at(&mut self, ms: i64) {
+        self.time_ms.fill(ms);
+    }
+
     /// Build a batch from owned events.
     pub fn from_events<'e>(events: impl IntoIterator<Item = &'e Event>) -> EventBatch {
         let mut b = BatchBuilder::default();
