@@ -32,6 +32,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/plugins/reload"),
     ("get", "/plugins/{name}/history"),
     ("post", "/plugins/{name}/rollback"),
+    ("put", "/plugins/{name}"),
+    ("delete", "/plugins/{name}"),
 ];
 
 /// Validates answers against the document, and remembers what it checked.
@@ -72,6 +74,8 @@ impl Checker {
         let builder = match method {
             "get" => self.client.get(&url),
             "post" => self.client.post(&url),
+            "put" => self.client.put(&url),
+            "delete" => self.client.delete(&url),
             other => panic!("method {other}"),
         };
         let resp = req(builder).send().await.unwrap();
@@ -461,4 +465,46 @@ async fn plugins_and_admin(c: &mut Checker, dir: &std::path::Path) {
     assert_eq!(r["rolled_back"], true);
     c.get(h, "/plugins/analytics/history", 200).await;
     c.get("/plugins", "/plugins", 200).await;
+    deploy_and_remove(c).await;
+}
+
+/// PUT and DELETE /plugins/{name}: refused and accepted uploads, removal.
+async fn deploy_and_remove(c: &mut Checker) {
+    let one = "/plugins/{name}";
+    let pager = common::wasm_bytes("minimal_responses_guest");
+    let upload =
+        |bytes: Vec<u8>| move |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN).body(bytes);
+    c.call("put", one, "/plugins/pager", |r| r.body(pager.clone()), 401)
+        .await;
+    c.call("put", one, "/plugins/pager", upload(Vec::new()), 400)
+        .await;
+    c.call(
+        "put",
+        one,
+        "/plugins/pager?order=x",
+        upload(pager.clone()),
+        400,
+    )
+    .await;
+    c.call("put", one, "/plugins/pager", upload(b"nope".to_vec()), 422)
+        .await;
+    c.call(
+        "put",
+        one,
+        "/plugins/correlation",
+        upload(pager.clone()),
+        422,
+    )
+    .await;
+    let r = c
+        .call("put", one, "/plugins/pager", upload(pager.clone()), 200)
+        .await;
+    assert_eq!(r["deployment"]["result"], "accepted");
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN);
+    c.call("delete", one, "/plugins/pager", |r| r, 401).await;
+    let r = c.call("delete", one, "/plugins/pager", admin, 200).await;
+    assert_eq!(r["deployment"]["result"], "unloaded");
+    c.call("delete", one, "/plugins/pager", admin, 404).await;
+    c.call("delete", one, "/plugins/analytics", admin, 422)
+        .await;
 }

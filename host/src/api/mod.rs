@@ -29,7 +29,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -81,6 +81,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/processing/{processing_id}", get(processing::record))
         .route("/plugins", get(plugins::plugins))
         .route("/plugins/reload", post(plugins::reload))
+        .route(
+            "/plugins/{name}",
+            put(plugins::deploy)
+                .delete(plugins::remove)
+                .layer(DefaultBodyLimit::max(state.config.plugins.max_upload_bytes)),
+        )
         .route("/plugins/{name}/history", get(plugins::history))
         .route("/plugins/{name}/rollback", post(plugins::rollback))
         .fallback(not_found)
@@ -107,7 +113,12 @@ async fn read_body_first(
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let limit = state.config.service.max_body_bytes;
+    // Plugin uploads are components, larger than any batch of events.
+    let limit = if parts.method == Method::PUT && parts.uri.path().starts_with("/plugins/") {
+        state.config.plugins.max_upload_bytes
+    } else {
+        state.config.service.max_body_bytes
+    };
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
             let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -160,10 +171,22 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Admin endpoints need `Authorization: Bearer <service.admin_token>`.
-fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let token = &state.config.service.admin_token;
-    if token.is_empty() {
+/// Admin endpoints need `Authorization: Bearer <token>`, one of
+/// `service.admin_token` (named "admin") and `service.admin_tokens`; the
+/// token's name.
+fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
+    let service = &state.config.service;
+    let tokens = (!service.admin_token.is_empty())
+        .then_some(("admin", service.admin_token.as_str()))
+        .into_iter()
+        .chain(
+            service
+                .admin_tokens
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.as_str())),
+        );
+    let tokens: Vec<(&str, &str)> = tokens.collect();
+    if tokens.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",
@@ -175,15 +198,26 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !token_matches(given, token) {
+    let Some(name) = token_name(&tokens, given) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid admin bearer token is required",
         )
         .with_details(serde_json::json!({ "hint": "Authorization: Bearer <token>" })));
-    }
-    Ok(())
+    };
+    Ok(name.to_string())
+}
+
+/// The name of the token `given` is, among (name, token) pairs. Every
+/// token is compared, so the time does not tell which one matched.
+fn token_name<'a>(tokens: &[(&'a str, &str)], given: &str) -> Option<&'a str> {
+    tokens.iter().fold(None, |found, (name, token)| {
+        match token_matches(given, token) {
+            true => Some(*name),
+            false => found,
+        }
+    })
 }
 
 /// Whether `given` is the admin token, in time that depends on neither
@@ -236,7 +270,19 @@ fn require_json(headers: &HeaderMap, ndjson_ok: bool) -> ApiResult<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::token_matches;
+    use super::{token_matches, token_name};
+
+    #[test]
+    fn each_admin_token_is_known_by_its_name() {
+        let tokens = [
+            ("admin", "first-token-0123456"),
+            ("ci", "second-token-012345"),
+        ];
+        assert_eq!(token_name(&tokens, "second-token-012345"), Some("ci"));
+        assert_eq!(token_name(&tokens, "first-token-0123456"), Some("admin"));
+        assert_eq!(token_name(&tokens, "second-token-01234"), None);
+        assert_eq!(token_name(&[], ""), None);
+    }
 
     #[test]
     fn the_admin_token_matches_only_itself() {

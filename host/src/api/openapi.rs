@@ -35,6 +35,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         plugins::reload,
         plugins::history,
         plugins::rollback,
+        plugins::deploy,
+        plugins::remove,
     ),
     components(schemas(super::ErrorBody)),
     modifiers(&AdminToken),

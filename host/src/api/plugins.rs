@@ -1,10 +1,10 @@
-//! GET /plugins, POST /plugins/reload, GET /plugins/{name}/history,
-//! POST /plugins/{name}/rollback.
+//! GET /plugins, POST /plugins/reload, PUT and DELETE /plugins/{name},
+//! GET /plugins/{name}/history, POST /plugins/{name}/rollback.
 
 use super::extract::{ApiPath, ApiQuery};
-use super::views::{HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
+use super::views::{DeployView, HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
-use crate::deploy::DeployError;
+use crate::deploy::{DeployError, Upload, UploadError};
 use crate::store::DeploymentRow;
 use crate::store::Trigger;
 use axum::Json;
@@ -37,6 +37,7 @@ pub(super) async fn plugins(State(state): St) -> Json<PluginsView> {
         plugins,
         rejected: problems.rejected,
         config_error: problems.config,
+        quarantined: problems.quarantined,
         directory: state.deployer.directory().to_path_buf(),
         watching: state.config.plugins.watch,
     })
@@ -153,4 +154,148 @@ pub(super) async fn reload(State(state): St, headers: HeaderMap) -> ApiResult<Js
     let mut deployments: Vec<DeploymentRow> = state.deployer.reload_config(Trigger::Reload).await;
     deployments.extend(state.deployer.rescan(true, Trigger::Reload).await);
     Ok(Json(ReloadView { deployments }))
+}
+
+/// Manifest keys of PUT /plugins/{name}, as query parameters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeployQuery {
+    /// Checked against the component's world.
+    #[param(value_type = Option<String>)]
+    stage: Option<crate::plugin::PluginKind>,
+    /// Within the stage, lower first (default 100).
+    order: Option<i32>,
+    /// Config section given to configure (default: the stage's).
+    config: Option<String>,
+    /// Call deadline (default: plugins.limits).
+    deadline_ms: Option<u64>,
+    /// Memory limit (default: plugins.limits).
+    memory_mb: Option<u64>,
+}
+
+impl DeployQuery {
+    fn manifest(self, defaults: crate::plugin::Limits) -> crate::deploy::Manifest {
+        let limits = (self.deadline_ms.is_some() || self.memory_mb.is_some()).then(|| {
+            crate::plugin::Limits {
+                deadline_ms: self.deadline_ms.unwrap_or(defaults.deadline_ms),
+                memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
+            }
+        });
+        crate::deploy::Manifest {
+            name: None,
+            stage: self.stage,
+            order: self.order,
+            config: self.config,
+            limits,
+        }
+    }
+}
+
+/// Who asked: the token's name and the client's address.
+fn actor(token: &str, extensions: &axum::http::Extensions) -> String {
+    match extensions.get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>() {
+        Some(addr) => format!("token {token} from {}", addr.0.0),
+        None => format!("token {token}"),
+    }
+}
+
+/// PUT /plugins/{name} (admin): deploy the component in the body (the
+/// `.wasm` bytes) under `name`, with exactly the checks and swap of a file
+/// dropped into the plugin directory; the file is then kept there, so a
+/// restart runs it too.
+#[utoipa::path(
+    put,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The plugin's name"), DeployQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses(
+        (status = 200, description = "Deployed and live", body = DeployView),
+        (status = 400, description = "No body, a bad name or manifest key", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
+        (status = 409, description = "The file of that name deploys another plugin", body = ErrorBody),
+        (status = 413, description = "Larger than plugins.max_upload_bytes", body = ErrorBody),
+        (status = 422, description = "Refused by the checks (details: the recorded attempt)", body = ErrorBody),
+    )
+)]
+pub(super) async fn deploy(
+    State(state): St,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeployQuery>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<DeployView>> {
+    let token = require_admin(&state, &headers)?;
+    if body.is_empty() {
+        let msg = "the body must be the component (.wasm bytes)";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", msg));
+    }
+    let upload = Upload {
+        name,
+        bytes: body.to_vec(),
+        manifest: q.manifest(state.config.plugins.limits),
+        actor: actor(&token, &extensions),
+    };
+    match state.deployer.deploy_upload(upload).await {
+        Ok(deployment) => Ok(Json(DeployView { deployment })),
+        Err(e) => Err(upload_error(e)),
+    }
+}
+
+/// The answer for each way an upload fails.
+fn upload_error(e: UploadError) -> ApiError {
+    let (status, code) = match &e {
+        UploadError::BadName(_) | UploadError::BadManifest(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_plugin")
+        }
+        UploadError::FileTaken { .. } => (StatusCode::CONFLICT, "name_conflict"),
+        UploadError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_directory"),
+        UploadError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected"),
+    };
+    let err = ApiError::new(status, code, e.to_string());
+    match e {
+        UploadError::Rejected(row) => err.with_details(serde_json::json!({ "deployment": row })),
+        _ => err,
+    }
+}
+
+/// DELETE /plugins/{name} (admin): unload the plugin and remove its file
+/// from the plugin directory.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "Unloaded", body = DeployView),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
+        (status = 404, description = "No plugin of that name is loaded", body = ErrorBody),
+        (status = 422, description = "Refused (the only analytics plugin)", body = ErrorBody),
+    )
+)]
+pub(super) async fn remove(
+    State(state): St,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<DeployView>> {
+    let token = require_admin(&state, &headers)?;
+    match state
+        .deployer
+        .remove(&name, actor(&token, &extensions))
+        .await
+    {
+        Ok(deployment) => Ok(Json(DeployView { deployment })),
+        Err(e) => Err(ApiError::new(
+            rollback_status(&e),
+            "remove_failed",
+            e.to_string(),
+        )),
+    }
 }

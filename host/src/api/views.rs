@@ -486,6 +486,9 @@ pub struct PluginsView {
     pub rejected: Vec<DeploymentRow>,
     /// The last refused config section, if the current config was refused.
     pub config_error: Option<DeploymentRow>,
+    /// The last quarantine of each plugin (plugins.quarantine), until a new
+    /// version of it is deployed.
+    pub quarantined: Vec<DeploymentRow>,
     #[schema(value_type = String)]
     pub directory: std::path::PathBuf,
     pub watching: bool,
@@ -507,6 +510,8 @@ pub struct DeploymentHistoryRow {
     pub after_seq: Option<i64>,
     pub compile_ms: Option<f64>,
     pub pause_us: Option<i64>,
+    /// Who deployed through the API: token name and client address.
+    pub actor: Option<String>,
 }
 
 impl From<DeploymentRow> for DeploymentHistoryRow {
@@ -525,6 +530,7 @@ impl From<DeploymentRow> for DeploymentHistoryRow {
             after_seq: r.after_seq,
             compile_ms: r.compile_ms,
             pause_us: r.pause_us,
+            actor: r.actor,
         }
     }
 }
@@ -540,6 +546,12 @@ pub struct HistoryView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RollbackView {
     pub rolled_back: bool,
+    pub deployment: DeploymentRow,
+}
+
+/// PUT and DELETE /plugins/{name}: the deployment they made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployView {
     pub deployment: DeploymentRow,
 }
 

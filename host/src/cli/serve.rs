@@ -86,6 +86,7 @@ async fn start(
     let metrics = Arc::new(Metrics::new());
     let states: StateCache = Default::default();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let (quarantine_tx, quarantine_rx) = tokio::sync::mpsc::unbounded_channel();
     let deployer = Deployer::new(
         engine.clone(),
         store.clone(),
@@ -108,8 +109,10 @@ async fn start(
         control: control_rx,
         states,
         executor,
+        quarantined: Some(quarantine_tx),
     })
     .await?;
+    deployer.follow_quarantines(quarantine_rx);
     if config.plugins.watch {
         deployer.watch()?;
     }
@@ -190,7 +193,9 @@ async fn serve_http(
     let stopping = async move {
         let _ = server_stop.wait_for(|s| *s).await;
     };
-    let router = api::router(state);
+    // The client's address reaches the handlers (the deployment history
+    // records who deployed from where).
+    let router = api::router(state).into_make_service_with_connect_info::<crate::tls::ClientAddr>();
     let server = async move {
         match tls {
             None => {

@@ -37,7 +37,7 @@ pub use responses::{
     header_map, resolve_url, validate_template,
 };
 pub use service::{Performance, ServiceConfig};
-pub use storage::{Database, Plugins};
+pub use storage::{Database, Plugins, Quarantine};
 pub use stream::{StreamProcessing, TimeMode};
 pub use tls::{ClientTls, ServerTls, Tls};
 
@@ -133,6 +133,12 @@ impl Config {
         self.performance.check()?;
         self.database.check()?;
         self.plugins.limits.check("plugins.limits")?;
+        if self.plugins.max_upload_bytes < 1024 {
+            return Err("plugins.max_upload_bytes: must be at least 1024".into());
+        }
+        if self.plugins.quarantine.window_secs == 0 {
+            return Err("plugins.quarantine.window_secs: must be at least 1".into());
+        }
         self.automated_response.check(&self.monitoring)?;
         self.tls.check()?;
         self.monitoring.check()
@@ -143,6 +149,9 @@ impl Config {
         let mut c = self.clone();
         if !c.service.admin_token.is_empty() {
             c.service.admin_token = "(set)".into();
+        }
+        for t in c.service.admin_tokens.values_mut() {
+            *t = "(set)".into();
         }
         c.database.url = redact_url(&c.database.url);
         c.kafka.redact();
@@ -240,6 +249,29 @@ mod tests {
             "postgres://postgres:***@127.0.0.1:5432/test"
         );
         assert_eq!(shown["service"]["admin_token"], "(set)");
+    }
+
+    #[test]
+    fn named_admin_tokens_are_checked_and_hidden() {
+        let c = load(
+            "service:\n  admin_tokens:\n    ci: ci-token-0123456789\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.service.admin_tokens["ci"], "ci-token-0123456789");
+        assert_eq!(c.redacted()["service"]["admin_tokens"]["ci"], "(set)");
+        let e = load("service:\n  admin_tokens:\n    ci: short\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("admin_tokens.ci: must be at least 16"),
+            "{e}"
+        );
+        let e = load(
+            "service:\n  admin_tokens:\n    'a b': ci-token-0123456789\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("name 'a b'"), "{e}");
     }
 
     #[test]

@@ -21,8 +21,12 @@ pub struct ServiceConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// EVENT_PROCESSING_ADMIN_TOKEN: bearer token of the admin endpoints;
-    /// empty disables them.
+    /// empty disables them (unless `admin_tokens` has one). Its name in
+    /// the deployment history is "admin".
     pub admin_token: String,
+    /// More admin tokens, by name (the name is what the deployment history
+    /// records: "ci", "team-payments").
+    pub admin_tokens: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServiceConfig {
@@ -35,6 +39,7 @@ impl Default for ServiceConfig {
             timeout: 30,
             max_body_bytes: 16 << 20,
             admin_token: String::new(),
+            admin_tokens: Default::default(),
         }
     }
 }
@@ -78,6 +83,24 @@ impl ServiceConfig {
         }
         if self.max_body_bytes < 1024 {
             return Err("service.max_body_bytes: must be at least 1024".into());
+        }
+        for (name, token) in &self.admin_tokens {
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !name_ok {
+                return Err(format!(
+                    "service.admin_tokens: name '{name}': use 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
+            // Short tokens can be guessed.
+            if token.len() < 16 {
+                return Err(format!(
+                    "service.admin_tokens.{name}: must be at least 16 characters"
+                ));
+            }
         }
         Ok(())
     }

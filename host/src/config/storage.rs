@@ -46,6 +46,31 @@ pub struct Plugins {
     /// Every deployed version is kept here by content hash, for rollback
     /// and for restarts while the directory holds a rejected file.
     pub archive_dir: PathBuf,
+    /// Largest component PUT /plugins/{name} accepts, in bytes (a Python
+    /// plugin carries its interpreter).
+    pub max_upload_bytes: usize,
+    /// When a misbehaving version is taken out.
+    pub quarantine: Quarantine,
+}
+
+/// `plugins.quarantine`: a version that traps, times out or hits its memory
+/// limit `failures` times within `window_secs` is taken out: rolled back
+/// to the previous version, or unloaded when there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quarantine {
+    /// 0 switches quarantine off.
+    pub failures: u64,
+    pub window_secs: u64,
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine {
+            failures: 10,
+            window_secs: 60,
+        }
+    }
 }
 
 impl Default for Plugins {
@@ -57,6 +82,8 @@ impl Default for Plugins {
             watch: true,
             debounce_ms: 200,
             archive_dir: "data/plugin-archive".into(),
+            max_upload_bytes: 64 << 20,
+            quarantine: Quarantine::default(),
         }
     }
 }

@@ -24,6 +24,15 @@ impl Deployer {
     /// file in the directory is replaced by that version too, so a restart
     /// keeps it.
     pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<DeploymentRow, DeployError> {
+        self.rollback_as(name, Trigger::Rollback).await
+    }
+
+    /// [`rollback`](Deployer::rollback), recorded with `cause`.
+    pub(super) async fn rollback_as(
+        self: &Arc<Self>,
+        name: &str,
+        cause: Trigger,
+    ) -> Result<DeploymentRow, DeployError> {
         let _serial = self.serial.lock().await;
         let Some(current) = self
             .running
@@ -58,11 +67,10 @@ impl Deployer {
             sha256: previous.clone(),
             fingerprint: format!("{previous}:{}", sha256_hex(manifest_text.as_bytes())),
             bytes,
+            actor: None,
         };
         let bytes = c.bytes.clone();
-        let row = self
-            .deploy(c, Trigger::Rollback, DeploymentResult::RolledBack)
-            .await;
+        let row = self.deploy(c, cause, DeploymentResult::RolledBack).await;
         if row.result != DeploymentResult::RolledBack {
             return Err(DeployError::Refused(row.reason));
         }

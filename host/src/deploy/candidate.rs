@@ -11,10 +11,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<PluginKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
 }
 
@@ -30,6 +35,8 @@ pub(super) struct Candidate {
     pub(super) sha256: String,
     /// Hash of the file and of its manifest: a change of either redeploys.
     pub(super) fingerprint: String,
+    /// Who sent it, when it came through the API.
+    pub(super) actor: Option<String>,
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
@@ -110,5 +117,6 @@ pub(super) fn read_candidate(file: &Path) -> Result<Candidate, (String, String)>
         bytes,
         sha256,
         fingerprint,
+        actor: None,
     })
 }

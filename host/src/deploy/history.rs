@@ -21,6 +21,7 @@ impl Deployer {
             after_seq: None,
             compile_ms: None,
             pause_us: None,
+            actor: None,
         }
     }
 

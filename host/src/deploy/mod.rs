@@ -21,12 +21,15 @@ mod archive;
 mod candidate;
 mod history;
 mod prepare;
+mod quarantine;
 mod reconfigure;
 mod scan;
 mod swap;
+mod upload;
 mod watch;
 
 pub use candidate::{DEFAULT_ORDER, Manifest};
+pub use upload::{Upload, UploadError};
 
 use crate::config::Config;
 use crate::pipeline::{Control, StateCache};
@@ -86,6 +89,9 @@ pub struct Deployer {
     rejected: Mutex<BTreeMap<PathBuf, (String, DeploymentRow)>>,
     /// The last config file change that was refused, until one is accepted.
     config_error: Mutex<Option<DeploymentRow>>,
+    /// The last quarantine of each plugin, until a new version of it is
+    /// deployed.
+    quarantined: Mutex<BTreeMap<String, DeploymentRow>>,
     /// One deployment at a time.
     serial: tokio::sync::Mutex<()>,
     last_id: AtomicI64,
@@ -124,6 +130,7 @@ impl Deployer {
             running: Mutex::new(BTreeMap::new()),
             rejected: Mutex::new(BTreeMap::new()),
             config_error: Mutex::new(None),
+            quarantined: Mutex::new(BTreeMap::new()),
             serial: tokio::sync::Mutex::new(()),
             last_id: AtomicI64::new(0),
         }))
@@ -145,6 +152,10 @@ impl Deployer {
     /// Rejected files still in the directory: (fingerprint, attempt).
     fn rejected(&self) -> MutexGuard<'_, BTreeMap<PathBuf, (String, DeploymentRow)>> {
         self.rejected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn quarantined(&self) -> MutexGuard<'_, BTreeMap<String, DeploymentRow>> {
+        self.quarantined.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn config_error(&self) -> MutexGuard<'_, Option<DeploymentRow>> {
@@ -180,6 +191,7 @@ impl Deployer {
         Problems {
             rejected: self.rejected().values().map(|(_, r)| r.clone()).collect(),
             config: self.config_error().clone(),
+            quarantined: self.quarantined().values().cloned().collect(),
         }
     }
 
@@ -195,4 +207,7 @@ pub struct Problems {
     pub rejected: Vec<DeploymentRow>,
     /// The last refused config file change, until one is accepted.
     pub config: Option<DeploymentRow>,
+    /// The last quarantine of each plugin, until a new version of it is
+    /// deployed.
+    pub quarantined: Vec<DeploymentRow>,
 }

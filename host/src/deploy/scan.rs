@@ -45,7 +45,9 @@ impl Deployer {
         // Files that were rejected and are gone are forgotten.
         self.rejected().retain(|f, _| files.contains(f));
         for (name, file) in self.gone(&files, &names) {
-            done.push(self.unload(&name, &file, cause).await);
+            let mut row = self.row(&name, &file, cause);
+            row.reason = "its file was removed from the plugin directory".into();
+            done.push(self.unload(row).await);
         }
         done
     }

@@ -9,7 +9,6 @@ use crate::pipeline::{Control, Slot, Swapped};
 use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -42,7 +41,8 @@ impl Deployer {
         cause: Trigger,
         ok: DeploymentResult,
     ) -> DeploymentRow {
-        let row = self.row(&c.name, &c.file, cause);
+        let mut row = self.row(&c.name, &c.file, cause);
+        row.actor = c.actor.clone();
         let (prepared, c) = match self.prepare_off_path(c).await {
             Ok(v) => v,
             Err(reason) => return self.reject(row, reason, None).await,
@@ -76,6 +76,9 @@ impl Deployer {
         };
         self.running().insert(c.name.clone(), running);
         self.rejected().remove(&c.file);
+        if cause != Trigger::Quarantine {
+            self.quarantined().remove(&c.name);
+        }
         self.record(&row).await;
         row
     }
@@ -98,21 +101,21 @@ impl Deployer {
         }
     }
 
-    /// Unload a plugin after the batch in flight.
-    pub(super) async fn unload(&self, name: &str, file: &Path, cause: Trigger) -> DeploymentRow {
-        let mut row = self.row(name, file, cause);
+    /// Unload the plugin `row` names after the batch in flight; `row`
+    /// (with its reason) is completed and recorded.
+    pub(super) async fn unload(&self, mut row: DeploymentRow) -> DeploymentRow {
+        let name = row.plugin.clone();
         let (tx, rx) = oneshot::channel();
         let remove = Control::Remove {
-            name: name.to_string(),
+            name: name.clone(),
             reply: tx,
         };
         let swapped = match self.control.send(remove).await {
             Ok(()) => rx.await.ok().flatten(),
             Err(_) => None,
         };
-        self.running().remove(name);
+        self.running().remove(&name);
         row.result = DeploymentResult::Unloaded;
-        row.reason = "its file was removed from the plugin directory".into();
         if let Some(s) = swapped {
             row.after_seq = Some(s.after_seq as i64);
             row.pause_us = Some(s.pause.as_micros() as i64);

@@ -22,6 +22,8 @@ pub struct Fake {
     pub actions: Vec<ActionRequest>,
     /// Every process/decide call fails (a trap).
     pub fails: bool,
+    /// Traps so far, as its stats report them (tests may add to it).
+    pub traps: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Fake {
@@ -42,6 +44,7 @@ impl Fake {
             score: 0.0,
             actions: Vec::new(),
             fails: false,
+            traps: Arc::default(),
         }
     }
 
@@ -59,6 +62,8 @@ impl Fake {
     }
 
     fn trap(&self, call: &'static str) -> PluginError {
+        self.traps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PluginError {
             plugin: self.name.clone(),
             call,
@@ -130,7 +135,10 @@ impl Stage for Fake {
         Limits::default()
     }
     fn stats(&self) -> CallStats {
-        CallStats::default()
+        CallStats {
+            traps: self.traps.load(std::sync::atomic::Ordering::Relaxed),
+            ..CallStats::default()
+        }
     }
     fn configure(&mut self, _config_json: &str) -> Result<(), PluginError> {
         Ok(())

@@ -54,6 +54,9 @@ pub struct PluginStatus {
     pub loaded_at: String,
     pub limits: Limits,
     pub stats: CallStats,
+    /// Taken out by quarantine: not called until the deployer rolls it
+    /// back or unloads it (moments later).
+    pub quarantined: bool,
 }
 
 /// Gaps kept per series.
@@ -140,6 +143,7 @@ pub(super) fn publish_plugins(stages: &Stages, live: &RwLock<LiveView>) {
                 loaded_at: s.loaded_at.clone(),
                 limits: p.limits(),
                 stats: p.stats(),
+                quarantined: stages.quarantined.contains(&s.name),
             }
         })
         .collect();

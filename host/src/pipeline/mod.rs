@@ -27,6 +27,7 @@ pub mod checkpoint;
 pub mod intake;
 pub mod live;
 pub mod processor;
+pub mod quarantine;
 pub mod recalc;
 pub mod record;
 pub mod replay;
@@ -73,6 +74,8 @@ pub struct Parts {
     pub control: mpsc::Receiver<Control>,
     pub states: StateCache,
     pub executor: ExecutorHandle,
+    /// Where quarantine notices go (the deployer).
+    pub quarantined: Option<mpsc::UnboundedSender<quarantine::Notice>>,
 }
 
 /// Start the pipeline: restore plugin state, replay what was stored after the
@@ -86,6 +89,7 @@ pub async fn start(parts: Parts) -> anyhow::Result<Pipeline> {
         control,
         states,
         executor,
+        quarantined,
     } = parts;
     let counters = Arc::new(Counters::default());
     let live = Arc::new(RwLock::new(LiveView::default()));
@@ -122,6 +126,7 @@ pub async fn start(parts: Parts) -> anyhow::Result<Pipeline> {
         states,
         guardrails: Guardrails::new(&config.automated_response),
         watermark,
+        quarantine: quarantine::Tracker::new(config.plugins.quarantine, quarantined),
         out: write_tx,
     };
     let inputs = Inputs {

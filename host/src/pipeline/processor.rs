@@ -37,6 +37,8 @@ pub(super) struct Processor {
     pub states: StateCache,
     pub guardrails: Guardrails,
     pub watermark: Watermark,
+    /// Takes misbehaving versions out after each batch.
+    pub quarantine: super::quarantine::Tracker,
     pub out: mpsc::Sender<WriterMsg>,
 }
 
@@ -211,6 +213,13 @@ impl Processor {
         let results = self
             .stages
             .run(&wit, watermark, self.switches(), &self.metrics);
+        if !self
+            .quarantine
+            .check(&mut self.stages, Instant::now())
+            .is_empty()
+        {
+            live::publish_plugins(&self.stages, &self.live);
+        }
         live::export_metrics(&self.metrics, &results, items.len());
         let record = BatchRecord::new(&results);
         // Guardrails decide now (in memory); executors act after the batch
@@ -427,6 +436,7 @@ mod tests {
             stages: Stages::new(slots, Clock::manual(0)),
             guardrails: Guardrails::new(&config.automated_response),
             watermark: Watermark::new(&config.stream_processing),
+            quarantine: super::super::quarantine::Tracker::new(config.plugins.quarantine, None),
             config,
             metrics: Arc::new(Metrics::new()),
             live: Arc::default(),
@@ -534,6 +544,27 @@ mod tests {
             record["patterns_detected"],
             serde_json::json!(["burst", "slow"])
         );
+    }
+
+    /// A version that traps on every batch is no longer called after the
+    /// tenth trap (plugins.quarantine's default); every batch is stored.
+    #[test]
+    fn a_plugin_that_keeps_trapping_is_taken_out_and_batches_go_on() {
+        let mut broken = Fake::new("broken", PluginKind::Correlation);
+        broken.fails = true;
+        let traps = broken.traps.clone();
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            broken.slot(1),
+        ]);
+        for i in 1..=15 {
+            let (write, _) = p.process_batch(&mut items(&[(i, i as u64, false)]), at(9));
+            assert_eq!(write.events.len(), 1);
+        }
+        assert_eq!(traps.load(std::sync::atomic::Ordering::Relaxed), 10);
+        let live = p.live.read().unwrap();
+        let status = live.plugins.iter().find(|s| s.name == "broken").unwrap();
+        assert!(status.quarantined);
     }
 
     #[test]

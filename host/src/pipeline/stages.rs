@@ -144,6 +144,9 @@ pub struct Stages {
     /// Which version of each plugin runs (JSON object), stored with every
     /// batch.
     pub(super) versions: String,
+    /// Plugins taken out by quarantine: not called until a deployment
+    /// replaces or removes them.
+    pub(super) quarantined: std::collections::BTreeSet<Arc<str>>,
 }
 
 impl Stages {
@@ -152,6 +155,7 @@ impl Stages {
             slots,
             clock,
             versions: String::new(),
+            quarantined: Default::default(),
         };
         s.sort();
         s
@@ -183,14 +187,15 @@ impl Stages {
         self.slots.iter_mut().map(|s| &mut s.plugin)
     }
 
-    /// The plugins of one stage, in order.
+    /// The plugins of one stage, in order (without quarantined ones).
     pub(super) fn stage_mut(
         &mut self,
         kind: PluginKind,
     ) -> impl Iterator<Item = &mut Box<dyn Stage>> {
+        let quarantined = &self.quarantined;
         self.slots
             .iter_mut()
-            .filter(move |s| s.plugin.kind() == kind)
+            .filter(move |s| s.plugin.kind() == kind && !quarantined.contains(&s.name))
             .map(|s| &mut s.plugin)
     }
 

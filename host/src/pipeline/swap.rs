@@ -65,6 +65,7 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
         Control::Remove { name, reply } => {
             let started = Instant::now();
             let old = stages.position(&name).map(|i| stages.slots.remove(i));
+            stages.quarantined.remove(name.as_str());
             let removed = old.is_some();
             stages.sort();
             let _ = reply.send(old.map(|o| Swapped {
@@ -119,6 +120,8 @@ fn install(stages: &mut Stages, mut slot: Box<Slot>) -> Result<Installed, (Strin
             fresh_start = Some(msg);
         }
     }
+    // A new version of a quarantined plugin runs again.
+    stages.quarantined.remove(&slot.name);
     let old = match pos {
         Some(i) => Some(Box::new(std::mem::replace(&mut stages.slots[i], *slot))),
         None => {

@@ -345,7 +345,11 @@ impl Plugin {
             None => e.to_string(),
         };
         if !stderr.is_empty() {
-            let last: Vec<&str> = stderr.lines().rev().take(3).collect();
+            // The last lines that say something: a Rust panic is one or
+            // two, SpiderMonkey (JavaScript) puts a stack and "Redirecting
+            // call to abort()" after the message.
+            let said = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+            let last: Vec<&str> = said.rev().take(8).collect();
             let last: Vec<&str> = last.into_iter().rev().collect();
             msg = format!("{msg} (guest stderr: {})", last.join(" | "));
         }

@@ -116,6 +116,12 @@ ALTER TABLE batches ADD COLUMN watermark BIGINT;
 CREATE INDEX events_event_time ON events (event_time)
 "#,
     ),
+    (
+        5,
+        r#"
+ALTER TABLE plugin_deployments ADD COLUMN actor TEXT
+"#,
+    ),
 ];
 
 /// The PostgreSQL advisory lock that migrations run under, so that

@@ -31,8 +31,8 @@ impl Store {
 
     pub async fn insert_deployment(&self, d: &DeploymentRow) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO plugin_deployments (id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+            "INSERT INTO plugin_deployments (id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us, actor) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
         )
         .bind(d.id)
         .bind(d.plugin.as_str())
@@ -47,6 +47,7 @@ impl Store {
         .bind(d.after_seq)
         .bind(d.compile_ms)
         .bind(d.pause_us)
+        .bind(d.actor.clone())
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -59,7 +60,7 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<DeploymentRow>> {
         let rows = sqlx::query(
-            "SELECT id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us \
+            "SELECT id, plugin, at, stage, file, sha256, version, result, reason, cause, after_seq, compile_ms, pause_us, actor \
              FROM plugin_deployments WHERE plugin = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(plugin)
@@ -90,6 +91,7 @@ impl Store {
                     after_seq: r.try_get(10)?,
                     compile_ms: r.try_get(11)?,
                     pause_us: r.try_get(12)?,
+                    actor: r.try_get(13)?,
                 })
             })
             .collect()

@@ -70,6 +70,9 @@ stored_enum! {
         Unloaded => "unloaded",
         Reconfigured => "reconfigured",
         RolledBack => "rolled_back",
+        /// Taken out for failing too often (plugins.quarantine); a
+        /// rollback or an unload follows.
+        Quarantined => "quarantined",
     }
 }
 
@@ -81,6 +84,10 @@ stored_enum! {
         Reload => "reload",
         Rollback => "rollback",
         Config => "config",
+        /// PUT or DELETE /plugins/{name} (`hxp-events plugin deploy`).
+        Api => "api",
+        /// A version failed too often (plugins.quarantine).
+        Quarantine => "quarantine",
     }
 }
 
@@ -204,11 +211,15 @@ pub struct DeploymentRow {
     pub file: String,
     pub sha256: Option<String>,
     pub version: Option<String>,
-    /// accepted | rejected | unloaded | reconfigured | rolled_back
+    /// accepted | rejected | unloaded | reconfigured | rolled_back |
+    /// quarantined
     pub result: DeploymentResult,
     pub reason: String,
-    /// startup | watch | reload | rollback | config
+    /// startup | watch | reload | rollback | config | api | quarantine
     pub trigger: Trigger,
+    /// Who asked, for deployments through the API: the admin token's name
+    /// and the client's address ("token ci from 127.0.0.1:50312").
+    pub actor: Option<String>,
     /// The new version processes the batches after this event sequence
     /// number.
     pub after_seq: Option<i64>,

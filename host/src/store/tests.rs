@@ -155,6 +155,7 @@ async fn deployments_and_checkpoints_round_trip() {
         after_seq: Some(9),
         compile_ms: Some(1.5),
         pause_us: Some(300),
+        actor: Some("token ci from 127.0.0.1:50000".into()),
     };
     store.insert_deployment(&row).await.unwrap();
     let back = store.deployments("analytics", 10).await.unwrap();
@@ -168,6 +169,7 @@ async fn deployments_and_checkpoints_round_trip() {
         (b.after_seq, b.compile_ms, b.pause_us),
         (Some(9), Some(1.5), Some(300))
     );
+    assert_eq!(b.actor.as_deref(), Some("token ci from 127.0.0.1:50000"));
     store
         .save_plugin_state("analytics", "0.1.0", 3, 99, b"state")
         .await

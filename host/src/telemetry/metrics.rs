@@ -131,7 +131,7 @@ pub struct PluginMetrics {
     pub call: HistogramVec,
     pub failures: IntCounterVec,
     /// plugin_deployments_total{plugin, result}: accepted | rejected |
-    /// unloaded | reconfigured | rolled_back.
+    /// unloaded | reconfigured | rolled_back | quarantined.
     pub deployments: IntCounterVec,
     /// Time the processing path spends swapping a plugin (state hand-over).
     pub swap_pause: Histogram,
@@ -158,7 +158,7 @@ impl PluginMetrics {
             ),
             deployments: r.counter_vec(
                 "plugin_deployments_total",
-                "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back)",
+                "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back, quarantined)",
                 &["plugin", "result"],
             ),
             swap_pause: r.histogram(

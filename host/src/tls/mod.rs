@@ -7,4 +7,4 @@ mod client;
 mod listener;
 
 pub use client::http_client;
-pub use listener::{TlsListener, server_config};
+pub use listener::{ClientAddr, TlsListener, server_config};

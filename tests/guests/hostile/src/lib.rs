@@ -26,7 +26,12 @@ impl plugin::Guest for Hostile {
     fn metadata() -> types::PluginMetadata {
         types::PluginMetadata {
             name: "hostile".into(),
-            version: "0.0.1".into(),
+            version: if cfg!(feature = "always-panic") {
+                "0.0.2"
+            } else {
+                "0.0.1"
+            }
+            .into(),
             state_version: 1,
             wants_payload: false,
             fresh_start_ok: true,
@@ -78,6 +83,9 @@ impl correlation::Guest for Hostile {
             message: format!("finding {i}"),
             evidence: vec![],
         };
+        if cfg!(feature = "always-panic") {
+            panic!("hostile guest 0.0.2: panic in every process (call {calls})");
+        }
         match MODE.with_borrow(|m| m.clone()).as_str() {
             "loop" => {
                 let mut x: u64 = 0;

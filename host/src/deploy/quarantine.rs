@@ -1,0 +1,64 @@
+//! The deployer's side of auto-quarantine: the processor has stopped
+//! calling a version that failed too often; here it is recorded, then
+//! rolled back to the previous version, or unloaded when there is none.
+
+use super::Deployer;
+use crate::pipeline::quarantine::Notice;
+use crate::store::{DeploymentResult, DeploymentRow, Trigger};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+impl Deployer {
+    /// Act on the processor's quarantine notices, one at a time.
+    pub fn follow_quarantines(self: &Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(n) = notices.recv().await {
+                this.quarantine(n).await;
+            }
+        });
+    }
+
+    /// Record the quarantine, then roll back or unload. The rows written.
+    pub(super) async fn quarantine(self: &Arc<Self>, n: Notice) -> Vec<DeploymentRow> {
+        let Some(current) = self.running().get(&n.plugin).cloned() else {
+            return Vec::new();
+        };
+        if current.sha256 != n.sha256 {
+            // Replaced since: the new version has its own count.
+            return Vec::new();
+        }
+        let mut row = self.row(&n.plugin, &current.file, Trigger::Quarantine);
+        row.result = DeploymentResult::Quarantined;
+        row.reason = n.reason;
+        row.sha256 = Some(current.sha256.clone());
+        row.stage = Some(current.stage.to_string());
+        self.record(&row).await;
+        self.quarantined().insert(n.plugin.clone(), row.clone());
+        let next = match self.rollback_as(&n.plugin, Trigger::Quarantine).await {
+            Ok(rolled_back) => rolled_back,
+            Err(why) => self.unload_quarantined(&n.plugin, why.to_string()).await,
+        };
+        vec![row, next]
+    }
+
+    /// Unload a quarantined version with nothing to roll back to. Its file
+    /// stays, marked as rejected until it changes (the watcher does not
+    /// load it again).
+    async fn unload_quarantined(&self, name: &str, why: String) -> DeploymentRow {
+        let _serial = self.serial.lock().await;
+        let Some(current) = self.running().get(name).cloned() else {
+            let mut row = self.row(name, std::path::Path::new(""), Trigger::Quarantine);
+            row.reason = format!("already unloaded ({why})");
+            return row;
+        };
+        let mut row = self.row(name, &current.file, Trigger::Quarantine);
+        row.reason = format!("quarantined and unloaded: {why}");
+        let row = self.unload(row).await;
+        self.rejected().insert(
+            current.file.clone(),
+            (current.fingerprint.clone(), row.clone()),
+        );
+        row
+    }
+}

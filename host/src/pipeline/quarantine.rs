@@ -1,0 +1,191 @@
+//! Auto-quarantine: a plugin version that traps, times out or runs out of
+//! memory `plugins.quarantine.failures` times within `window_secs` stops
+//! being called at once (the pipeline goes on without it) and the deployer
+//! is told, which rolls back to the previous version or unloads it.
+
+use super::stages::Stages;
+use crate::config::Quarantine as Settings;
+use crate::plugin::CallStats;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A version taken out of the pipeline, for the deployer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub plugin: String,
+    /// The version taken out (a later deployment may have replaced it
+    /// already).
+    pub sha256: String,
+    /// "50 failures in 60 s (traps 50, timeouts 0, memory 0); last: ..."
+    pub reason: String,
+}
+
+/// Failures of one running version.
+struct Seen {
+    sha256: String,
+    /// Failures counted so far (traps, timeouts, memory limits).
+    total: u64,
+    /// When the failures within the window happened.
+    recent: VecDeque<Instant>,
+}
+
+/// Counts each running version's failures after every batch.
+pub struct Tracker {
+    settings: Settings,
+    seen: BTreeMap<Arc<str>, Seen>,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
+}
+
+/// The failures that count: the plugin misbehaved, not its input.
+fn failures(s: &CallStats) -> u64 {
+    s.traps + s.timeouts + s.memory_limits
+}
+
+impl Tracker {
+    pub fn new(settings: Settings, notices: Option<mpsc::UnboundedSender<Notice>>) -> Tracker {
+        Tracker {
+            settings,
+            seen: BTreeMap::new(),
+            notices,
+        }
+    }
+
+    /// Look at every plugin's failure counters; take out the versions over
+    /// the limit. What was taken out, if anything.
+    pub fn check(&mut self, stages: &mut Stages, now: Instant) -> Vec<Notice> {
+        if self.settings.failures == 0 {
+            return Vec::new();
+        }
+        let window = Duration::from_secs(self.settings.window_secs);
+        let mut out = Vec::new();
+        for slot in &stages.slots {
+            if stages.quarantined.contains(&slot.name) {
+                continue;
+            }
+            let stats = slot.plugin.stats();
+            let sha = slot.plugin.sha256();
+            // A version's counters start at zero when it is loaded.
+            let fresh = || Seen {
+                sha256: sha.to_string(),
+                total: 0,
+                recent: VecDeque::new(),
+            };
+            let seen = self.seen.entry(slot.name.clone()).or_insert_with(fresh);
+            if seen.sha256 != sha {
+                *seen = fresh();
+            }
+            let total = failures(&stats);
+            for _ in seen.total..total {
+                seen.recent.push_back(now);
+            }
+            seen.total = total;
+            while seen
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                seen.recent.pop_front();
+            }
+            if seen.recent.len() as u64 >= self.settings.failures {
+                out.push(Notice {
+                    plugin: slot.name.to_string(),
+                    sha256: sha.to_string(),
+                    reason: reason(&self.settings, seen.recent.len(), &stats),
+                });
+            }
+        }
+        for n in &out {
+            stages.quarantined.insert(Arc::from(n.plugin.as_str()));
+            self.seen.remove(n.plugin.as_str());
+            tracing::error!(plugin = %n.plugin, sha256 = %n.sha256, "plugin quarantined: {}", n.reason);
+            if let Some(tx) = &self.notices {
+                let _ = tx.send(n.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Why a version was taken out, with its counters and last error.
+fn reason(settings: &Settings, n: usize, s: &CallStats) -> String {
+    let last = s.last_error.as_deref().unwrap_or("none");
+    format!(
+        "{n} failures within {} s (plugins.quarantine.failures: {}; traps {}, timeouts {}, memory limits {} since loaded); last: {last}",
+        settings.window_secs, settings.failures, s.traps, s.timeouts, s.memory_limits
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fake::Fake;
+    use crate::plugin::PluginKind;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// One correlation plugin, and its trap counter.
+    fn rules() -> (Stages, Arc<AtomicU64>) {
+        let fake = Fake::new("rules", PluginKind::Correlation);
+        let traps = fake.traps.clone();
+        let stages = Stages::new(vec![fake.slot(1)], crate::plugin::Clock::manual(0));
+        (stages, traps)
+    }
+
+    fn settings(failures: u64, window_secs: u64) -> Settings {
+        Settings {
+            failures,
+            window_secs,
+        }
+    }
+
+    #[test]
+    fn a_version_over_the_limit_is_taken_out_and_reported_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tracker = Tracker::new(settings(3, 60), Some(tx));
+        let (mut stages, traps) = rules();
+        let t0 = Instant::now();
+        traps.fetch_add(2, Ordering::Relaxed);
+        assert!(tracker.check(&mut stages, t0).is_empty());
+        traps.fetch_add(1, Ordering::Relaxed);
+        let out = tracker.check(&mut stages, t0 + Duration::from_secs(1));
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].reason.starts_with("3 failures within 60 s"),
+            "{}",
+            out[0].reason
+        );
+        assert!(stages.quarantined.contains("rules"));
+        assert_eq!(rx.try_recv().unwrap(), out[0]);
+        traps.fetch_add(5, Ordering::Relaxed);
+        assert!(
+            tracker
+                .check(&mut stages, t0 + Duration::from_secs(2))
+                .is_empty()
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn failures_older_than_the_window_do_not_count() {
+        let mut tracker = Tracker::new(settings(3, 10), None);
+        let (mut stages, traps) = rules();
+        let t0 = Instant::now();
+        traps.fetch_add(2, Ordering::Relaxed);
+        tracker.check(&mut stages, t0);
+        traps.fetch_add(2, Ordering::Relaxed);
+        let later = t0 + Duration::from_secs(11);
+        assert!(tracker.check(&mut stages, later).is_empty());
+        traps.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(tracker.check(&mut stages, later).len(), 1);
+    }
+
+    #[test]
+    fn zero_switches_it_off() {
+        let mut tracker = Tracker::new(settings(0, 60), None);
+        let (mut stages, traps) = rules();
+        traps.fetch_add(1000, Ordering::Relaxed);
+        assert!(tracker.check(&mut stages, Instant::now()).is_empty());
+        assert!(stages.quarantined.is_empty());
+    }
+}
