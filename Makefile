@@ -23,11 +23,17 @@ plugins: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) -p hxp-analytics --features hxp-analytics/variant-b
 	@mkdir -p target/test-plugins
 	cp $(WASM_OUT)/hxp_analytics.wasm target/test-plugins/analytics-b.wasm
+	# A hostile guest that traps on every batch (the auto-quarantine test).
+	$(CARGO) build --release --target $(WASM_TARGET) -p hostile-guest --features hostile-guest/always-panic
+	cp $(WASM_OUT)/hostile_guest.wasm target/test-plugins/hostile-panic.wasm
 	$(CARGO) build --release --target $(WASM_TARGET) $(GUESTS)
 	@mkdir -p $(PLUGIN_DIR)
+	@# Replaced only when changed: the host embeds analytics and correlation
+	@# (host/build.rs), and a new mtime would rebuild it.
 	@for p in analytics correlation responses; do \
+		cmp -s $(WASM_OUT)/hxp_$$p.wasm $(PLUGIN_DIR)/$$p.wasm || { \
 		cp $(WASM_OUT)/hxp_$$p.wasm $(PLUGIN_DIR)/.$$p.wasm.tmp && \
-		mv $(PLUGIN_DIR)/.$$p.wasm.tmp $(PLUGIN_DIR)/$$p.wasm; \
+		mv $(PLUGIN_DIR)/.$$p.wasm.tmp $(PLUGIN_DIR)/$$p.wasm; }; \
 	done
 	@echo "plugins in $(PLUGIN_DIR)/"
 

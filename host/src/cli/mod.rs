@@ -1,8 +1,11 @@
 //! The command line: `serve` (the service), `loadgen` (a load generator for
 //! a running service) and `plugin` (tools for plugin authors).
 
+mod deploy;
+mod expect;
 pub mod loadgen;
 pub mod plugin;
+pub mod scaffold;
 pub mod serve;
 
 use crate::config::Config;
@@ -77,13 +80,35 @@ enum PluginCommand {
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
-        /// Analytics stage feeding a responses plugin.
-        #[arg(long, default_value = "target/plugins/analytics.wasm")]
-        analytics: PathBuf,
-        /// Correlation stage feeding a responses plugin.
-        #[arg(long, default_value = "target/plugins/correlation.wasm")]
-        correlation: PathBuf,
+        /// Analytics stage feeding a responses plugin (default: the
+        /// default plugin this binary carries).
+        #[arg(long)]
+        analytics: Option<PathBuf>,
+        /// Correlation stage feeding a responses plugin (default: the
+        /// default plugin this binary carries).
+        #[arg(long)]
+        correlation: Option<PathBuf>,
+        /// Compare the output with this file (NDJSON as printed) and fail
+        /// with the differences; prints nothing else when they agree.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
     },
+    /// Create a plugin project that builds with `make` and passes `make
+    /// test` out of the box.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        stage: StageArg,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Where to create it (default: ./NAME); must be empty or absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Deploy a plugin to a running service (PUT /plugins/{name}): the same
+    /// checks and swap as a file in its plugin directory, kept across
+    /// restarts.
+    Deploy(DeployArgs),
     /// Write the WIT this host speaks (`hxp:events`), for the tools of
     /// other languages (componentize-py, jco): to standard output, or as
     /// DIR/events.wit.
@@ -91,6 +116,53 @@ enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+/// `plugin deploy`'s arguments.
+#[derive(clap::Args)]
+struct DeployArgs {
+    file: PathBuf,
+    /// The service, e.g. http://127.0.0.1:9100.
+    #[arg(long, env = "HXP_EVENTS_URL", default_value = "http://127.0.0.1:9100")]
+    url: String,
+    /// An admin token of the service (service.admin_token(s)).
+    #[arg(long, env = "HXP_EVENTS_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The plugin's name (default: the file's name without .wasm).
+    #[arg(long)]
+    name: Option<String>,
+    /// Manifest keys (see the README's plugin manifest).
+    #[arg(long, value_enum)]
+    stage: Option<StageArg>,
+    #[arg(long)]
+    order: Option<i32>,
+    #[arg(long)]
+    config: Option<String>,
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// A CA certificate (PEM) to trust for an https URL.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+/// A plugin stage on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StageArg {
+    Analytics,
+    Correlation,
+    Responses,
+}
+
+impl From<StageArg> for crate::plugin::PluginKind {
+    fn from(s: StageArg) -> Self {
+        match s {
+            StageArg::Analytics => Self::Analytics,
+            StageArg::Correlation => Self::Correlation,
+            StageArg::Responses => Self::Responses,
+        }
+    }
 }
 
 /// Parse the command line and run it; the process exit code.
@@ -133,7 +205,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             loadgen::print_summary(&summary);
             Ok(())
         }
-        Command::Plugin(PluginCommand::Inspect { file, json }) => {
+        Command::Plugin(cmd) => plugin_command(cmd),
+    }
+}
+
+fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    match cmd {
+        PluginCommand::Inspect { file, json } => {
             init_logging("warn");
             let engine = PluginEngine::new(None)?;
             let info = plugin::inspect(&engine, &file)?;
@@ -144,17 +222,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Plugin(PluginCommand::Test {
+        PluginCommand::Test {
             file,
             events,
             config,
             batch_size,
             analytics,
             correlation,
-        }) => {
+            expect,
+        } => {
             anyhow::ensure!(batch_size > 0, "--batch-size must be at least 1");
-            init_logging("warn");
-            let engine = PluginEngine::new(None)?;
             let opts = plugin::TestOptions {
                 file,
                 events,
@@ -163,11 +240,111 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 analytics,
                 correlation,
             };
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            plugin::test(&engine, &opts, &mut out).context("plugin test")
+            test_command(&opts, expect.as_deref())
         }
-        Command::Plugin(PluginCommand::Wit { out }) => plugin::write_wit(out.as_deref()),
+        PluginCommand::New {
+            name,
+            stage,
+            lang,
+            dir,
+        } => {
+            let opts = scaffold::NewOptions {
+                name,
+                stage: stage.into(),
+                lang,
+                dir,
+            };
+            let dir = scaffold::new_project(&opts)?;
+            println!("{}", scaffold::next_steps(&dir, lang));
+            Ok(())
+        }
+        PluginCommand::Wit { out } => plugin::write_wit(out.as_deref()),
+        PluginCommand::Deploy(args) => deploy_command(args),
+    }
+}
+
+/// `plugin test`: the output printed, or compared with `--expect`.
+fn test_command(
+    opts: &plugin::TestOptions,
+    expect: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    init_logging("warn");
+    let engine = PluginEngine::new(None)?;
+    let lines = plugin::test(&engine, opts).context("plugin test")?;
+    match expect {
+        Some(path) => check_expected(&lines, path),
+        None => print_lines(&lines),
+    }
+}
+
+/// `plugin deploy`: the manifest keys as query parameters, one line about
+/// the deployment.
+fn deploy_command(args: DeployArgs) -> anyhow::Result<()> {
+    let DeployArgs {
+        file,
+        url,
+        token,
+        name,
+        stage,
+        order,
+        config,
+        deadline_ms,
+        memory_mb,
+        ca,
+    } = args;
+    let stage = stage.map(|s| crate::plugin::PluginKind::from(s).as_str().to_string());
+    let manifest = [
+        ("stage", stage),
+        ("order", order.map(|o| o.to_string())),
+        ("config", config),
+        ("deadline_ms", deadline_ms.map(|d| d.to_string())),
+        ("memory_mb", memory_mb.map(|m| m.to_string())),
+    ];
+    let opts = deploy::DeployOptions {
+        file,
+        url,
+        token,
+        name,
+        manifest: manifest
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+        ca,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let deployment = runtime.block_on(deploy::deploy(&opts))?;
+    println!("{}", deploy::summary(&deployment));
+    Ok(())
+}
+
+/// `plugin test` output: one JSON line per batch.
+fn print_lines(lines: &[serde_json::Value]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `plugin test --expect`: nothing but a count when the output is the
+/// expected one, else the differences and an error.
+fn check_expected(lines: &[serde_json::Value], path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    match expect::compare(lines, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+        None => {
+            println!(
+                "ok: {} batches as expected in {}",
+                lines.len(),
+                path.display()
+            );
+            Ok(())
+        }
+        Some(diff) => {
+            eprintln!("output differs from {}:\n{diff}", path.display());
+            anyhow::bail!("plugin test: the output is not the expected one")
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use crate::event;
 use crate::plugin::{Clock, Limits, Plugin, PluginEngine, PluginKind, convert, types};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,18 +51,63 @@ pub struct TestOptions {
     pub events: PathBuf,
     pub config: Option<PathBuf>,
     pub batch_size: usize,
-    /// Upstream stages a responses plugin needs.
-    pub analytics: PathBuf,
-    pub correlation: PathBuf,
+    /// Upstream stages a responses plugin needs; the default plugins this
+    /// binary carries when not given.
+    pub analytics: Option<PathBuf>,
+    pub correlation: Option<PathBuf>,
+}
+
+/// The default analytics and correlation plugins, embedded at build time
+/// (host/build.rs); empty when the host was built before them.
+const EMBEDDED_ANALYTICS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/analytics.wasm"));
+const EMBEDDED_CORRELATION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/correlation.wasm"));
+
+/// Where a plugin comes from: a file, or the binary itself.
+enum Source<'a> {
+    File(&'a Path),
+    Embedded(PluginKind),
+}
+
+impl Source<'_> {
+    fn upstream(path: Option<&Path>, kind: PluginKind) -> Source<'_> {
+        path.map_or(Source::Embedded(kind), Source::File)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded(kind) => format!("the default {kind} plugin"),
+        }
+    }
+
+    fn load(&self, engine: &PluginEngine) -> anyhow::Result<crate::plugin::LoadedComponent> {
+        let kind = match self {
+            Source::File(p) => return Ok(engine.load_file(p)?),
+            Source::Embedded(kind) => *kind,
+        };
+        let bytes = match kind {
+            PluginKind::Analytics => EMBEDDED_ANALYTICS,
+            PluginKind::Correlation => EMBEDDED_CORRELATION,
+            PluginKind::Responses => &[],
+        };
+        if bytes.is_empty() {
+            bail!(
+                "this hxp-events was built without its default plugins (`make plugins` before the host); give --{kind} FILE"
+            );
+        }
+        Ok(engine.load_bytes(bytes, &self.describe())?)
+    }
 }
 
 fn load(
     engine: &Arc<PluginEngine>,
-    file: &Path,
+    source: Source<'_>,
     clock: &Clock,
     config: Option<&Path>,
 ) -> anyhow::Result<Plugin> {
-    let loaded = engine.load_file(file)?;
+    let loaded = source
+        .load(engine)
+        .with_context(|| format!("loading {}", source.describe()))?;
     let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone())?;
     if let Some(path) = config {
         let section = section_from_file(path, p.kind().config_section())?;
@@ -72,54 +117,52 @@ fn load(
 }
 
 /// Run a plugin on recorded events with the clock following the events'
-/// times; write one JSON line per batch to `out`.
-pub fn test(
-    engine: &Arc<PluginEngine>,
-    opts: &TestOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+/// times: one JSON value per batch.
+pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions) -> anyhow::Result<Vec<Value>> {
     let clock = Clock::manual(0);
-    let mut main = load(engine, &opts.file, &clock, opts.config.as_deref())?;
+    let config = opts.config.as_deref();
+    let mut main = load(engine, Source::File(&opts.file), &clock, config)?;
     let mut upstream = None;
     if main.kind() == PluginKind::Responses {
-        let a = load(engine, &opts.analytics, &clock, opts.config.as_deref())
-            .with_context(|| format!("loading the analytics stage {}", opts.analytics.display()))?;
-        let c =
-            load(engine, &opts.correlation, &clock, opts.config.as_deref()).with_context(|| {
-                format!(
-                    "loading the correlation stage {}",
-                    opts.correlation.display()
-                )
-            })?;
+        let analytics = Source::upstream(opts.analytics.as_deref(), PluginKind::Analytics);
+        let correlation = Source::upstream(opts.correlation.as_deref(), PluginKind::Correlation);
+        let a = load(engine, analytics, &clock, config)?;
+        let c = load(engine, correlation, &clock, config)?;
         upstream = Some((a, c));
     }
     let events = read_events(&opts.events, main.metadata().wants_payload)?;
-    // Batches: consecutive events in the same second of event time, at most
-    // batch_size each; the clock is the batch's last event time.
-    let mut batch_no = 0;
+    let mut lines = Vec::new();
+    for rows in batches(&events, opts.batch_size) {
+        let now = rows.iter().map(|e| e.time_ms).max().unwrap_or_default();
+        clock.set_ms(now);
+        let time = chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let mut line = json!({ "batch": lines.len() + 1, "time": time, "events": rows.len() });
+        run_batch(&mut main, upstream.as_mut(), rows, now, &mut line)?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Batches: consecutive events in the same second of event time, at most
+/// `size` each (the clock is the batch's last event time).
+fn batches(events: &[hxp_plugin_sdk::Event], size: usize) -> Vec<&[hxp_plugin_sdk::Event]> {
+    let mut out = Vec::new();
     let mut start = 0;
     while start < events.len() {
         let sec = events[start].time_ms.div_euclid(1000);
         let mut end = start + 1;
         while end < events.len()
-            && end - start < opts.batch_size
+            && end - start < size
             && events[end].time_ms.div_euclid(1000) == sec
         {
             end += 1;
         }
-        let rows = &events[start..end];
-        let now = rows.iter().map(|e| e.time_ms).max().unwrap_or_default();
-        clock.set_ms(now);
-        batch_no += 1;
-        let time = chrono::DateTime::from_timestamp_millis(now)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        let mut line = json!({ "batch": batch_no, "time": time, "events": rows.len() });
-        run_batch(&mut main, upstream.as_mut(), rows, now, &mut line)?;
-        writeln!(out, "{line}")?;
+        out.push(&events[start..end]);
         start = end;
     }
-    Ok(())
+    out
 }
 
 /// Recorded events (NDJSON as sent to POST /process), numbered from 1; an
