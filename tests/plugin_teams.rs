@@ -202,6 +202,64 @@ fn every_rust_stage_scaffold_passes_make_test() {
     }
 }
 
+/// The Python and JavaScript analytics and correlation scaffolds pass their
+/// own tests: the same expected output as Rust's.
+#[test]
+fn every_python_stage_scaffold_passes_make_test() {
+    for stage in ["analytics", "correlation"] {
+        let project = scaffold(&format!("py-{stage}"), stage, "python");
+        let (out, _) = make(&project, "test");
+        assert!(out.contains("as expected"), "{out}");
+    }
+}
+
+#[test]
+fn every_javascript_stage_scaffold_passes_make_test() {
+    for stage in ["analytics", "correlation"] {
+        let project = scaffold(&format!("js-{stage}"), stage, "js");
+        let (out, _) = make(&project, "test");
+        assert!(out.contains("as expected"), "{out}");
+    }
+}
+
+/// The smallest response plugin of each language (tests/guests/minimal-*;
+/// Rust's is minimal-responses) builds with the scaffold's Makefile and asks
+/// for its page on an error burst.
+#[test]
+fn the_minimal_plugin_of_each_language_pages() {
+    let rust = root().join("tests/guests/minimal-responses/src/lib.rs");
+    let mut counts = vec![(
+        "rust",
+        std::fs::read_to_string(rust).unwrap().lines().count(),
+    )];
+    for (lang, source) in [("python", "app.py"), ("js", "app.js")] {
+        let project = scaffold(&format!("minimal-{lang}"), "responses", lang);
+        let minimal = root().join(format!("tests/guests/minimal-{lang}/{source}"));
+        std::fs::copy(&minimal, project.join(source)).unwrap();
+        make(&project, "build");
+        let wasm = project.join(format!("minimal-{lang}.wasm"));
+        let events = root().join("samples/events/error-burst.ndjson");
+        let out = hxp(
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().unwrap(),
+                "--events",
+                events.to_str().unwrap(),
+            ],
+            &project,
+        );
+        let text = ok(out, "plugin test");
+        assert!(text.contains(r#""action":"page_oncall""#), "{lang}: {text}");
+        counts.push((
+            lang,
+            std::fs::read_to_string(minimal).unwrap().lines().count(),
+        ));
+    }
+    println!("minimal response plugin, lines: {counts:?}");
+    assert!(counts.iter().all(|(_, n)| *n <= 15), "{counts:?}");
+}
+
 /// A changed plugin fails `make test` with the field that changed.
 #[test]
 fn make_test_fails_with_a_readable_diff_when_behaviour_changes() {
@@ -355,6 +413,51 @@ async fn remote_deploy_checks_audits_persists_and_removes() {
     assert_eq!(status, 422, "{body:#}");
     assert!(running(&svc, "analytics").await.is_some());
     assert_eq!(delete_plugin(&svc, "pager").await.0, 404);
+}
+
+/// A trapping plugin with no earlier version is unloaded by quarantine;
+/// its file stays, refused until it changes, and events flow on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_plugin_without_an_earlier_version_is_unloaded() {
+    let dir = plugin_dir();
+    let yaml = "plugin_config:\n  hostile:\n    mode: ok\nplugins:\n  quarantine:\n    failures: 5\n    window_secs: 60\n";
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(yaml)).await;
+    let bad = std::fs::read(root().join("target/test-plugins/hostile-panic.wasm")).unwrap();
+    let (status, body) =
+        put_plugin(&svc, "loner", "?config=plugin_config.hostile", TOKEN, bad).await;
+    assert_eq!(status, 200, "{body:#}");
+    for i in 0..10 {
+        let ev = json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": i}});
+        assert_eq!(post(&svc.url("/process"), &ev).await.0, 200);
+    }
+    let t = Instant::now();
+    while running(&svc, "loner").await.is_some() {
+        assert!(t.elapsed() < Duration::from_secs(10), "loner still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        svc.metric("plugin_failures_total", &["loner", "trap"])
+            .await,
+        5.0
+    );
+    let h = history(&svc, "loner").await;
+    assert_eq!(
+        (h[0]["result"].as_str(), h[0]["trigger"].as_str()),
+        (Some("unloaded"), Some("quarantine"))
+    );
+    assert!(
+        h[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier version"),
+        "{h:?}"
+    );
+    let listed = get(&svc.url("/plugins")).await.1;
+    assert_eq!(listed["rejected"][0]["plugin"], "loner", "{listed:#}");
+    assert!(dir.join("loner.wasm").exists());
+    assert_eq!(db_rows(&db_url, "SELECT seq FROM events").await.len(), 10);
 }
 
 /// Auto-quarantine: version 0.0.2 of a rule module (the hostile guest
