@@ -134,19 +134,36 @@ async fn a_team_ships_a_response_plugin(lang: &str, source: &str) {
     let wasm = project.join(format!("{name}.wasm"));
     let size = std::fs::metadata(&wasm).unwrap().len();
     let dir = plugin_dir();
-    let svc = start(&dir, &[]).await;
-    let deploy_started = Instant::now();
-    let out = Command::new(bin())
-        .args([
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let yaml = "plugin_config:\n  broken:\n    error_rate_threshold: high\n";
+    let svc = Service::start_with(&db_url, &env, Some(yaml)).await;
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
             "plugin",
             "deploy",
             wasm.to_str().unwrap(),
             "--url",
             &svc.base,
-        ])
-        .env("HXP_EVENTS_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        Command::new(bin())
+            .args(args)
+            .env("HXP_EVENTS_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    // The plugin's configure refuses a bad section: the deployment is
+    // refused with its words, in every language.
+    let refused = deploy(&["--config", "plugin_config.broken"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("error_rate_threshold must be a number"),
+        "{lang}: {err}"
+    );
+    let deploy_started = Instant::now();
+    let out = deploy(&[]);
     let text = ok(out, "plugin deploy");
     let deploy = deploy_started.elapsed();
     assert!(

@@ -128,6 +128,7 @@ fn language_files(lang: Lang, stage: PluginKind) -> Vec<File> {
                 ("Makefile", template!("js/Makefile")),
                 ("package.json", template!("js/package.json")),
                 ("app.js", source),
+                ("hxp.js", template!("js/hxp.js")),
                 ("wit/events.wit", hxp_plugin_sdk::WIT),
             ]
         }

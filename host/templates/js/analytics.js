@@ -12,6 +12,7 @@
 // means err (a thrown Error is not an err: the call traps).
 
 import { log, nowMs } from 'hxp:events/host@0.1.0';
+import { configObject, positiveInt } from './hxp.js';
 
 const NAME = '{{name}}';
 const STATE_VERSION = 1;
@@ -140,27 +141,3 @@ export const analytics = {
     };
   },
 };
-
-// The config section as an object; a thrown string is the error configure
-// returns (the host reports it and keeps the previous config).
-function configObject(text) {
-  let config;
-  try {
-    config = JSON.parse(text);
-  } catch {
-    config = undefined;
-  }
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw 'config must be a JSON object';
-  }
-  return config;
-}
-
-// The bound is the WIT's u32.
-function positiveInt(config, key, fallback) {
-  const value = Object.hasOwn(config, key) ? config[key] : fallback;
-  if (!(Number.isInteger(value) && value > 0 && value <= 0xffffffff)) {
-    throw `${key} must be a positive integer`;
-  }
-  return value;
-}

@@ -10,6 +10,7 @@
 // thrown Error is not an err: the call traps).
 
 import { log } from 'hxp:events/host@0.1.0';
+import { configObject, number } from './hxp.js';
 
 const NAME = '{{name}}';
 const STATE_VERSION = 1;
@@ -75,26 +76,3 @@ export const responses = {
     ];
   },
 };
-
-// The config section as an object; a thrown string is the error configure
-// returns (the host reports it and keeps the previous config).
-function configObject(text) {
-  let config;
-  try {
-    config = JSON.parse(text);
-  } catch {
-    config = undefined;
-  }
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw 'config must be a JSON object';
-  }
-  return config;
-}
-
-function number(config, key, fallback) {
-  const value = Object.hasOwn(config, key) ? config[key] : fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw `${key} must be a number`;
-  }
-  return value;
-}
