@@ -134,6 +134,9 @@ impl Stage for Fake {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+    fn failures(&self) -> u64 {
+        self.traps.load(std::sync::atomic::Ordering::Relaxed)
+    }
     fn stats(&self) -> CallStats {
         CallStats {
             traps: self.traps.load(std::sync::atomic::Ordering::Relaxed),

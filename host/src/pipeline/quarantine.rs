@@ -38,11 +38,6 @@ pub struct Tracker {
     notices: Option<mpsc::UnboundedSender<Notice>>,
 }
 
-/// The failures that count: the plugin misbehaved, not its input.
-fn failures(s: &CallStats) -> u64 {
-    s.traps + s.timeouts + s.memory_limits
-}
-
 impl Tracker {
     pub fn new(settings: Settings, notices: Option<mpsc::UnboundedSender<Notice>>) -> Tracker {
         Tracker {
@@ -64,7 +59,6 @@ impl Tracker {
             if stages.quarantined.contains(&slot.name) {
                 continue;
             }
-            let stats = slot.plugin.stats();
             let sha = slot.plugin.sha256();
             // A version's counters start at zero when it is loaded.
             let fresh = || Seen {
@@ -76,7 +70,8 @@ impl Tracker {
             if seen.sha256 != sha {
                 *seen = fresh();
             }
-            let total = failures(&stats);
+            // The failures that count: the plugin misbehaved, not its input.
+            let total = slot.plugin.failures();
             for _ in seen.total..total {
                 seen.recent.push_back(now);
             }
@@ -92,7 +87,7 @@ impl Tracker {
                 out.push(Notice {
                     plugin: slot.name.to_string(),
                     sha256: sha.to_string(),
-                    reason: reason(&self.settings, seen.recent.len(), &stats),
+                    reason: reason(&self.settings, seen.recent.len(), &slot.plugin.stats()),
                 });
             }
         }

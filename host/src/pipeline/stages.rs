@@ -22,6 +22,9 @@ pub trait Stage: Send {
     fn sha256(&self) -> &str;
     fn limits(&self) -> Limits;
     fn stats(&self) -> CallStats;
+    /// Traps, timeouts and memory-limit hits so far: what quarantine
+    /// counts, read after every batch (cheaper than `stats`).
+    fn failures(&self) -> u64;
     fn configure(&mut self, config_json: &str) -> Result<(), PluginError>;
     fn save_state(&mut self) -> Result<(u32, Vec<u8>), PluginError>;
     fn load_state(&mut self, version: u32, state: &[u8]) -> Result<(), PluginError>;
@@ -60,6 +63,9 @@ impl Stage for Plugin {
     }
     fn stats(&self) -> CallStats {
         Plugin::stats(self)
+    }
+    fn failures(&self) -> u64 {
+        Plugin::failures(self)
     }
     fn configure(&mut self, config_json: &str) -> Result<(), PluginError> {
         Plugin::configure(self, config_json)

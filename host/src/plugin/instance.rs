@@ -233,6 +233,11 @@ impl Plugin {
     }
 
     /// Counters, with the percentile of the recent calls filled in.
+    /// Traps, timeouts and memory-limit hits so far.
+    pub fn failures(&self) -> u64 {
+        self.stats.traps + self.stats.timeouts + self.stats.memory_limits
+    }
+
     pub fn stats(&self) -> CallStats {
         CallStats {
             p99_call_ms: self.recent.p99_ms(),
