@@ -85,13 +85,6 @@ fn plugin_dir() -> PathBuf {
     dir
 }
 
-async fn start(dir: &Path, extra: &[(&str, &str)]) -> Service {
-    let (db_url, _) = sqlite_url();
-    let mut env = vec![("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    env.extend_from_slice(extra);
-    Service::start(&db_url, &env).await
-}
-
 async fn running(svc: &Service, name: &str) -> Option<Value> {
     let (_, body) = get(&svc.url("/plugins")).await;
     body["plugins"]

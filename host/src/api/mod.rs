@@ -113,8 +113,15 @@ async fn read_body_first(
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    // Plugin uploads are components, larger than any batch of events.
-    let limit = if parts.method == Method::PUT && parts.uri.path().starts_with("/plugins/") {
+    // Plugin uploads are components, larger than any batch of events; only
+    // an admin may make the service hold one in memory. Anyone else's body
+    // is read and dropped, so the client hears why (not a broken pipe).
+    let upload = parts.method == Method::PUT && parts.uri.path().starts_with("/plugins/");
+    let limit = if upload {
+        if let Err(e) = require_admin(&state, &parts.headers) {
+            drain(body, state.config.plugins.max_upload_bytes).await;
+            return axum::response::IntoResponse::into_response(e);
+        }
         state.config.plugins.max_upload_bytes
     } else {
         state.config.service.max_body_bytes
@@ -126,6 +133,13 @@ async fn read_body_first(
         }
         Err(e) => axum::response::IntoResponse::into_response(body_error(&e)),
     }
+}
+
+/// Read a body to its end (at most `limit` bytes), keeping none of it.
+async fn drain(body: axum::body::Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, limit);
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 /// http_requests_total{route, status}: the route pattern, not the path (a
