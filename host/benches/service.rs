@@ -1,7 +1,9 @@
 //! Service benchmark: the release binary with SQLite, driven over HTTP by
 //! the load generator (in this process).
 //!
-//! `make bench` (or `cargo bench -p hxp-events --bench service`). Prints:
+//! `make bench` (or `cargo bench -p hxp-events --bench service`). Prints
+//! (with `HXP_BENCH_BASELINE_BIN` or `HXP_BENCH_QUARANTINE` set, only an
+//! alternating comparison at the shipped batch size, see `alternate`):
 //! - sustained throughput through all three plugins with bulk ingestion,
 //!   against a baseline run without the plugin stages (same binary, stages
 //!   switched off), median of 3 runs each, with CPU of the service and of the
@@ -218,40 +220,38 @@ fn analytics_visibility(rt: &tokio::runtime::Runtime) -> Vec<f64> {
     })
 }
 
-/// Throughput at the shipped batch size: another build (`baseline`) and
-/// this one, runs alternating so that drift hits both alike.
-fn before_after(rt: &tokio::runtime::Runtime, baseline: PathBuf) {
+/// One side of an alternating comparison: a name, a binary (None: this
+/// build) and extra environment.
+type Side<'a> = (&'a str, Option<PathBuf>, &'a [(&'a str, &'a str)]);
+
+/// Throughput at the shipped batch size of two setups (another build, or
+/// another setting), runs alternating so that drift hits both alike; the
+/// ratio is `b / a`.
+fn alternate(rt: &tokio::runtime::Runtime, a: Side, b: Side) {
     const PAIRS: usize = 5;
-    let mut before = Vec::new();
-    let mut after = Vec::new();
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS {
-        *BINARY.lock().unwrap() = Some(baseline.clone());
-        before.push(throughput(rt, &[]).rate);
-        *BINARY.lock().unwrap() = None;
-        after.push(throughput(rt, &[]).rate);
+        for ((_, bin, env), rates) in [(&a, &mut ra), (&b, &mut rb)] {
+            *BINARY.lock().unwrap() = bin.clone();
+            rates.push(throughput(rt, env).rate);
+        }
     }
+    *BINARY.lock().unwrap() = None;
     let show = |v: &[f64]| {
         v.iter()
             .map(|r| format!("{r:.0}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (b, a) = (
-        common::median(before.clone()),
-        common::median(after.clone()),
-    );
+    let (ma, mb) = (common::median(ra.clone()), common::median(rb.clone()));
     println!(
-        "\nBefore/after, all three plugins, batch_size 100 (shipped), SQLite, 15 s per run, {PAIRS} alternating pairs:\n"
+        "\nAll three plugins, batch_size 100 (shipped), SQLite, 15 s per run, {PAIRS} alternating pairs:\n"
     );
-    println!("| build | events/s (median) | runs |");
+    println!("| setup | events/s (median) | runs |");
     println!("|---|---:|---|");
-    println!(
-        "| before: {} | {b:.0} | {} |",
-        baseline.display(),
-        show(&before)
-    );
-    println!("| after: this build | {a:.0} | {} |", show(&after));
-    println!("\nafter / before: {:.3}", a / b);
+    println!("| {} | {ma:.0} | {} |", a.0, show(&ra));
+    println!("| {} | {mb:.0} | {} |", b.0, show(&rb));
+    println!("\n{} / {}: {:.3}", b.0, a.0, mb / ma);
 }
 
 fn main() {
@@ -262,7 +262,14 @@ fn main() {
         .unwrap();
     println!("machine: {}", common::machine());
     if let Ok(baseline) = std::env::var("HXP_BENCH_BASELINE_BIN") {
-        before_after(&rt, PathBuf::from(baseline));
+        let before = ("before: HXP_BENCH_BASELINE_BIN", Some(PathBuf::from(baseline)), &[][..]);
+        alternate(&rt, before, ("after: this build", None, &[]));
+        return;
+    }
+    // What taking misbehaving plugins out costs when none misbehaves.
+    if std::env::var_os("HXP_BENCH_QUARANTINE").is_some() {
+        let off = &[("EVENT_PROCESSING_PLUGIN_QUARANTINE_FAILURES", "0")][..];
+        alternate(&rt, ("quarantine off", None, off), ("quarantine on (shipped)", None, &[]));
         return;
     }
 

@@ -164,6 +164,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DATABASE_RETENTION_SECS", "database.retention_secs"),
     ("EVENT_PROCESSING_PLUGIN_DIR", "plugins.directory"),
     ("EVENT_PROCESSING_PLUGIN_WATCH", "plugins.watch"),
+    (
+        "EVENT_PROCESSING_PLUGIN_QUARANTINE_FAILURES",
+        "plugins.quarantine.failures",
+    ),
 ];
 
 /// Keys whose environment value is always text (a token of digits stays a
