@@ -262,14 +262,22 @@ fn main() {
         .unwrap();
     println!("machine: {}", common::machine());
     if let Ok(baseline) = std::env::var("HXP_BENCH_BASELINE_BIN") {
-        let before = ("before: HXP_BENCH_BASELINE_BIN", Some(PathBuf::from(baseline)), &[][..]);
+        let before = (
+            "before: HXP_BENCH_BASELINE_BIN",
+            Some(PathBuf::from(baseline)),
+            &[][..],
+        );
         alternate(&rt, before, ("after: this build", None, &[]));
         return;
     }
     // What taking misbehaving plugins out costs when none misbehaves.
     if std::env::var_os("HXP_BENCH_QUARANTINE").is_some() {
         let off = &[("EVENT_PROCESSING_PLUGIN_QUARANTINE_FAILURES", "0")][..];
-        alternate(&rt, ("quarantine off", None, off), ("quarantine on (shipped)", None, &[]));
+        alternate(
+            &rt,
+            ("quarantine off", None, off),
+            ("quarantine on (shipped)", None, &[]),
+        );
         return;
     }
 
