@@ -507,4 +507,33 @@ async fn deploy_and_remove(c: &mut Checker) {
     c.call("delete", one, "/plugins/pager", admin, 404).await;
     c.call("delete", one, "/plugins/analytics", admin, 422)
         .await;
+    shadows(c).await;
+}
+
+/// A shadow: started, reported, dropped; started again and promoted.
+async fn shadows(c: &mut Checker) {
+    let wasm = std::fs::read(common::root().join("target/plugins/correlation.wasm")).unwrap();
+    let (one, report) = ("/plugins/{name}", "/plugins/{name}/shadow");
+    let promote = "/plugins/{name}/promote";
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN);
+    c.get(report, "/plugins/correlation/shadow", 404).await;
+    c.call("post", promote, "/plugins/correlation/promote", admin, 404)
+        .await;
+    c.call("delete", report, "/plugins/correlation/shadow", admin, 404)
+        .await;
+    for end in ["drop", "promote"] {
+        let bytes = wasm.clone();
+        let put = move |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN).body(bytes);
+        let r = c
+            .call("put", one, "/plugins/correlation?mode=shadow", put, 200)
+            .await;
+        assert_eq!(r["deployment"]["result"], "shadow");
+        c.get(report, "/plugins/correlation/shadow", 200).await;
+        let (method, template, path) = match end {
+            "drop" => ("delete", report, "/plugins/correlation/shadow"),
+            _ => ("post", promote, "/plugins/correlation/promote"),
+        };
+        c.call(method, template, path, |r| r, 401).await;
+        c.call(method, template, path, admin, 200).await;
+    }
 }

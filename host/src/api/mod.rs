@@ -89,6 +89,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/plugins/{name}/history", get(plugins::history))
         .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route(
+            "/plugins/{name}/shadow",
+            get(plugins::shadow).delete(plugins::drop_shadow),
+        )
+        .route("/plugins/{name}/promote", post(plugins::promote))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -5,6 +5,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::views::{DeployView, HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
 use crate::deploy::{DeployError, Upload, UploadError};
+use crate::pipeline::shadow::ShadowReport;
 use crate::store::DeploymentRow;
 use crate::store::Trigger;
 use axum::Json;
@@ -133,6 +134,7 @@ fn rollback_status(e: &DeployError) -> StatusCode {
         DeployError::NoEarlierVersion(_) | DeployError::NotArchived(_) => StatusCode::CONFLICT,
         DeployError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeployError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DeployError::NoShadow(_) => StatusCode::NOT_FOUND,
     }
 }
 
@@ -172,10 +174,22 @@ pub(super) struct DeployQuery {
     deadline_ms: Option<u64>,
     /// Memory limit (default: plugins.limits).
     memory_mb: Option<u64>,
+    /// `shadow`: run it beside the live version of that name, acting on
+    /// nothing (default `live`).
+    #[param(value_type = Option<String>)]
+    mode: Option<DeployMode>,
+}
+
+/// How PUT /plugins/{name} deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum DeployMode {
+    Live,
+    Shadow,
 }
 
 impl DeployQuery {
-    fn manifest(self, defaults: crate::plugin::Limits) -> crate::deploy::Manifest {
+    fn manifest(&self, defaults: crate::plugin::Limits) -> crate::deploy::Manifest {
         let limits = (self.deadline_ms.is_some() || self.memory_mb.is_some()).then(|| {
             crate::plugin::Limits {
                 deadline_ms: self.deadline_ms.unwrap_or(defaults.deadline_ms),
@@ -186,7 +200,7 @@ impl DeployQuery {
             name: None,
             stage: self.stage,
             order: self.order,
-            config: self.config,
+            config: self.config.clone(),
             limits,
         }
     }
@@ -240,7 +254,11 @@ pub(super) async fn deploy(
         manifest: q.manifest(state.config.plugins.limits),
         actor: actor(&token, &extensions),
     };
-    match state.deployer.deploy_upload(upload).await {
+    let deployed = match q.mode.unwrap_or(DeployMode::Live) {
+        DeployMode::Live => state.deployer.deploy_upload(upload).await,
+        DeployMode::Shadow => state.deployer.deploy_shadow(upload).await,
+    };
+    match deployed {
         Ok(deployment) => Ok(Json(DeployView { deployment })),
         Err(e) => Err(upload_error(e)),
     }
@@ -295,6 +313,104 @@ pub(super) async fn remove(
         Err(e) => Err(ApiError::new(
             rollback_status(&e),
             "remove_failed",
+            e.to_string(),
+        )),
+    }
+}
+
+/// GET /plugins/{name}/shadow: what the plugin's shadow did so far against
+/// the live version.
+#[utoipa::path(
+    get,
+    path = "/plugins/{name}/shadow",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The shadow's report", body = ShadowReport),
+        (status = 404, description = "The plugin has no shadow", body = ErrorBody),
+    )
+)]
+pub(super) async fn shadow(
+    State(state): St,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<ShadowReport>> {
+    match state.deployer.shadow_report(&name) {
+        Some(report) => Ok(Json(report)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_shadow",
+            format!("{name} has no shadow"),
+        )),
+    }
+}
+
+/// POST /plugins/{name}/promote (admin): the shadow becomes the live
+/// version, with its state; its file is written into the plugin directory.
+#[utoipa::path(
+    post,
+    path = "/plugins/{name}/promote",
+    tag = "plugins",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "Promoted", body = DeployView),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
+        (status = 404, description = "The plugin has no shadow", body = ErrorBody),
+        (status = 422, description = "Refused", body = ErrorBody),
+    )
+)]
+pub(super) async fn promote(
+    State(state): St,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<DeployView>> {
+    let token = require_admin(&state, &headers)?;
+    match state
+        .deployer
+        .promote(&name, actor(&token, &extensions))
+        .await
+    {
+        Ok(deployment) => Ok(Json(DeployView { deployment })),
+        Err(e) => Err(ApiError::new(
+            rollback_status(&e),
+            "promote_failed",
+            e.to_string(),
+        )),
+    }
+}
+
+/// DELETE /plugins/{name}/shadow (admin): stop the plugin's shadow.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{name}/shadow",
+    tag = "plugins",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "Stopped", body = DeployView),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
+        (status = 404, description = "The plugin has no shadow", body = ErrorBody),
+    )
+)]
+pub(super) async fn drop_shadow(
+    State(state): St,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<DeployView>> {
+    let token = require_admin(&state, &headers)?;
+    match state
+        .deployer
+        .drop_shadow(&name, actor(&token, &extensions))
+        .await
+    {
+        Ok(deployment) => Ok(Json(DeployView { deployment })),
+        Err(e) => Err(ApiError::new(
+            rollback_status(&e),
+            "drop_shadow_failed",
             e.to_string(),
         )),
     }

@@ -24,6 +24,7 @@ mod prepare;
 mod quarantine;
 mod reconfigure;
 mod scan;
+mod shadow;
 mod swap;
 mod upload;
 mod watch;
@@ -70,6 +71,8 @@ pub enum DeployError {
     Refused(String),
     #[error("reading the deployment history: {0}")]
     Store(String),
+    #[error("{0} has no shadow")]
+    NoShadow(String),
 }
 
 pub struct Deployer {
@@ -92,6 +95,8 @@ pub struct Deployer {
     /// The last quarantine of each plugin, until a new version of it is
     /// deployed.
     quarantined: Mutex<BTreeMap<String, DeploymentRow>>,
+    /// Candidates running in the shadow of the live plugin of their name.
+    shadows: Mutex<BTreeMap<String, shadow::ShadowEntry>>,
     /// One deployment at a time.
     serial: tokio::sync::Mutex<()>,
     last_id: AtomicI64,
@@ -131,6 +136,7 @@ impl Deployer {
             rejected: Mutex::new(BTreeMap::new()),
             config_error: Mutex::new(None),
             quarantined: Mutex::new(BTreeMap::new()),
+            shadows: Mutex::new(BTreeMap::new()),
             serial: tokio::sync::Mutex::new(()),
             last_id: AtomicI64::new(0),
         }))
@@ -152,6 +158,10 @@ impl Deployer {
     /// Rejected files still in the directory: (fingerprint, attempt).
     fn rejected(&self) -> MutexGuard<'_, BTreeMap<PathBuf, (String, DeploymentRow)>> {
         self.rejected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shadows(&self) -> MutexGuard<'_, BTreeMap<String, shadow::ShadowEntry>> {
+        self.shadows.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn quarantined(&self) -> MutexGuard<'_, BTreeMap<String, DeploymentRow>> {

@@ -21,6 +21,10 @@ impl Deployer {
 
     /// Record the quarantine, then roll back or unload. The rows written.
     pub(super) async fn quarantine(self: &Arc<Self>, n: Notice) -> Vec<DeploymentRow> {
+        if n.shadow {
+            self.shadow_quarantined(&n.plugin, n.reason).await;
+            return Vec::new();
+        }
         let Some(current) = self.running().get(&n.plugin).cloned() else {
             return Vec::new();
         };

@@ -22,7 +22,7 @@ impl Deployer {
     }
 
     /// [`prepare`](Deployer::prepare) on a blocking thread.
-    async fn prepare_off_path(
+    pub(super) async fn prepare_off_path(
         self: &Arc<Self>,
         c: Candidate,
     ) -> Result<(Result<Prepared, String>, Candidate), String> {

@@ -40,37 +40,10 @@ pub enum UploadError {
 impl Deployer {
     /// Check, swap in and persist an uploaded component.
     pub async fn deploy_upload(self: &Arc<Self>, up: Upload) -> Result<DeploymentRow, UploadError> {
-        if !valid_name(&up.name) {
-            return Err(UploadError::BadName(up.name));
-        }
-        if let Some(l) = &up.manifest.limits {
-            l.check("limits").map_err(UploadError::BadManifest)?;
-        }
         let _serial = self.serial.lock().await;
-        let file = self.file_for(&up.name)?;
-        let manifest = Manifest {
-            // The file's stem names the plugin unless it was deployed
-            // under another name.
-            name: (stem(&file) != up.name).then(|| up.name.clone()),
-            ..up.manifest
-        };
-        let manifest_text = if manifest == Manifest::default() {
-            String::new()
-        } else {
-            serde_norway::to_string(&manifest)
-                .map_err(|e| UploadError::BadManifest(e.to_string()))?
-        };
-        let staged = Staged::write(&file, &up.bytes, &manifest_text)?;
-        let sha256 = sha256_hex(&up.bytes);
-        let candidate = Candidate {
-            fingerprint: format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes())),
-            file: file.clone(),
-            name: up.name,
-            manifest,
-            bytes: up.bytes,
-            sha256,
-            actor: Some(up.actor),
-        };
+        let (candidate, manifest_text) = self.candidate(up)?;
+        let file = candidate.file.clone();
+        let staged = Staged::write(&file, &candidate.bytes, &manifest_text)?;
         let fingerprint = candidate.fingerprint.clone();
         let row = self
             .deploy(candidate, Trigger::Api, DeploymentResult::Accepted)
@@ -84,6 +57,41 @@ impl Deployer {
         }
         staged.commit().map_err(UploadError::Io)?;
         Ok(row)
+    }
+
+    /// The candidate an upload makes (the caller holds `serial`), and its
+    /// manifest's text.
+    pub(super) fn candidate(&self, up: Upload) -> Result<(Candidate, String), UploadError> {
+        if !valid_name(&up.name) {
+            return Err(UploadError::BadName(up.name));
+        }
+        if let Some(l) = &up.manifest.limits {
+            l.check("limits").map_err(UploadError::BadManifest)?;
+        }
+        let file = self.file_for(&up.name)?;
+        let manifest = Manifest {
+            // The file's stem names the plugin unless it was deployed
+            // under another name.
+            name: (stem(&file) != up.name).then(|| up.name.clone()),
+            ..up.manifest
+        };
+        let manifest_text = if manifest == Manifest::default() {
+            String::new()
+        } else {
+            serde_norway::to_string(&manifest)
+                .map_err(|e| UploadError::BadManifest(e.to_string()))?
+        };
+        let sha256 = sha256_hex(&up.bytes);
+        let candidate = Candidate {
+            fingerprint: format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes())),
+            file,
+            name: up.name,
+            manifest,
+            bytes: up.bytes,
+            sha256,
+            actor: Some(up.actor),
+        };
+        Ok((candidate, manifest_text))
     }
 
     /// Unload a plugin and remove its file (and manifest) from the
@@ -147,14 +155,14 @@ impl Deployer {
 
 /// The upload written beside its destination under hidden names (the
 /// watcher ignores them), renamed into place once it is live.
-struct Staged {
+pub(super) struct Staged {
     wasm: (PathBuf, PathBuf),
     manifest: (PathBuf, PathBuf),
     has_manifest: bool,
 }
 
 impl Staged {
-    fn write(file: &Path, bytes: &[u8], manifest: &str) -> Result<Staged, UploadError> {
+    pub(super) fn write(file: &Path, bytes: &[u8], manifest: &str) -> Result<Staged, UploadError> {
         let hidden = |p: &Path| {
             let name = p
                 .file_name()
@@ -177,7 +185,7 @@ impl Staged {
     }
 
     /// Manifest first: the watcher then sees the new file with it.
-    fn commit(self) -> Result<(), String> {
+    pub(super) fn commit(self) -> Result<(), String> {
         let (tmp, dest) = &self.manifest;
         if self.has_manifest {
             std::fs::rename(tmp, dest).map_err(|e| e.to_string())?;

@@ -31,6 +31,7 @@ pub mod quarantine;
 pub mod recalc;
 pub mod record;
 pub mod replay;
+pub mod shadow;
 pub mod stages;
 pub mod swap;
 pub mod watermark;

@@ -3,7 +3,7 @@
 //! being called at once (the pipeline goes on without it) and the deployer
 //! is told, which rolls back to the previous version or unloads it.
 
-use super::stages::Stages;
+use super::stages::{Stage, Stages};
 use crate::config::Quarantine as Settings;
 use crate::plugin::CallStats;
 use std::collections::{BTreeMap, VecDeque};
@@ -20,6 +20,8 @@ pub struct Notice {
     pub sha256: String,
     /// "50 failures in 60 s (traps 50, timeouts 0, memory 0); last: ..."
     pub reason: String,
+    /// A shadow was taken out (the live version runs on, untouched).
+    pub shadow: bool,
 }
 
 /// Failures of one running version.
@@ -53,53 +55,87 @@ impl Tracker {
         if self.settings.failures == 0 {
             return Vec::new();
         }
-        let window = Duration::from_secs(self.settings.window_secs);
         let mut out = Vec::new();
         for slot in &stages.slots {
             if stages.quarantined.contains(&slot.name) {
                 continue;
             }
-            let sha = slot.plugin.sha256();
-            // A version's counters start at zero when it is loaded.
-            let fresh = || Seen {
-                sha256: sha.to_string(),
-                total: 0,
-                recent: VecDeque::new(),
-            };
-            let seen = self.seen.entry(slot.name.clone()).or_insert_with(fresh);
-            if seen.sha256 != sha {
-                *seen = fresh();
-            }
-            // The failures that count: the plugin misbehaved, not its input.
-            let total = slot.plugin.failures();
-            for _ in seen.total..total {
-                seen.recent.push_back(now);
-            }
-            seen.total = total;
-            while seen
-                .recent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                seen.recent.pop_front();
-            }
-            if seen.recent.len() as u64 >= self.settings.failures {
+            if let Some(reason) = self.over_limit(slot.name.clone(), slot.plugin.as_ref(), now) {
+                let (plugin, sha256) = (slot.name.to_string(), slot.plugin.sha256().to_string());
                 out.push(Notice {
-                    plugin: slot.name.to_string(),
-                    sha256: sha.to_string(),
-                    reason: reason(&self.settings, seen.recent.len(), &slot.plugin.stats()),
+                    plugin,
+                    sha256,
+                    reason,
+                    shadow: false,
+                });
+            }
+        }
+        for (name, shadow) in &stages.shadows {
+            let key: Arc<str> = Arc::from(format!("{name}#shadow"));
+            if let Some(reason) = self.over_limit(key, shadow.slot.plugin.as_ref(), now) {
+                let (plugin, sha256) = (name.to_string(), shadow.slot.plugin.sha256().to_string());
+                out.push(Notice {
+                    plugin,
+                    sha256,
+                    reason,
+                    shadow: true,
                 });
             }
         }
         for n in &out {
-            stages.quarantined.insert(Arc::from(n.plugin.as_str()));
-            self.seen.remove(n.plugin.as_str());
-            tracing::error!(plugin = %n.plugin, sha256 = %n.sha256, "plugin quarantined: {}", n.reason);
-            if let Some(tx) = &self.notices {
-                let _ = tx.send(n.clone());
-            }
+            self.take_out(stages, n);
         }
         out
+    }
+
+    /// Count a plugin's new failures; why it must go, when it is over the
+    /// limit.
+    fn over_limit(&mut self, key: Arc<str>, plugin: &dyn Stage, now: Instant) -> Option<String> {
+        let window = Duration::from_secs(self.settings.window_secs);
+        let sha = plugin.sha256();
+        // A version's counters start at zero when it is loaded.
+        let fresh = || Seen {
+            sha256: sha.to_string(),
+            total: 0,
+            recent: VecDeque::new(),
+        };
+        let seen = self.seen.entry(key).or_insert_with(fresh);
+        if seen.sha256 != sha {
+            *seen = fresh();
+        }
+        // The failures that count: the plugin misbehaved, not its input.
+        let total = plugin.failures();
+        for _ in seen.total..total {
+            seen.recent.push_back(now);
+        }
+        seen.total = total;
+        while seen
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            seen.recent.pop_front();
+        }
+        let n = seen.recent.len();
+        (n as u64 >= self.settings.failures).then(|| reason(&self.settings, n, &plugin.stats()))
+    }
+
+    /// Stop calling what a notice names, and tell the deployer.
+    fn take_out(&mut self, stages: &mut Stages, n: &Notice) {
+        if n.shadow {
+            self.seen.remove(format!("{}#shadow", n.plugin).as_str());
+            if let Some(s) = stages.shadows.remove(n.plugin.as_str()) {
+                let mut report = s.report.lock().unwrap_or_else(|e| e.into_inner());
+                report.ended = Some(format!("quarantined: {}", n.reason));
+            }
+        } else {
+            self.seen.remove(n.plugin.as_str());
+            stages.quarantined.insert(Arc::from(n.plugin.as_str()));
+        }
+        tracing::error!(plugin = %n.plugin, shadow = n.shadow, sha256 = %n.sha256, "plugin quarantined: {}", n.reason);
+        if let Some(tx) = &self.notices {
+            let _ = tx.send(n.clone());
+        }
     }
 }
 

@@ -153,6 +153,8 @@ pub struct Stages {
     /// Plugins taken out by quarantine: not called until a deployment
     /// replaces or removes them.
     pub(super) quarantined: std::collections::BTreeSet<Arc<str>>,
+    /// Candidates running in the shadow of the live plugin of their name.
+    pub(super) shadows: std::collections::BTreeMap<Arc<str>, super::shadow::Shadow>,
 }
 
 impl Stages {
@@ -162,6 +164,7 @@ impl Stages {
             clock,
             versions: String::new(),
             quarantined: Default::default(),
+            shadows: Default::default(),
         };
         s.sort();
         s
@@ -235,7 +238,17 @@ impl Stages {
         };
         let responding = on.responses && self.has(PluginKind::Responses);
         let actions = match (responding, &snapshot) {
-            (true, Some(s)) => self.responses(s, correlation.as_ref(), now, metrics, &mut ns[2]),
+            (true, Some(s)) => {
+                let input = types::ResponseInput {
+                    time_ms: now,
+                    analytics: s.clone(),
+                    findings: correlation
+                        .as_ref()
+                        .map(|c| c.findings.clone())
+                        .unwrap_or_default(),
+                };
+                self.responses(batch, &input, metrics, &mut ns[2])
+            }
             _ => Vec::new(),
         };
         StageResults {
@@ -255,7 +268,8 @@ impl Stages {
     }
 
     /// Every analytics plugin processes the batch; the first one's window
-    /// is served and handed to responses.
+    /// is served and handed to responses. A shadow runs after its live
+    /// version.
     fn analytics(
         &mut self,
         batch: &types::EventBatch,
@@ -263,11 +277,18 @@ impl Stages {
         ns: &mut u64,
     ) -> Option<types::WindowSnapshot> {
         let mut snapshot = None;
-        for a in self.stage_mut(PluginKind::Analytics) {
-            let s = timed(metrics, a.as_mut(), "process", ns, |a| {
+        let quarantined = &self.quarantined;
+        let live = |s: &&mut Slot| {
+            s.plugin.kind() == PluginKind::Analytics && !quarantined.contains(&s.name)
+        };
+        for slot in self.slots.iter_mut().filter(live) {
+            let s = timed(metrics, slot.plugin.as_mut(), "process", ns, |a| {
                 a.analytics_process(batch)
                     .and_then(|_| a.analytics_snapshot())
             });
+            if let (Some(s), Some(shadow)) = (&s, self.shadows.get_mut(&slot.name)) {
+                shadow.analytics(batch, s, metrics);
+            }
             if snapshot.is_none() {
                 snapshot = s;
             }
@@ -283,12 +304,19 @@ impl Stages {
         ns: &mut u64,
     ) -> Option<types::CorrelationResult> {
         let mut all: Option<types::CorrelationResult> = None;
-        for c in self.stage_mut(PluginKind::Correlation) {
-            let Some(r) = timed(metrics, c.as_mut(), "process", ns, |c| {
+        let quarantined = &self.quarantined;
+        let live = |s: &&mut Slot| {
+            s.plugin.kind() == PluginKind::Correlation && !quarantined.contains(&s.name)
+        };
+        for slot in self.slots.iter_mut().filter(live) {
+            let Some(r) = timed(metrics, slot.plugin.as_mut(), "process", ns, |c| {
                 c.correlation_process(batch)
             }) else {
                 continue;
             };
+            if let Some(shadow) = self.shadows.get_mut(&slot.name) {
+                shadow.correlation(batch, &r, metrics);
+            }
             match &mut all {
                 None => all = Some(r),
                 Some(all) => {
@@ -304,24 +332,26 @@ impl Stages {
     /// requests are concatenated.
     fn responses(
         &mut self,
-        snapshot: &types::WindowSnapshot,
-        correlation: Option<&types::CorrelationResult>,
-        now: i64,
+        batch: &types::EventBatch,
+        input: &types::ResponseInput,
         metrics: &Metrics,
         ns: &mut u64,
     ) -> Vec<ActionRequest> {
-        let input = types::ResponseInput {
-            time_ms: now,
-            analytics: snapshot.clone(),
-            findings: correlation.map(|c| c.findings.clone()).unwrap_or_default(),
-        };
         let mut actions = Vec::new();
-        for r in self.stage_mut(PluginKind::Responses) {
-            if let Some(a) = timed(metrics, r.as_mut(), "decide", ns, |r| {
-                r.responses_decide(&input)
-            }) {
-                actions.extend(a.into_iter().map(convert::action_to_sdk));
+        let quarantined = &self.quarantined;
+        let live = |s: &&mut Slot| {
+            s.plugin.kind() == PluginKind::Responses && !quarantined.contains(&s.name)
+        };
+        for slot in self.slots.iter_mut().filter(live) {
+            let Some(a) = timed(metrics, slot.plugin.as_mut(), "decide", ns, |r| {
+                r.responses_decide(input)
+            }) else {
+                continue;
+            };
+            if let Some(shadow) = self.shadows.get_mut(&slot.name) {
+                shadow.responses(batch, input, &a, metrics);
             }
+            actions.extend(a.into_iter().map(convert::action_to_sdk));
         }
         actions
     }

@@ -3,6 +3,7 @@
 //! (save-state → load-state); a version that cannot read it is refused
 //! unless it declared `fresh-start-ok`.
 
+use super::shadow::{self, Shadow};
 use super::stages::{Slot, Stages};
 use crate::telemetry::Metrics;
 use std::time::{Duration, Instant};
@@ -27,7 +28,26 @@ pub enum Control {
         json: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// Run a candidate in the shadow of the live plugin of its name, from
+    /// that plugin's state; the shadow it replaces, if any, comes back.
+    Shadow {
+        shadow: Box<Shadow>,
+        reply: oneshot::Sender<ShadowInstalled>,
+    },
+    /// Make a shadow the live version, with the state it has.
+    Promote {
+        name: String,
+        reply: oneshot::Sender<Result<Swapped, String>>,
+    },
+    /// Stop a shadow.
+    DropShadow {
+        name: String,
+        reply: oneshot::Sender<Option<Box<Shadow>>>,
+    },
 }
+
+/// The shadow replaced, or why the new one was refused (handed back).
+pub type ShadowInstalled = Result<Option<Box<Shadow>>, (String, Box<Shadow>)>;
 
 /// What a swap did.
 pub struct Swapped {
@@ -66,6 +86,7 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
             let started = Instant::now();
             let old = stages.position(&name).map(|i| stages.slots.remove(i));
             stages.quarantined.remove(name.as_str());
+            stages.shadows.remove(name.as_str());
             let removed = old.is_some();
             stages.sort();
             let _ = reply.send(old.map(|o| Swapped {
@@ -81,6 +102,26 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
             let ok = r.is_ok();
             let _ = reply.send(r);
             ok
+        }
+        Control::Shadow { shadow, reply } => {
+            let _ = reply.send(shadow::install(stages, shadow));
+            false
+        }
+        Control::Promote { name, reply } => {
+            let started = Instant::now();
+            let r = shadow::promote(stages, &name).map(|old| Swapped {
+                after_seq: last_seq,
+                pause: started.elapsed(),
+                fresh_start: None,
+                old: Some(old),
+            });
+            let ok = r.is_ok();
+            let _ = reply.send(r);
+            ok
+        }
+        Control::DropShadow { name, reply } => {
+            let _ = reply.send(stages.shadows.remove(name.as_str()).map(Box::new));
+            false
         }
     }
 }

@@ -73,6 +73,12 @@ stored_enum! {
         /// Taken out for failing too often (plugins.quarantine); a
         /// rollback or an unload follows.
         Quarantined => "quarantined",
+        /// Started in the shadow of the live version (not acting).
+        Shadow => "shadow",
+        /// A shadow made the live version, with its state.
+        Promoted => "promoted",
+        /// A shadow stopped without promotion.
+        ShadowDropped => "shadow_dropped",
     }
 }
 
@@ -96,7 +102,7 @@ impl DeploymentResult {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            DeploymentResult::Accepted | DeploymentResult::RolledBack
+            DeploymentResult::Accepted | DeploymentResult::RolledBack | DeploymentResult::Promoted
         )
     }
 }

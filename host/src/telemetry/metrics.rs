@@ -135,6 +135,10 @@ pub struct PluginMetrics {
     pub deployments: IntCounterVec,
     /// Time the processing path spends swapping a plugin (state hand-over).
     pub swap_pause: Histogram,
+    /// plugin_shadow_disagreements_total{plugin, kind}: what a shadow
+    /// version did differently from the live one (alert_only_live,
+    /// alert_only_shadow, action_only_live, action_only_shadow, window).
+    pub shadow_disagreements: IntCounterVec,
     /// End of the last batch on the old version to the start of the first on
     /// the new, when a batch was waiting.
     pub swap_gap: Histogram,
@@ -160,6 +164,11 @@ impl PluginMetrics {
                 "plugin_deployments_total",
                 "Plugin deployments by result (accepted, rejected, unloaded, reconfigured, rolled_back, quarantined)",
                 &["plugin", "result"],
+            ),
+            shadow_disagreements: r.counter_vec(
+                "plugin_shadow_disagreements_total",
+                "What a shadow version did differently from the live one, by kind",
+                &["plugin", "kind"],
             ),
             swap_pause: r.histogram(
                 "plugin_swap_pause_seconds",

@@ -1,0 +1,213 @@
+//! Shadow deployments: a candidate checked like any deployment, then run
+//! beside the live version of its name (PUT /plugins/{name}?mode=shadow)
+//! until it is promoted to live (its file written as an upload's is) or
+//! dropped. Shadows live in memory: a restart ends them.
+
+use super::upload::{Staged, Upload, UploadError};
+use super::{DeployError, Deployer, Running, ms};
+use crate::pipeline::shadow::{Shadow, ShadowReport};
+use crate::pipeline::{Control, Swapped};
+use crate::store::{DeploymentResult, DeploymentRow, Trigger, now_ms};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// A shadow the deployer keeps: its report (shared with the processor) and
+/// what promoting it writes.
+pub(super) struct ShadowEntry {
+    report: Arc<Mutex<ShadowReport>>,
+    running: Running,
+    bytes: Vec<u8>,
+    manifest_text: String,
+}
+
+impl Deployer {
+    /// Check a candidate and start it in the shadow of the live plugin of
+    /// its name, from that plugin's state.
+    pub async fn deploy_shadow(self: &Arc<Self>, up: Upload) -> Result<DeploymentRow, UploadError> {
+        let _serial = self.serial.lock().await;
+        let (c, manifest_text) = self.candidate(up)?;
+        let mut row = self.row(&c.name, &c.file, Trigger::Api);
+        row.actor = c.actor.clone();
+        row.sha256 = Some(c.sha256.clone());
+        if !self.running().contains_key(&c.name) {
+            let reason = format!("a shadow needs a live plugin named {}", c.name);
+            return Err(UploadError::Rejected(Box::new(
+                self.reject(row, reason, None).await,
+            )));
+        }
+        let (prepared, c) = self.prepare_off_path(c).await.map_err(UploadError::Io)?;
+        let (slot, running, compile) = match prepared {
+            Ok(p) => p,
+            Err(reason) => {
+                return Err(UploadError::Rejected(Box::new(
+                    self.reject(row, reason, None).await,
+                )));
+            }
+        };
+        row.stage = Some(running.stage.to_string());
+        row.version = Some(slot.plugin.metadata().version.clone());
+        row.compile_ms = Some(ms(compile));
+        let report = Arc::new(Mutex::new(ShadowReport {
+            plugin: c.name.clone(),
+            version: slot.plugin.metadata().version.clone(),
+            sha256: c.sha256.clone(),
+            since_ms: now_ms(),
+            ..ShadowReport::default()
+        }));
+        let shadow = Box::new(Shadow {
+            slot,
+            report: report.clone(),
+        });
+        let (tx, rx) = oneshot::channel();
+        let stopping = || UploadError::Io("the service is stopping".into());
+        self.control
+            .send(Control::Shadow { shadow, reply: tx })
+            .await
+            .map_err(|_| stopping())?;
+        match rx.await.map_err(|_| stopping())? {
+            Ok(replaced) => Self::drop_later(replaced.map(|s| Box::new(s.slot))),
+            Err((reason, shadow)) => {
+                Self::drop_later(Some(Box::new(shadow.slot)));
+                return Err(UploadError::Rejected(Box::new(
+                    self.reject(row, reason, None).await,
+                )));
+            }
+        }
+        let entry = ShadowEntry {
+            report,
+            running,
+            bytes: c.bytes,
+            manifest_text,
+        };
+        self.shadows().insert(c.name.clone(), entry);
+        row.result = DeploymentResult::Shadow;
+        row.reason = "running in the shadow of the live version, from its state".into();
+        self.record(&row).await;
+        Ok(row)
+    }
+
+    /// The report of a plugin's shadow.
+    pub fn shadow_report(&self, name: &str) -> Option<ShadowReport> {
+        let shadows = self.shadows();
+        let entry = shadows.get(name)?;
+        let report = entry
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(report)
+    }
+
+    /// Make a plugin's shadow its live version, with the shadow's state;
+    /// its file is written into the directory.
+    pub async fn promote(
+        self: &Arc<Self>,
+        name: &str,
+        actor: String,
+    ) -> Result<DeploymentRow, DeployError> {
+        let _serial = self.serial.lock().await;
+        if !self.shadows().contains_key(name) {
+            return Err(DeployError::NoShadow(name.to_string()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let stopping = || DeployError::Refused("the service is stopping".into());
+        let promote = Control::Promote {
+            name: name.to_string(),
+            reply: tx,
+        };
+        self.control.send(promote).await.map_err(|_| stopping())?;
+        let swapped: Swapped = rx
+            .await
+            .map_err(|_| stopping())?
+            .map_err(DeployError::Refused)?;
+        let Some(entry) = self.shadows().remove(name) else {
+            return Err(DeployError::NoShadow(name.to_string()));
+        };
+        Self::drop_later(swapped.old);
+        let file = entry.running.file.clone();
+        let write = Staged::write(&file, &entry.bytes, &entry.manifest_text)
+            .map_err(|e| e.to_string())
+            .and_then(Staged::commit);
+        if let Err(e) = write {
+            tracing::warn!(plugin = %name, "promoted, but writing its file failed: {e}");
+        }
+        self.archive(&entry.running.sha256, &entry.bytes);
+        let report = entry
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut row = self.row(name, &file, Trigger::Api);
+        row.actor = Some(actor);
+        row.result = DeploymentResult::Promoted;
+        row.sha256 = Some(entry.running.sha256.clone());
+        row.stage = Some(entry.running.stage.to_string());
+        row.version = Some(report.version.clone());
+        row.after_seq = Some(swapped.after_seq as i64);
+        row.pause_us = Some(swapped.pause.as_micros() as i64);
+        row.reason = format!("promoted from the shadow: {}", summary(&report));
+        self.running().insert(name.to_string(), entry.running);
+        self.quarantined().remove(name);
+        self.record(&row).await;
+        Ok(row)
+    }
+
+    /// Stop a plugin's shadow.
+    pub async fn drop_shadow(
+        self: &Arc<Self>,
+        name: &str,
+        actor: String,
+    ) -> Result<DeploymentRow, DeployError> {
+        let _serial = self.serial.lock().await;
+        let Some(entry) = self.shadows().remove(name) else {
+            return Err(DeployError::NoShadow(name.to_string()));
+        };
+        let (tx, rx) = oneshot::channel();
+        if self
+            .control
+            .send(Control::DropShadow {
+                name: name.to_string(),
+                reply: tx,
+            })
+            .await
+            .is_ok()
+            && let Ok(Some(s)) = rx.await
+        {
+            Self::drop_later(Some(Box::new(s.slot)));
+        }
+        let report = entry
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut row = self.row(name, &entry.running.file, Trigger::Api);
+        row.actor = Some(actor);
+        row.result = DeploymentResult::ShadowDropped;
+        row.sha256 = Some(entry.running.sha256.clone());
+        row.version = Some(report.version.clone());
+        row.reason = format!("shadow stopped: {}", summary(&report));
+        self.record(&row).await;
+        Ok(row)
+    }
+
+    /// A shadow the processor took out for failing: recorded, forgotten.
+    pub(super) async fn shadow_quarantined(&self, name: &str, reason: String) {
+        let Some(entry) = self.shadows().remove(name) else {
+            return;
+        };
+        let mut row = self.row(name, &entry.running.file, Trigger::Quarantine);
+        row.result = DeploymentResult::Quarantined;
+        row.sha256 = Some(entry.running.sha256.clone());
+        row.reason = format!("shadow: {reason}");
+        self.record(&row).await;
+    }
+}
+
+/// What a shadow did, in a few words.
+fn summary(r: &ShadowReport) -> String {
+    let disagreements: u64 = r.disagreements.values().flat_map(|m| m.values()).sum();
+    format!(
+        "{} events in {} batches, {disagreements} disagreements, {} failures",
+        r.events, r.batches, r.failures
+    )
+}

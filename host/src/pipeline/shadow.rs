@@ -1,0 +1,420 @@
+//! Shadow runs: a candidate version of a plugin runs beside its live
+//! version on the same batches, from the live version's state, within its
+//! own limits. Its findings and action requests are compared with the live
+//! version's and kept in a report; they are never executed and never merged
+//! into the live results.
+
+use super::stages::{Slot, Stage, Stages};
+use crate::plugin::{PluginError, types};
+use crate::telemetry::Metrics;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Examples kept per report.
+const EXAMPLES: usize = 20;
+
+/// A candidate running in the shadow of the live plugin of its name.
+pub struct Shadow {
+    pub slot: Slot,
+    pub report: Arc<Mutex<ShadowReport>>,
+}
+
+/// What one side produced that the other did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Disagreement {
+    /// An alert (a finding with `alert`) only the live version raised.
+    AlertOnlyLive,
+    /// An alert only the shadow raised.
+    AlertOnlyShadow,
+    /// An action request only the live version made.
+    ActionOnlyLive,
+    /// An action request only the shadow made.
+    ActionOnlyShadow,
+    /// The analytics window differs (count, error rate or mean latency).
+    Window,
+}
+
+impl Disagreement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disagreement::AlertOnlyLive => "alert_only_live",
+            Disagreement::AlertOnlyShadow => "alert_only_shadow",
+            Disagreement::ActionOnlyLive => "action_only_live",
+            Disagreement::ActionOnlyShadow => "action_only_shadow",
+            Disagreement::Window => "window",
+        }
+    }
+}
+
+/// One disagreement, with the events behind it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Example {
+    pub kind: Disagreement,
+    /// The rule (finding name, or the action request's rule).
+    pub rule: String,
+    /// The finding's subject or the request's target.
+    pub subject: String,
+    /// The batch's first sequence number.
+    pub batch_seq: u64,
+    /// Sequence numbers of the events behind it (a finding's evidence).
+    pub evidence: Vec<u64>,
+    pub message: String,
+}
+
+/// What a shadow did so far, against the live version.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ShadowReport {
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    /// Milliseconds since the epoch.
+    pub since_ms: i64,
+    pub batches: u64,
+    pub events: u64,
+    /// Disagreements by kind, then by rule.
+    pub disagreements: BTreeMap<Disagreement, BTreeMap<String, u64>>,
+    /// The first disagreements.
+    pub examples: Vec<Example>,
+    /// Correlation scores: largest and mean absolute difference per batch.
+    pub max_score_difference: f64,
+    pub mean_score_difference: f64,
+    /// Failed calls (traps, timeouts, memory limits).
+    pub failures: u64,
+    /// Why the shadow stopped, when it did (quarantined).
+    pub ended: Option<String>,
+}
+
+impl Shadow {
+    /// Run the shadow on a batch the live version of its analytics plugin
+    /// processed; compare the windows.
+    pub fn analytics(
+        &mut self,
+        batch: &types::EventBatch,
+        live: &types::WindowSnapshot,
+        m: &Metrics,
+    ) {
+        self.observe(batch, m, |p, r, seq| {
+            p.analytics_process(batch)?;
+            Ok(r.analytics(seq, live, &p.analytics_snapshot()?))
+        });
+    }
+
+    /// The same for a correlation plugin: the alerts.
+    pub fn correlation(
+        &mut self,
+        batch: &types::EventBatch,
+        live: &types::CorrelationResult,
+        m: &Metrics,
+    ) {
+        self.observe(batch, m, |p, r, seq| {
+            let shadow = p.correlation_process(batch)?;
+            Ok(r.correlation(seq, live, &shadow))
+        });
+    }
+
+    /// The same for a responses plugin, on the input the live one had.
+    pub fn responses(
+        &mut self,
+        batch: &types::EventBatch,
+        input: &types::ResponseInput,
+        live: &[types::ActionRequest],
+        m: &Metrics,
+    ) {
+        self.observe(batch, m, |p, r, seq| {
+            let shadow = p.responses_decide(input)?;
+            Ok(r.responses(seq, live, &shadow))
+        });
+    }
+
+    /// One call of the shadow, counted in its report and the metrics.
+    fn observe(
+        &mut self,
+        batch: &types::EventBatch,
+        m: &Metrics,
+        call: impl FnOnce(
+            &mut dyn Stage,
+            &mut ShadowReport,
+            u64,
+        ) -> Result<Vec<Disagreement>, PluginError>,
+    ) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.batch(batch.seq.len());
+        let seq = batch.seq.first().copied().unwrap_or_default();
+        match call(self.slot.plugin.as_mut(), &mut report, seq) {
+            Ok(found) => {
+                for kind in found {
+                    m.plugin
+                        .shadow_disagreements
+                        .with_label_values(&[&*self.slot.name, kind.as_str()])
+                        .inc();
+                }
+            }
+            Err(e) => {
+                report.failures += 1;
+                tracing::warn!(plugin = %self.slot.name, "shadow: {e}");
+            }
+        }
+    }
+}
+
+/// Start `shadow` beside the live plugin of its name, from that plugin's
+/// state now. The shadow it replaces, or why not.
+pub(super) fn install(
+    stages: &mut Stages,
+    mut shadow: Box<Shadow>,
+) -> super::swap::ShadowInstalled {
+    let name = shadow.slot.name.clone();
+    let Some(i) = stages.position(&name) else {
+        return Err((format!("no plugin named {name} is live"), shadow));
+    };
+    let live = &mut stages.slots[i].plugin;
+    if live.kind() != shadow.slot.plugin.kind() {
+        let msg = format!(
+            "{name} is a {} plugin; this file is a {} plugin",
+            live.kind(),
+            shadow.slot.plugin.kind()
+        );
+        return Err((msg, shadow));
+    }
+    let moved = live
+        .save_state()
+        .map_err(|e| format!("the live version could not save its state: {e}"))
+        .and_then(|(v, bytes)| {
+            let p = &mut shadow.slot.plugin;
+            p.load_state(v, &bytes).map_err(|e| {
+                format!("cannot load the live version's state (state version {v}): {e}")
+            })
+        });
+    if let Err(msg) = moved
+        && !shadow.slot.plugin.metadata().fresh_start_ok
+    {
+        return Err((msg, shadow));
+    }
+    Ok(stages.shadows.insert(name, *shadow).map(Box::new))
+}
+
+/// Make the shadow of `name` its live version, with the state the shadow
+/// has; the replaced live slot.
+pub(super) fn promote(stages: &mut Stages, name: &str) -> Result<Box<Slot>, String> {
+    let i = stages
+        .position(name)
+        .ok_or_else(|| format!("no plugin named {name} is live"))?;
+    let shadow = stages
+        .shadows
+        .remove(name)
+        .ok_or_else(|| format!("{name} has no shadow"))?;
+    shadow
+        .report
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ended = Some("promoted".into());
+    stages.quarantined.remove(name);
+    let old = std::mem::replace(&mut stages.slots[i], shadow.slot);
+    stages.sort();
+    Ok(Box::new(old))
+}
+
+/// The keys of a batch's alerts: (name, subject) → evidence.
+fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), &types::Finding> {
+    findings
+        .iter()
+        .filter(|f| f.alert)
+        .map(|f| ((f.name.as_str(), f.subject.as_str()), f))
+        .collect()
+}
+
+impl ShadowReport {
+    /// Count and keep an example of a disagreement.
+    fn note(&mut self, kind: Disagreement, rule: &str, example: impl FnOnce() -> Example) {
+        *self
+            .disagreements
+            .entry(kind)
+            .or_default()
+            .entry(rule.to_string())
+            .or_default() += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(example());
+        }
+    }
+
+    /// A batch both saw.
+    pub fn batch(&mut self, events: usize) {
+        self.batches += 1;
+        self.events += events as u64;
+    }
+
+    /// Compare two correlation results of one batch; the disagreements
+    /// found, by kind.
+    pub fn correlation(
+        &mut self,
+        batch_seq: u64,
+        live: &types::CorrelationResult,
+        shadow: &types::CorrelationResult,
+    ) -> Vec<Disagreement> {
+        let (l, s) = (alerts(&live.findings), alerts(&shadow.findings));
+        let mut found = Vec::new();
+        for (only, other, kind) in [
+            (&l, &s, Disagreement::AlertOnlyLive),
+            (&s, &l, Disagreement::AlertOnlyShadow),
+        ] {
+            for ((name, subject), f) in only.iter().filter(|(k, _)| !other.contains_key(*k)) {
+                self.note(kind, name, || Example {
+                    kind,
+                    rule: name.to_string(),
+                    subject: subject.to_string(),
+                    batch_seq,
+                    evidence: f.evidence.clone(),
+                    message: f.message.clone(),
+                });
+                found.push(kind);
+            }
+        }
+        let d = (live.correlation_score - shadow.correlation_score).abs();
+        self.max_score_difference = self.max_score_difference.max(d);
+        let n = self.batches.max(1) as f64;
+        self.mean_score_difference += (d - self.mean_score_difference) / n;
+        found
+    }
+
+    /// Compare two responses decisions of one batch.
+    pub fn responses(
+        &mut self,
+        batch_seq: u64,
+        live: &[types::ActionRequest],
+        shadow: &[types::ActionRequest],
+    ) -> Vec<Disagreement> {
+        let key = |a: &types::ActionRequest| (a.rule.clone(), a.action.clone(), a.target.clone());
+        let mut found = Vec::new();
+        for (only, other, kind) in [
+            (live, shadow, Disagreement::ActionOnlyLive),
+            (shadow, live, Disagreement::ActionOnlyShadow),
+        ] {
+            for a in only
+                .iter()
+                .filter(|a| !other.iter().any(|o| key(o) == key(a)))
+            {
+                self.note(kind, &a.rule, || Example {
+                    kind,
+                    rule: a.rule.clone(),
+                    subject: a.target.clone(),
+                    batch_seq,
+                    evidence: Vec::new(),
+                    message: format!("{} {}: {}", a.action, a.target, a.reason),
+                });
+                found.push(kind);
+            }
+        }
+        found
+    }
+
+    /// Compare two analytics windows of one batch.
+    pub fn analytics(
+        &mut self,
+        batch_seq: u64,
+        live: &types::WindowSnapshot,
+        shadow: &types::WindowSnapshot,
+    ) -> Vec<Disagreement> {
+        let (l, s) = (&live.overall, &shadow.overall);
+        let same =
+            l.count == s.count && l.error_rate == s.error_rate && l.latency_avg == s.latency_avg;
+        if same {
+            return Vec::new();
+        }
+        let kind = Disagreement::Window;
+        let message = format!(
+            "count {} vs {}, error rate {} vs {}, mean latency {:?} vs {:?}",
+            l.count, s.count, l.error_rate, s.error_rate, l.latency_avg, s.latency_avg
+        );
+        self.note(kind, "window", || Example {
+            kind,
+            rule: "window".into(),
+            subject: String::new(),
+            batch_seq,
+            evidence: Vec::new(),
+            message,
+        });
+        vec![kind]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(name: &str, alert: bool, evidence: &[u64]) -> types::Finding {
+        types::Finding {
+            name: name.into(),
+            source: "rule".into(),
+            subject: String::new(),
+            alert,
+            occurrences: 5,
+            score: 0.5,
+            message: format!("{name} fired"),
+            evidence: evidence.to_vec(),
+        }
+    }
+
+    fn result(findings: Vec<types::Finding>, score: f64) -> types::CorrelationResult {
+        types::CorrelationResult {
+            findings,
+            correlation_score: score,
+        }
+    }
+
+    #[test]
+    fn alerts_only_one_side_raised_are_counted_with_their_events() {
+        let mut r = ShadowReport::default();
+        r.batch(3);
+        let live = result(
+            vec![finding("burst", true, &[1]), finding("slow", false, &[])],
+            0.5,
+        );
+        let shadow = result(
+            vec![finding("burst", true, &[1]), finding("slow", true, &[2, 3])],
+            0.8,
+        );
+        let found = r.correlation(1, &live, &shadow);
+        assert_eq!(found, vec![Disagreement::AlertOnlyShadow]);
+        assert_eq!(r.disagreements[&Disagreement::AlertOnlyShadow]["slow"], 1);
+        assert!(!r.disagreements.contains_key(&Disagreement::AlertOnlyLive));
+        assert_eq!(r.examples[0].evidence, vec![2, 3]);
+        assert!((r.max_score_difference - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn action_requests_are_matched_by_rule_action_and_target() {
+        let req = |rule: &str, target: &str| types::ActionRequest {
+            rule: rule.into(),
+            action: "page".into(),
+            target: target.into(),
+            parameters: "{}".into(),
+            reason: "why".into(),
+        };
+        let mut r = ShadowReport::default();
+        let found = r.responses(
+            7,
+            &[req("a", "x"), req("b", "x")],
+            &[req("a", "x"), req("a", "y")],
+        );
+        assert_eq!(
+            found,
+            vec![Disagreement::ActionOnlyLive, Disagreement::ActionOnlyShadow]
+        );
+        assert_eq!(r.disagreements[&Disagreement::ActionOnlyLive]["b"], 1);
+        assert_eq!(r.disagreements[&Disagreement::ActionOnlyShadow]["a"], 1);
+        assert_eq!(r.examples[1].subject, "y");
+    }
+
+    #[test]
+    fn examples_are_capped() {
+        let mut r = ShadowReport::default();
+        let shadow = result(vec![finding("x", true, &[])], 0.0);
+        for i in 0..50 {
+            r.correlation(i, &result(vec![], 0.0), &shadow);
+        }
+        assert_eq!(r.disagreements[&Disagreement::AlertOnlyShadow]["x"], 50);
+        assert_eq!(r.examples.len(), EXAMPLES);
+    }
+}

@@ -1,0 +1,248 @@
+//! Safe rule changes: a candidate version runs in the shadow of the live
+//! one on the same batches, acts on nothing, and reports what it would
+//! have done differently; promotion makes it live with its state.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Live: `high_latency` is `latency > 2000`; the candidate lowers it to
+/// `latency > 1000`. Both alert at 5 occurrences, patterns off.
+const CONFIG: &str = "\
+event_correlation:
+  pattern_detection_enabled: false
+  correlation_rules:
+    - {name: high_latency, condition: latency > 2000, action: alert}
+plugin_config:
+  lowered:
+    pattern_detection_enabled: false
+    correlation_rules:
+      - {name: high_latency, condition: latency > 1000, action: alert}
+";
+
+fn plugin_dir() -> std::path::PathBuf {
+    let dir = tempdir().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for p in ["analytics", "correlation", "responses"] {
+        let from = root().join(format!("target/plugins/{p}.wasm"));
+        std::fs::copy(from, dir.join(format!("{p}.wasm"))).unwrap();
+    }
+    dir
+}
+
+async fn admin(method: reqwest::Method, svc: &Service, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .request(method, svc.url(path))
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn send_latency(svc: &Service, latency: u64) {
+    let ev = json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": latency, "success": true}});
+    let (status, body) = post(&svc.url("/process"), &ev).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// High-latency findings the live correlation plugin reports now.
+async fn live_high_latency(svc: &Service) -> Option<Value> {
+    let (_, c) = get(&svc.url("/correlations")).await;
+    let findings = c["active_findings"].as_array().cloned().unwrap_or_default();
+    findings.into_iter().find(|f| f["name"] == "high_latency")
+}
+
+/// Hand-computed: of 8 events at 1500 ms then 2 at 2500 ms, one per batch,
+/// the live rule (> 2000) counts 2 occurrences and never alerts; the
+/// lowered one (> 1000) counts all 10 and alerts once, in the batch of the
+/// fifth event. So the report has exactly one alert only the shadow
+/// raised, none only the live version raised, and nothing is executed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lowered_threshold_in_shadow_reports_exactly_the_extra_alert_then_is_promoted() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let path = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
+    let (status, body) = admin(reqwest::Method::PUT, &svc, path, wasm.clone()).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["deployment"]["result"], "shadow");
+    for latency in [1500; 8].into_iter().chain([2500; 2]) {
+        send_latency(&svc, latency).await;
+    }
+    let (status, report) = get(&svc.url("/plugins/correlation/shadow")).await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["events"], 10, "{report:#}");
+    assert_eq!(
+        report["disagreements"],
+        json!({"alert_only_shadow": {"high_latency": 1}}),
+        "{report:#}"
+    );
+    let example = &report["examples"][0];
+    assert_eq!(example["rule"], "high_latency");
+    assert!(
+        example["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 occurrences of 'latency > 1000'"),
+        "{example}"
+    );
+    assert!(
+        live_high_latency(&svc).await.is_none(),
+        "the shadow's findings are not merged"
+    );
+    let (_, responses) = get(&svc.url("/automated-responses")).await;
+    assert_eq!(
+        responses["responses"],
+        json!([]),
+        "nothing executed: {responses:#}"
+    );
+    let metric = svc
+        .metric(
+            "plugin_shadow_disagreements_total",
+            &["correlation", "alert_only_shadow"],
+        )
+        .await;
+    assert_eq!(metric, 1.0);
+
+    // Promotion: the shadow is live with its 10 occurrences; one more slow
+    // event makes 11 (a fresh instance would have 1).
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &svc,
+        "/plugins/correlation/promote",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["deployment"]["result"], "promoted");
+    assert!(
+        body["deployment"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("10 events"),
+        "{body:#}"
+    );
+    send_latency(&svc, 1500).await;
+    let f = live_high_latency(&svc)
+        .await
+        .expect("the lowered rule is live");
+    assert_eq!(f["occurrences"], 11, "{f}");
+    let manifest = std::fs::read_to_string(dir.join("correlation.yaml")).unwrap();
+    assert!(
+        manifest.contains("config: plugin_config.lowered"),
+        "{manifest}"
+    );
+    assert_eq!(get(&svc.url("/plugins/correlation/shadow")).await.0, 404);
+}
+
+/// A shadow can be stopped; the live version is untouched; a shadow needs
+/// a live plugin of its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_is_dropped_without_touching_the_live_version() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let (status, _) = admin(
+        reqwest::Method::PUT,
+        &svc,
+        "/plugins/nothing?mode=shadow",
+        wasm.clone(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let path = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
+    assert_eq!(admin(reqwest::Method::PUT, &svc, path, wasm).await.0, 200);
+    for _ in 0..6 {
+        send_latency(&svc, 1500).await;
+    }
+    let (status, body) = admin(
+        reqwest::Method::DELETE,
+        &svc,
+        "/plugins/correlation/shadow",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["deployment"]["result"], "shadow_dropped");
+    assert_eq!(get(&svc.url("/plugins/correlation/shadow")).await.0, 404);
+    assert!(live_high_latency(&svc).await.is_none());
+    assert!(
+        !dir.join("correlation.yaml").exists(),
+        "the live version's files stay as they were"
+    );
+}
+
+/// A shadow that traps on every batch is quarantined (after 5 failures
+/// here); the live version it shadows runs on every batch throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_shadow_is_quarantined_and_the_live_version_runs_on() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let yaml = "plugin_config:\n  hostile:\n    mode: ok\nplugins:\n  quarantine:\n    failures: 5\n    window_secs: 60\n";
+    let svc = Service::start_with(&db_url, &env, Some(yaml)).await;
+    let good = wasm_bytes("hostile_guest");
+    let bad = std::fs::read(root().join("target/test-plugins/hostile-panic.wasm")).unwrap();
+    let put = |mode: &'static str| format!("/plugins/rules?config=plugin_config.hostile{mode}");
+    assert_eq!(
+        admin(reqwest::Method::PUT, &svc, &put(""), good).await.0,
+        200
+    );
+    assert_eq!(
+        admin(reqwest::Method::PUT, &svc, &put("&mode=shadow"), bad)
+            .await
+            .0,
+        200
+    );
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let ev = json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": i}});
+        let (status, body) = post(&svc.url("/process"), &ev).await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["processing_id"].as_str().unwrap().to_string());
+    }
+    // The live rule module (0.0.1) reported on every batch.
+    for id in &ids {
+        let (_, rec) = get(&svc.url(&format!("/processing/{id}"))).await;
+        let names = rec["correlation_results"]["patterns_detected"].to_string();
+        assert!(names.contains("call-"), "{rec}");
+    }
+    assert_eq!(
+        get(&svc.url("/plugins/rules/shadow")).await.0,
+        404,
+        "the shadow is gone"
+    );
+    let (_, h) = get(&svc.url("/plugins/rules/history")).await;
+    let last = &h["deployments"][0];
+    assert_eq!(
+        (last["result"].as_str(), last["trigger"].as_str()),
+        (Some("quarantined"), Some("quarantine"))
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("shadow: 5 failures"),
+        "{last}"
+    );
+    let (_, plugins) = get(&svc.url("/plugins")).await;
+    let rules = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rules")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (rules["version"].as_str(), rules["quarantined"].as_bool()),
+        (Some("0.0.1"), Some(false))
+    );
+}
