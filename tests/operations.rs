@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Service, free_port, get, post, root, sqlite_url, tempdir};
+use common::{Service, TOKEN, free_port, get, post, root, sqlite_url, tempdir};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -830,6 +830,7 @@ return {
   stored_rate: last(charts.throughput.series[0]),
   window_rate: last(charts.throughput.series[1]),
   plugins: Array.from(document.querySelectorAll("#plugins-table tbody tr")).map((r) => r.cells[0].textContent + " " + r.cells[2].textContent),
+  shadow: Array.from(document.querySelectorAll("#plugins-table tbody tr")).filter((r) => r.cells[0].textContent.endsWith("(shadow)")).map((r) => r.cells[8].textContent).join(),
 };
 "##;
 
@@ -856,6 +857,18 @@ async fn live_dashboard_page_in_headless_chromium() {
             .to_string();
         assert!(ct.contains(kind), "{path}: {ct}");
     }
+
+    // A shadow of the correlation plugin (the same version: it agrees),
+    // which the page shows with its agreement.
+    let wasm = std::fs::read(root().join("target/plugins/correlation.wasm")).unwrap();
+    let resp = reqwest::Client::new()
+        .put(svc.url("/plugins/correlation?mode=shadow"))
+        .bearer_auth(TOKEN)
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 
     // About 200 events/s for at most 40 s while the browser polls.
     let feeding = {
@@ -918,9 +931,19 @@ async fn live_dashboard_page_in_headless_chromium() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for p in ["analytics 0.1.0", "correlation 0.1.0", "responses 0.1.0"] {
+    for p in [
+        "analytics 0.1.0",
+        "correlation 0.1.0",
+        "responses 0.1.0",
+        "correlation (shadow) 0.1.0",
+    ] {
         assert!(plugins.contains(&p), "{plugins:?}");
     }
+    let shadow = state["shadow"].as_str().unwrap();
+    assert!(
+        shadow.starts_with("shadow: agreement 100.0% (0 of "),
+        "{shadow}"
+    );
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "screenshot"

@@ -109,6 +109,18 @@ async fn a_lowered_threshold_in_shadow_reports_exactly_the_extra_alert_then_is_p
         )
         .await;
     assert_eq!(metric, 1.0);
+    // GET /plugins (the dashboard) shows it: 9 of 10 batches agreed.
+    let (_, plugins) = get(&svc.url("/plugins")).await;
+    let shadow = &plugins["shadows"][0];
+    let counts = (
+        shadow["disagreeing_batches"].as_u64(),
+        shadow["batches"].as_u64(),
+    );
+    assert_eq!(counts, (Some(1), Some(10)), "{shadow}");
+    assert!(
+        (shadow["agreement"].as_f64().unwrap() - 0.9).abs() < 1e-9,
+        "{shadow}"
+    );
 
     // Promotion: the shadow is live with its 10 occurrences; one more slow
     // event makes 11 (a fresh instance would have 1).

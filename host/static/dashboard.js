@@ -249,6 +249,12 @@
       cells: [r.plugin, r.stage, r.version, (r.sha256 || "").slice(0, 12), "–", "–", "–", "–", "rejected: " + r.reason],
       className: "alerting",
     }));
+    // A shadow runs beside the live version of its name and acts on nothing.
+    const shadows = (p.shadows || []).map((s) => ({
+      cells: [s.plugin + " (shadow)", "", s.version, (s.sha256 || "").slice(0, 12), s.batches, s.failures, "–", "–",
+        "shadow: agreement " + fmt(100 * s.agreement, 1) + "% (" + s.disagreeing_batches + " of " + s.batches + " batches differ)"],
+      className: s.agreement < 1 ? "alerting" : "",
+    }));
     fillTable("plugins-table", (p.plugins || []).map((x) => {
       const st = x.stats || {};
       const healthy = x.enabled !== false && !st.last_error;
@@ -257,7 +263,7 @@
           fmt(x.mean_call_ms, 3), x.enabled === false ? "disabled" : (st.last_error ? "failing: " + st.last_error : "ok")],
         className: healthy ? "" : "alerting",
       };
-    }).concat(rejected), "no plugins loaded");
+    }).concat(shadows, rejected), "no plugins loaded");
   }
   function renderPipeline(p) {
     const q = p.queue || {}, b = p.batching || {}, e = p.events || {}, db = p.database || {};

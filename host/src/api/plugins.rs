@@ -39,6 +39,7 @@ pub(super) async fn plugins(State(state): St) -> Json<PluginsView> {
         rejected: problems.rejected,
         config_error: problems.config,
         quarantined: problems.quarantined,
+        shadows: state.deployer.shadow_reports(),
         directory: state.deployer.directory().to_path_buf(),
         watching: state.config.plugins.watch,
     })

@@ -489,6 +489,8 @@ pub struct PluginsView {
     /// The last quarantine of each plugin (plugins.quarantine), until a new
     /// version of it is deployed.
     pub quarantined: Vec<DeploymentRow>,
+    /// The running shadows' reports (GET /plugins/{name}/shadow).
+    pub shadows: Vec<crate::pipeline::shadow::ShadowReport>,
     #[schema(value_type = String)]
     pub directory: std::path::PathBuf,
     pub watching: bool,

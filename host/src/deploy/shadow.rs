@@ -98,6 +98,15 @@ impl Deployer {
         Some(report)
     }
 
+    /// The reports of every running shadow.
+    pub fn shadow_reports(&self) -> Vec<ShadowReport> {
+        let shadows = self.shadows();
+        let reports = shadows
+            .values()
+            .map(|e| e.report.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        reports.collect()
+    }
+
     /// Make a plugin's shadow its live version, with the shadow's state;
     /// its file is written into the directory.
     pub async fn promote(

@@ -64,7 +64,7 @@ pub struct Example {
 }
 
 /// What a shadow did so far, against the live version.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ShadowReport {
     pub plugin: String,
     pub version: String,
@@ -73,6 +73,10 @@ pub struct ShadowReport {
     pub since_ms: i64,
     pub batches: u64,
     pub events: u64,
+    /// Batches in which the two versions disagreed in any way.
+    pub disagreeing_batches: u64,
+    /// The share of batches on which they agreed (1 before any batch).
+    pub agreement: f64,
     /// Disagreements by kind, then by rule.
     pub disagreements: BTreeMap<Disagreement, BTreeMap<String, u64>>,
     /// The first disagreements.
@@ -144,6 +148,7 @@ impl Shadow {
         let seq = batch.seq.first().copied().unwrap_or_default();
         match call(self.slot.plugin.as_mut(), &mut report, seq) {
             Ok(found) => {
+                report.disagreeing_batches += u64::from(!found.is_empty());
                 for kind in found {
                     m.plugin
                         .shadow_disagreements
@@ -156,6 +161,7 @@ impl Shadow {
                 tracing::warn!(plugin = %self.slot.name, "shadow: {e}");
             }
         }
+        report.agreement = 1.0 - report.disagreeing_batches as f64 / report.batches as f64;
     }
 }
 
@@ -214,6 +220,27 @@ pub(super) fn promote(stages: &mut Stages, name: &str) -> Result<Box<Slot>, Stri
     let old = std::mem::replace(&mut stages.slots[i], shadow.slot);
     stages.sort();
     Ok(Box::new(old))
+}
+
+impl Default for ShadowReport {
+    fn default() -> Self {
+        ShadowReport {
+            plugin: String::new(),
+            version: String::new(),
+            sha256: String::new(),
+            since_ms: 0,
+            batches: 0,
+            events: 0,
+            disagreeing_batches: 0,
+            agreement: 1.0,
+            disagreements: BTreeMap::new(),
+            examples: Vec::new(),
+            max_score_difference: 0.0,
+            mean_score_difference: 0.0,
+            failures: 0,
+            ended: None,
+        }
+    }
 }
 
 /// The keys of a batch's alerts: (name, subject) → evidence.
