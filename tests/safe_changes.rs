@@ -166,12 +166,34 @@ async fn a_shadow_is_dropped_without_touching_the_live_version() {
         reqwest::Method::PUT,
         &svc,
         "/plugins/nothing?mode=shadow",
-        wasm.clone(),
+        wasm,
     )
     .await;
     assert_eq!(status, 422);
-    let path = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
-    assert_eq!(admin(reqwest::Method::PUT, &svc, path, wasm).await.0, 200);
+    // From the command line, as a team would.
+    let file = dir.join("correlation.wasm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hxp-events"))
+        .args([
+            "plugin",
+            "deploy",
+            file.to_str().unwrap(),
+            "--url",
+            &svc.base,
+        ])
+        .args(["--shadow", "--config", "plugin_config.lowered"])
+        .env("HXP_EVENTS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("deployed correlation 0.1.0 as a shadow"),
+        "{text}"
+    );
     for _ in 0..6 {
         send_latency(&svc, 1500).await;
     }

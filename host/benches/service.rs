@@ -2,7 +2,7 @@
 //! the load generator (in this process).
 //!
 //! `make bench` (or `cargo bench -p hxp-events --bench service`). Prints
-//! (with `HXP_BENCH_BASELINE_BIN` or `HXP_BENCH_QUARANTINE` set, only an
+//! (with `HXP_BENCH_BASELINE_BIN`, `HXP_BENCH_QUARANTINE` or `HXP_BENCH_SHADOW` set, only an
 //! alternating comparison at the shipped batch size, see `alternate`):
 //! - sustained throughput through all three plugins with bulk ingestion,
 //!   against a baseline run without the plugin stages (same binary, stages
@@ -68,6 +68,7 @@ fn start(env: &[(&str, &str)]) -> Svc {
     let db_url = format!("sqlite://{}/events.db", dir.display());
     let mut cmd = common::serve_command(binary(), &config_file(), &db_url, port);
     cmd.env("RUST_LOG", "warn")
+        .env("EVENT_PROCESSING_ADMIN_TOKEN", common::TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (k, v) in env {
@@ -110,7 +111,20 @@ struct Throughput {
 }
 
 fn throughput(rt: &tokio::runtime::Runtime, env: &[(&str, &str)]) -> Throughput {
+    throughput_with(rt, env, false)
+}
+
+/// Throughput, optionally with a shadow of each default plugin (the same
+/// version: it does all its plugin's work, and agrees).
+fn throughput_with(
+    rt: &tokio::runtime::Runtime,
+    env: &[(&str, &str)],
+    shadows: bool,
+) -> Throughput {
     let svc = start(env);
+    if shadows {
+        rt.block_on(shadow_each_plugin(&svc.base));
+    }
     let pid = svc.child.id();
     let secs = 15.0;
     let (s0, l0) = (
@@ -220,9 +234,25 @@ fn analytics_visibility(rt: &tokio::runtime::Runtime) -> Vec<f64> {
     })
 }
 
+/// PUT /plugins/{name}?mode=shadow with the plugin's own file, for the
+/// three default plugins.
+async fn shadow_each_plugin(base: &str) {
+    for p in ["analytics", "correlation", "responses"] {
+        let wasm = std::fs::read(common::root().join(format!("target/plugins/{p}.wasm"))).unwrap();
+        let resp = reqwest::Client::new()
+            .put(format!("{base}/plugins/{p}?mode=shadow"))
+            .bearer_auth(common::TOKEN)
+            .body(wasm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "shadow of {p}");
+    }
+}
+
 /// One side of an alternating comparison: a name, a binary (None: this
-/// build) and extra environment.
-type Side<'a> = (&'a str, Option<PathBuf>, &'a [(&'a str, &'a str)]);
+/// build), extra environment, and whether each plugin runs a shadow.
+type Side<'a> = (&'a str, Option<PathBuf>, &'a [(&'a str, &'a str)], bool);
 
 /// Throughput at the shipped batch size of two setups (another build, or
 /// another setting), runs alternating so that drift hits both alike; the
@@ -231,9 +261,9 @@ fn alternate(rt: &tokio::runtime::Runtime, a: Side, b: Side) {
     const PAIRS: usize = 5;
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS {
-        for ((_, bin, env), rates) in [(&a, &mut ra), (&b, &mut rb)] {
+        for ((_, bin, env, shadows), rates) in [(&a, &mut ra), (&b, &mut rb)] {
             *BINARY.lock().unwrap() = bin.clone();
-            rates.push(throughput(rt, env).rate);
+            rates.push(throughput_with(rt, env, *shadows).rate);
         }
     }
     *BINARY.lock().unwrap() = None;
@@ -266,8 +296,9 @@ fn main() {
             "before: HXP_BENCH_BASELINE_BIN",
             Some(PathBuf::from(baseline)),
             &[][..],
+            false,
         );
-        alternate(&rt, before, ("after: this build", None, &[]));
+        alternate(&rt, before, ("after: this build", None, &[], false));
         return;
     }
     // What taking misbehaving plugins out costs when none misbehaves.
@@ -275,9 +306,15 @@ fn main() {
         let off = &[("EVENT_PROCESSING_PLUGIN_QUARANTINE_FAILURES", "0")][..];
         alternate(
             &rt,
-            ("quarantine off", None, off),
-            ("quarantine on (shipped)", None, &[]),
+            ("quarantine off", None, off, false),
+            ("quarantine on (shipped)", None, &[], false),
         );
+        return;
+    }
+    // What a shadow of each plugin costs the live path.
+    if std::env::var_os("HXP_BENCH_SHADOW").is_some() {
+        let none = ("no shadow", None, &[][..], false);
+        alternate(&rt, none, ("a shadow of each plugin", None, &[], true));
         return;
     }
 

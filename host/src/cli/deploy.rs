@@ -62,14 +62,22 @@ pub async fn deploy(opts: &DeployOptions) -> anyhow::Result<Value> {
 /// One line about a deployment.
 pub fn summary(d: &Value) -> String {
     let sha = d["sha256"].as_str().unwrap_or_default();
+    let shadow = if d["result"] == "shadow" {
+        " as a shadow"
+    } else {
+        ""
+    };
+    let swap = d["pause_us"]
+        .as_i64()
+        .map(|p| format!(", swapped in {p} µs"))
+        .unwrap_or_default();
     format!(
-        "deployed {} {} ({} plugin, sha256 {}, compiled in {:.0} ms, swapped in {} µs): {}",
+        "deployed {} {}{shadow} ({} plugin, sha256 {}, compiled in {:.0} ms{swap}): {}",
         d["plugin"].as_str().unwrap_or_default(),
         d["version"].as_str().unwrap_or_default(),
         d["stage"].as_str().unwrap_or_default(),
         &sha[..12.min(sha.len())],
         d["compile_ms"].as_f64().unwrap_or_default(),
-        d["pause_us"],
         d["reason"].as_str().unwrap_or_default()
     )
 }

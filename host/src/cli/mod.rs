@@ -145,6 +145,10 @@ struct DeployArgs {
     /// A CA certificate (PEM) to trust for an https URL.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Run it in the shadow of the live version of its name (it acts on
+    /// nothing; GET /plugins/NAME/shadow reports what it would have done).
+    #[arg(long)]
+    shadow: bool,
 }
 
 /// A plugin stage on the command line.
@@ -291,6 +295,7 @@ fn deploy_command(args: DeployArgs) -> anyhow::Result<()> {
         deadline_ms,
         memory_mb,
         ca,
+        shadow,
     } = args;
     let stage = stage.map(|s| crate::plugin::PluginKind::from(s).as_str().to_string());
     let manifest = [
@@ -299,6 +304,7 @@ fn deploy_command(args: DeployArgs) -> anyhow::Result<()> {
         ("config", config),
         ("deadline_ms", deadline_ms.map(|d| d.to_string())),
         ("memory_mb", memory_mb.map(|m| m.to_string())),
+        ("mode", shadow.then(|| "shadow".to_string())),
     ];
     let opts = deploy::DeployOptions {
         file,
