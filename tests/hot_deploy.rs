@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const A_VERSION: &str = "0.1.0";
@@ -30,20 +30,6 @@ fn config_yaml(edit: impl FnOnce(&mut serde_norway::Value)) -> String {
     v["real_time_analytics"]["update_interval"] = 1.into();
     edit(&mut v);
     serde_norway::to_string(&v).unwrap()
-}
-
-/// A plugin directory with the three default plugins.
-fn plugin_dir() -> PathBuf {
-    let dir = tempdir().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    for p in ["analytics", "correlation", "responses"] {
-        std::fs::copy(
-            root().join(format!("target/plugins/{p}.wasm")),
-            dir.join(format!("{p}.wasm")),
-        )
-        .unwrap();
-    }
-    dir
 }
 
 async fn start(db_url: &str, dir: &Path, yaml: &str) -> Service {

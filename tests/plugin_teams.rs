@@ -74,17 +74,6 @@ fn code_lines(file: &Path) -> usize {
         .count()
 }
 
-/// A plugin directory with the three default plugins.
-fn plugin_dir() -> PathBuf {
-    let dir = tempdir().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    for p in ["analytics", "correlation", "responses"] {
-        let from = root().join(format!("target/plugins/{p}.wasm"));
-        std::fs::copy(from, dir.join(format!("{p}.wasm"))).unwrap();
-    }
-    dir
-}
-
 async fn running(svc: &Service, name: &str) -> Option<Value> {
     let (_, body) = get(&svc.url("/plugins")).await;
     body["plugins"]
@@ -299,26 +288,13 @@ async fn put_plugin(
     token: &str,
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .put(svc.url(&format!("/plugins/{name}{query}")))
-        .bearer_auth(token)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let path = format!("/plugins/{name}{query}");
+    request_as(reqwest::Method::PUT, svc, &path, token, body).await
 }
 
 async fn delete_plugin(svc: &Service, name: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .delete(svc.url(&format!("/plugins/{name}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let path = format!("/plugins/{name}");
+    request_as(reqwest::Method::DELETE, svc, &path, TOKEN, Vec::new()).await
 }
 
 async fn history(svc: &Service, name: &str) -> Vec<Value> {

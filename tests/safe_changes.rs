@@ -21,26 +21,8 @@ plugin_config:
       - {name: high_latency, condition: latency > 1000, action: alert}
 ";
 
-fn plugin_dir() -> std::path::PathBuf {
-    let dir = tempdir().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    for p in ["analytics", "correlation", "responses"] {
-        let from = root().join(format!("target/plugins/{p}.wasm"));
-        std::fs::copy(from, dir.join(format!("{p}.wasm"))).unwrap();
-    }
-    dir
-}
-
 async fn admin(method: reqwest::Method, svc: &Service, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .request(method, svc.url(path))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    request_as(method, svc, path, TOKEN, body).await
 }
 
 async fn send_latency(svc: &Service, latency: u64) {

@@ -45,6 +45,38 @@ pub fn tempdir() -> PathBuf {
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A fresh plugin directory holding the three default plugins (tests that
+/// deploy must not touch the shared target/plugins).
+pub fn plugin_dir() -> PathBuf {
+    let dir = tempdir().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for p in ["analytics", "correlation", "responses"] {
+        let from = root().join(format!("target/plugins/{p}.wasm"));
+        std::fs::copy(from, dir.join(format!("{p}.wasm"))).unwrap();
+    }
+    dir
+}
+
+/// A request with a bearer token and a body: the status and the JSON answer
+/// (null when there is none).
+pub async fn request_as(
+    method: reqwest::Method,
+    svc: &Service,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .request(method, svc.url(path))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// SHA-256 of bytes, hex (as GET /plugins shows a plugin's hash).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

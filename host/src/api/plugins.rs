@@ -128,7 +128,16 @@ pub(super) async fn rollback(
     }
 }
 
-/// The status of each way a rollback fails.
+/// A deployment's answer, or the error of its kind.
+fn deployed(
+    r: Result<DeploymentRow, DeployError>,
+    code: &'static str,
+) -> ApiResult<Json<DeployView>> {
+    r.map(|deployment| Json(DeployView { deployment }))
+        .map_err(|e| ApiError::new(rollback_status(&e), code, e.to_string()))
+}
+
+/// The status of each way a deployment change fails.
 fn rollback_status(e: &DeployError) -> StatusCode {
     match e {
         DeployError::NotLoaded(_) => StatusCode::NOT_FOUND,
@@ -305,18 +314,8 @@ pub(super) async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
     let token = require_admin(&state, &headers)?;
-    match state
-        .deployer
-        .remove(&name, actor(&token, &extensions))
-        .await
-    {
-        Ok(deployment) => Ok(Json(DeployView { deployment })),
-        Err(e) => Err(ApiError::new(
-            rollback_status(&e),
-            "remove_failed",
-            e.to_string(),
-        )),
-    }
+    let who = actor(&token, &extensions);
+    deployed(state.deployer.remove(&name, who).await, "remove_failed")
 }
 
 /// GET /plugins/{name}/shadow: what the plugin's shadow did so far against
@@ -368,18 +367,8 @@ pub(super) async fn promote(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
     let token = require_admin(&state, &headers)?;
-    match state
-        .deployer
-        .promote(&name, actor(&token, &extensions))
-        .await
-    {
-        Ok(deployment) => Ok(Json(DeployView { deployment })),
-        Err(e) => Err(ApiError::new(
-            rollback_status(&e),
-            "promote_failed",
-            e.to_string(),
-        )),
-    }
+    let who = actor(&token, &extensions);
+    deployed(state.deployer.promote(&name, who).await, "promote_failed")
 }
 
 /// DELETE /plugins/{name}/shadow (admin): stop the plugin's shadow.
@@ -403,16 +392,9 @@ pub(super) async fn drop_shadow(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
     let token = require_admin(&state, &headers)?;
-    match state
-        .deployer
-        .drop_shadow(&name, actor(&token, &extensions))
-        .await
-    {
-        Ok(deployment) => Ok(Json(DeployView { deployment })),
-        Err(e) => Err(ApiError::new(
-            rollback_status(&e),
-            "drop_shadow_failed",
-            e.to_string(),
-        )),
-    }
+    let who = actor(&token, &extensions);
+    deployed(
+        state.deployer.drop_shadow(&name, who).await,
+        "drop_shadow_failed",
+    )
 }
