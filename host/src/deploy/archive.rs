@@ -24,16 +24,18 @@ impl Deployer {
     /// file in the directory is replaced by that version too, so a restart
     /// keeps it.
     pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<DeploymentRow, DeployError> {
-        self.rollback_as(name, Trigger::Rollback).await
+        let _serial = self.serial.lock().await;
+        self.rollback_locked(name, Trigger::Rollback).await
     }
 
-    /// [`rollback`](Deployer::rollback), recorded with `cause`.
-    pub(super) async fn rollback_as(
+    /// [`rollback`](Deployer::rollback), recorded with `cause`; the caller
+    /// holds `serial`. A version that was quarantined is never the one
+    /// rolled back to.
+    pub(super) async fn rollback_locked(
         self: &Arc<Self>,
         name: &str,
         cause: Trigger,
     ) -> Result<DeploymentRow, DeployError> {
-        let _serial = self.serial.lock().await;
         let Some(current) = self
             .running
             .lock()
@@ -48,11 +50,16 @@ impl Deployer {
             .deployments(name, 1000)
             .await
             .map_err(|e| DeployError::Store(format!("{e:#}")))?;
+        let quarantined: std::collections::BTreeSet<&str> = history
+            .iter()
+            .filter(|d| d.result == DeploymentResult::Quarantined)
+            .filter_map(|d| d.sha256.as_deref())
+            .collect();
         let Some(previous) = history
             .iter()
             .filter(|d| d.result.is_live())
             .filter_map(|d| d.sha256.clone())
-            .find(|sha| *sha != current.sha256)
+            .find(|sha| *sha != current.sha256 && !quarantined.contains(sha.as_str()))
         else {
             return Err(DeployError::NoEarlierVersion(name.to_string()));
         };

@@ -43,8 +43,11 @@ pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' (a
+/// hidden file is not a plugin file).
 pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.starts_with('.')
         && name.len() <= 64
         && name
             .chars()

@@ -21,8 +21,12 @@ impl Deployer {
 
     /// Record the quarantine, then roll back or unload. The rows written.
     pub(super) async fn quarantine(self: &Arc<Self>, n: Notice) -> Vec<DeploymentRow> {
+        // Checked and acted on under one hold of `serial`: a version
+        // deployed meanwhile is not the one taken out.
+        let _serial = self.serial.lock().await;
         if n.shadow {
-            self.shadow_quarantined(&n.plugin, n.reason).await;
+            self.shadow_quarantined(&n.plugin, &n.sha256, n.reason)
+                .await;
             return Vec::new();
         }
         let Some(current) = self.running().get(&n.plugin).cloned() else {
@@ -39,18 +43,17 @@ impl Deployer {
         row.stage = Some(current.stage.to_string());
         self.record(&row).await;
         self.quarantined().insert(n.plugin.clone(), row.clone());
-        let next = match self.rollback_as(&n.plugin, Trigger::Quarantine).await {
+        let next = match self.rollback_locked(&n.plugin, Trigger::Quarantine).await {
             Ok(rolled_back) => rolled_back,
             Err(why) => self.unload_quarantined(&n.plugin, why.to_string()).await,
         };
         vec![row, next]
     }
 
-    /// Unload a quarantined version with nothing to roll back to. Its file
-    /// stays, marked as rejected until it changes (the watcher does not
-    /// load it again).
+    /// Unload a quarantined version with nothing to roll back to (the
+    /// caller holds `serial`). Its file stays, marked as rejected until it
+    /// changes (the watcher does not load it again).
     async fn unload_quarantined(&self, name: &str, why: String) -> DeploymentRow {
-        let _serial = self.serial.lock().await;
         let Some(current) = self.running().get(name).cloned() else {
             let mut row = self.row(name, std::path::Path::new(""), Trigger::Quarantine);
             row.reason = format!("already unloaded ({why})");

@@ -200,7 +200,12 @@ impl Deployer {
     }
 
     /// A shadow the processor took out for failing: recorded, forgotten.
-    pub(super) async fn shadow_quarantined(&self, name: &str, reason: String) {
+    pub(super) async fn shadow_quarantined(&self, name: &str, sha256: &str, reason: String) {
+        // A shadow deployed since has its own count.
+        let current = self.shadows().get(name).map(|e| e.running.sha256.clone());
+        if current.as_deref() != Some(sha256) {
+            return;
+        }
         let Some(entry) = self.shadows().remove(name) else {
             return;
         };

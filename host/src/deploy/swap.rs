@@ -115,6 +115,8 @@ impl Deployer {
             Err(_) => None,
         };
         self.running().remove(&name);
+        // The processor dropped its shadow with it.
+        self.shadows().remove(&name);
         row.result = DeploymentResult::Unloaded;
         if let Some(s) = swapped {
             row.after_seq = Some(s.after_seq as i64);

@@ -24,7 +24,9 @@ pub struct Upload {
 /// Why an upload was not deployed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("plugin name '{0}': use 1 to 64 letters, digits, '-', '_' or '.'")]
+    #[error(
+        "plugin name '{0}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+    )]
     BadName(String),
     #[error("{0}")]
     BadManifest(String),

@@ -99,10 +99,16 @@ impl Tracker {
             total: 0,
             recent: VecDeque::new(),
         };
-        let seen = self.seen.entry(key).or_insert_with(fresh);
-        if seen.sha256 != sha {
-            *seen = fresh();
+        if self.seen.get(&key).is_none_or(|s| s.sha256 != sha) {
+            // A promoted shadow is the same instance: it keeps its count.
+            let shadow_key = format!("{key}#shadow");
+            let carried = self
+                .seen
+                .remove(shadow_key.as_str())
+                .filter(|s| s.sha256 == sha);
+            self.seen.insert(key.clone(), carried.unwrap_or_else(fresh));
         }
+        let seen = self.seen.get_mut(&key)?;
         // The failures that count: the plugin misbehaved, not its input.
         let total = plugin.failures();
         for _ in seen.total..total {

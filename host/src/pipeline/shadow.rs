@@ -81,9 +81,11 @@ pub struct ShadowReport {
     pub disagreements: BTreeMap<Disagreement, BTreeMap<String, u64>>,
     /// The first disagreements.
     pub examples: Vec<Example>,
-    /// Correlation scores: largest and mean absolute difference per batch.
+    /// Correlation scores: largest and mean absolute difference per batch,
+    /// over the batches both scored.
     pub max_score_difference: f64,
     pub mean_score_difference: f64,
+    pub scored_batches: u64,
     /// Failed calls (traps, timeouts, memory limits).
     pub failures: u64,
     /// Why the shadow stopped, when it did (quarantined).
@@ -99,10 +101,11 @@ impl Shadow {
         live: &types::WindowSnapshot,
         m: &Metrics,
     ) {
-        self.observe(batch, m, |p, r, seq| {
+        let call = |p: &mut dyn Stage| {
             p.analytics_process(batch)?;
-            Ok(r.analytics(seq, live, &p.analytics_snapshot()?))
-        });
+            p.analytics_snapshot()
+        };
+        self.observe(batch, m, call, |r, seq, s| r.analytics(seq, live, &s));
     }
 
     /// The same for a correlation plugin: the alerts.
@@ -112,10 +115,8 @@ impl Shadow {
         live: &types::CorrelationResult,
         m: &Metrics,
     ) {
-        self.observe(batch, m, |p, r, seq| {
-            let shadow = p.correlation_process(batch)?;
-            Ok(r.correlation(seq, live, &shadow))
-        });
+        let call = |p: &mut dyn Stage| p.correlation_process(batch);
+        self.observe(batch, m, call, |r, seq, s| r.correlation(seq, live, &s));
     }
 
     /// The same for a responses plugin, on the input the live one had.
@@ -126,28 +127,27 @@ impl Shadow {
         live: &[types::ActionRequest],
         m: &Metrics,
     ) {
-        self.observe(batch, m, |p, r, seq| {
-            let shadow = p.responses_decide(input)?;
-            Ok(r.responses(seq, live, &shadow))
-        });
+        let call = |p: &mut dyn Stage| p.responses_decide(input);
+        self.observe(batch, m, call, |r, seq, s| r.responses(seq, live, &s));
     }
 
-    /// One call of the shadow, counted in its report and the metrics.
-    fn observe(
+    /// One call of the shadow (made before its report is locked: readers
+    /// of the report never wait for a plugin call), counted in its report
+    /// and the metrics. A failed call counts as a disagreeing batch.
+    fn observe<T>(
         &mut self,
         batch: &types::EventBatch,
         m: &Metrics,
-        call: impl FnOnce(
-            &mut dyn Stage,
-            &mut ShadowReport,
-            u64,
-        ) -> Result<Vec<Disagreement>, PluginError>,
+        call: impl FnOnce(&mut dyn Stage) -> Result<T, PluginError>,
+        compare: impl FnOnce(&mut ShadowReport, u64, T) -> Vec<Disagreement>,
     ) {
+        let output = call(self.slot.plugin.as_mut());
         let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
         report.batch(batch.seq.len());
         let seq = batch.seq.first().copied().unwrap_or_default();
-        match call(self.slot.plugin.as_mut(), &mut report, seq) {
-            Ok(found) => {
+        match output {
+            Ok(output) => {
+                let found = compare(&mut report, seq, output);
                 report.disagreeing_batches += u64::from(!found.is_empty());
                 for kind in found {
                     m.plugin
@@ -158,6 +158,7 @@ impl Shadow {
             }
             Err(e) => {
                 report.failures += 1;
+                report.disagreeing_batches += 1;
                 tracing::warn!(plugin = %self.slot.name, "shadow: {e}");
             }
         }
@@ -237,6 +238,7 @@ impl Default for ShadowReport {
             examples: Vec::new(),
             max_score_difference: 0.0,
             mean_score_difference: 0.0,
+            scored_batches: 0,
             failures: 0,
             ended: None,
         }
@@ -300,7 +302,8 @@ impl ShadowReport {
         }
         let d = (live.correlation_score - shadow.correlation_score).abs();
         self.max_score_difference = self.max_score_difference.max(d);
-        let n = self.batches.max(1) as f64;
+        self.scored_batches += 1;
+        let n = self.scored_batches as f64;
         self.mean_score_difference += (d - self.mean_score_difference) / n;
         found
     }
@@ -432,6 +435,26 @@ mod tests {
         assert_eq!(r.disagreements[&Disagreement::ActionOnlyLive]["b"], 1);
         assert_eq!(r.disagreements[&Disagreement::ActionOnlyShadow]["a"], 1);
         assert_eq!(r.examples[1].subject, "y");
+    }
+
+    #[test]
+    fn a_failed_shadow_call_is_a_disagreeing_batch() {
+        use crate::pipeline::fake::Fake;
+        use crate::plugin::{PluginKind, convert};
+        use hxp_plugin_sdk::{Event, EventBatch, EventKind};
+        let mut fake = Fake::new("rules", PluginKind::Correlation);
+        fake.fails = true;
+        let mut shadow = Shadow {
+            slot: fake.slot(1),
+            report: Arc::default(),
+        };
+        let events = [Event::new(1, EventKind::ErrorEvent, 0)];
+        let batch = convert::batch_to_wit(EventBatch::from_events(&events));
+        shadow.correlation(&batch, &result(vec![], 0.0), &Metrics::new());
+        let r = shadow.report.lock().unwrap();
+        assert_eq!((r.batches, r.failures, r.disagreeing_batches), (1, 1, 1));
+        assert_eq!(r.agreement, 0.0);
+        assert_eq!(r.scored_batches, 0);
     }
 
     #[test]
