@@ -145,6 +145,7 @@ fn rollback_status(e: &DeployError) -> StatusCode {
         DeployError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeployError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         DeployError::NoShadow(_) => StatusCode::NOT_FOUND,
+        DeployError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -281,7 +282,10 @@ fn upload_error(e: UploadError) -> ApiError {
             (StatusCode::BAD_REQUEST, "invalid_plugin")
         }
         UploadError::FileTaken { .. } => (StatusCode::CONFLICT, "name_conflict"),
-        UploadError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_directory"),
+        UploadError::Io(_) | UploadError::NotKept(_) | UploadError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "plugin_directory")
+        }
+        UploadError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
         UploadError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected"),
     };
     let err = ApiError::new(status, code, e.to_string());

@@ -73,6 +73,8 @@ pub enum DeployError {
     Store(String),
     #[error("{0} has no shadow")]
     NoShadow(String),
+    #[error("the service is stopping")]
+    Stopping,
 }
 
 pub struct Deployer {

@@ -35,7 +35,10 @@ impl Deployer {
                 self.reject(row, reason, None).await,
             )));
         }
-        let (prepared, c) = self.prepare_off_path(c).await.map_err(UploadError::Io)?;
+        let (prepared, c) = self
+            .prepare_off_path(c)
+            .await
+            .map_err(UploadError::Internal)?;
         let (slot, running, compile) = match prepared {
             Ok(p) => p,
             Err(reason) => {
@@ -59,7 +62,7 @@ impl Deployer {
             report: report.clone(),
         });
         let (tx, rx) = oneshot::channel();
-        let stopping = || UploadError::Io("the service is stopping".into());
+        let stopping = || UploadError::Stopping;
         self.control
             .send(Control::Shadow { shadow, reply: tx })
             .await
@@ -119,7 +122,7 @@ impl Deployer {
             return Err(DeployError::NoShadow(name.to_string()));
         }
         let (tx, rx) = oneshot::channel();
-        let stopping = || DeployError::Refused("the service is stopping".into());
+        let stopping = || DeployError::Stopping;
         let promote = Control::Promote {
             name: name.to_string(),
             reply: tx,

@@ -34,6 +34,16 @@ pub enum UploadError {
     FileTaken { file: String, other: String },
     #[error("writing the plugin directory: {0}")]
     Io(String),
+    /// Live and recorded, but its file could not be kept.
+    #[error(
+        "deployed and live, but writing it into the plugin directory failed (a restart would not run it): {0}"
+    )]
+    NotKept(String),
+    #[error("the service is stopping")]
+    Stopping,
+    /// A bug (preparing panicked).
+    #[error("{0}")]
+    Internal(String),
     /// Refused by the checks; the attempt is recorded.
     #[error("{}", .0.reason)]
     Rejected(Box<DeploymentRow>),
@@ -57,7 +67,7 @@ impl Deployer {
                 .retain(|f, (fp, _)| !(*f == file && *fp == fingerprint));
             return Err(UploadError::Rejected(Box::new(row)));
         }
-        staged.commit().map_err(UploadError::Io)?;
+        staged.commit().map_err(UploadError::NotKept)?;
         Ok(row)
     }
 
