@@ -444,6 +444,17 @@ async fn a_trapping_plugin_without_an_earlier_version_is_unloaded() {
     assert_eq!(listed["rejected"][0]["plugin"], "loner", "{listed:#}");
     assert!(dir.join("loner.wasm").exists());
     assert_eq!(db_rows(&db_url, "SELECT seq FROM events").await.len(), 10);
+    // A restart does not load it again while its file is unchanged.
+    let mut svc = svc;
+    svc.terminate();
+    let svc = Service::start_with(&db_url, &env, Some(yaml)).await;
+    assert!(running(&svc, "loner").await.is_none());
+    let h = history(&svc, "loner").await;
+    let reason = h[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("quarantined before this start"),
+        "{reason}"
+    );
 }
 
 /// Auto-quarantine: version 0.0.2 of a rule module (the hostile guest

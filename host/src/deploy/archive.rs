@@ -50,17 +50,7 @@ impl Deployer {
             .deployments(name, 1000)
             .await
             .map_err(|e| DeployError::Store(format!("{e:#}")))?;
-        let quarantined: std::collections::BTreeSet<&str> = history
-            .iter()
-            .filter(|d| d.result == DeploymentResult::Quarantined)
-            .filter_map(|d| d.sha256.as_deref())
-            .collect();
-        let Some(previous) = history
-            .iter()
-            .filter(|d| d.result.is_live())
-            .filter_map(|d| d.sha256.clone())
-            .find(|sha| *sha != current.sha256 && !quarantined.contains(sha.as_str()))
-        else {
+        let Some(previous) = super::quarantine::last_good(&history, &current.sha256) else {
             return Err(DeployError::NoEarlierVersion(name.to_string()));
         };
         let bytes = std::fs::read(self.archive.join(format!("{previous}.wasm")))

@@ -69,3 +69,97 @@ impl Deployer {
         row
     }
 }
+
+/// Why `sha256` was quarantined, when that happened after it was last
+/// deployed (history newest first).
+pub(super) fn quarantined_since_deployed(
+    history: &[DeploymentRow],
+    sha256: &str,
+) -> Option<String> {
+    let newest = history.iter().find(|d| {
+        d.sha256.as_deref() == Some(sha256)
+            && (d.result.is_live() || d.result == DeploymentResult::Quarantined)
+    })?;
+    (newest.result == DeploymentResult::Quarantined).then(|| newest.reason.clone())
+}
+
+/// The newest version that ran and was never quarantined, other than
+/// `sha256`: what to fall back to.
+pub(super) fn last_good(history: &[DeploymentRow], sha256: &str) -> Option<String> {
+    let bad = |sha: &str| {
+        sha == sha256
+            || history.iter().any(|d| {
+                d.result == DeploymentResult::Quarantined && d.sha256.as_deref() == Some(sha)
+            })
+    };
+    history
+        .iter()
+        .filter(|d| d.result.is_live())
+        .filter_map(|d| d.sha256.clone())
+        .find(|sha| !bad(sha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(sha: &str, result: DeploymentResult) -> DeploymentRow {
+        DeploymentRow {
+            id: 0,
+            plugin: "rules".into(),
+            at: 0,
+            stage: None,
+            file: String::new(),
+            sha256: Some(sha.into()),
+            version: None,
+            result,
+            reason: format!("{result} {sha}"),
+            trigger: Trigger::Api,
+            after_seq: None,
+            compile_ms: None,
+            pause_us: None,
+            actor: None,
+        }
+    }
+
+    #[test]
+    fn a_version_quarantined_after_its_deployment_stays_out() {
+        use DeploymentResult::*;
+        // Newest first: b was deployed, quarantined, rolled back to a.
+        let history = [
+            row("a", RolledBack),
+            row("b", Quarantined),
+            row("b", Accepted),
+            row("a", Accepted),
+        ];
+        assert_eq!(
+            quarantined_since_deployed(&history, "b").as_deref(),
+            Some("quarantined b")
+        );
+        assert_eq!(quarantined_since_deployed(&history, "a"), None);
+        // Deployed again after its quarantine: it may run.
+        let again = [
+            row("b", Accepted),
+            row("b", Quarantined),
+            row("a", Accepted),
+        ];
+        assert_eq!(quarantined_since_deployed(&again, "b"), None);
+    }
+
+    #[test]
+    fn the_fallback_is_never_a_quarantined_version() {
+        use DeploymentResult::*;
+        let history = [
+            row("c", Accepted),
+            row("b", Quarantined),
+            row("b", Accepted),
+            row("a", Accepted),
+        ];
+        assert_eq!(last_good(&history, "c").as_deref(), Some("a"));
+        assert_eq!(last_good(&history, "a"), Some("c".into()));
+        assert_eq!(
+            last_good(&[row("b", Quarantined), row("b", Accepted)], "b"),
+            None
+        );
+    }
+}

@@ -173,15 +173,15 @@ impl Deployer {
     /// accepted version from the archive. A version that differs from the
     /// last accepted one is recorded as a deployment.
     async fn start_one(self: &Arc<Self>, c: Candidate) -> anyhow::Result<Option<Slot>> {
-        let last_sha = self
-            .store
-            .deployments(&c.name, 200)
-            .await?
-            .into_iter()
+        let history = self.store.deployments(&c.name, 200).await?;
+        let last_sha = history
+            .iter()
             .find(|d| d.result.is_live())
-            .and_then(|d| d.sha256);
+            .and_then(|d| d.sha256.clone());
         let file = c.file.clone();
         let (prepared, c) = self.prepare_off_path(c).await.map_err(anyhow::Error::msg)?;
+        let prepared = prepared.and_then(|p| keep_out_if_quarantined(p, &history, &c.sha256));
+        let fallback = super::quarantine::last_good(&history, &c.sha256);
         let mut row = self.row(&c.name, &file, Trigger::Startup);
         row.sha256 = Some(c.sha256.clone());
         let (prepared, c) = match prepared {
@@ -194,7 +194,7 @@ impl Deployer {
             }
             Err(reason) => {
                 self.reject(row, reason.clone(), Some(&c.fingerprint)).await;
-                match self.from_archive(c, last_sha, &reason).await? {
+                match self.from_archive(c, fallback, &reason).await? {
                     Some(v) => v,
                     None => return Ok(None),
                 }
@@ -259,5 +259,25 @@ impl Deployer {
         row.version = Some(slot.plugin.metadata().version.clone());
         row.compile_ms = Some(ms(*compile));
         self.record(&row).await;
+    }
+}
+
+/// A version quarantined since it was last deployed is not loaded at
+/// start (its file stays until it changes), unless it is an analytics
+/// plugin: the service needs one, and quarantine takes it out again if it
+/// still fails.
+fn keep_out_if_quarantined(
+    p: Prepared,
+    history: &[DeploymentRow],
+    sha256: &str,
+) -> Result<Prepared, String> {
+    match super::quarantine::quarantined_since_deployed(history, sha256) {
+        Some(why) if p.1.stage != PluginKind::Analytics => {
+            Deployer::drop_later(Some(Box::new(p.0)));
+            Err(format!(
+                "quarantined before this start ({why}); not loaded until its file changes"
+            ))
+        }
+        _ => Ok(p),
     }
 }
