@@ -262,3 +262,65 @@ async fn a_trapping_shadow_is_quarantined_and_the_live_version_runs_on() {
         (Some("0.0.1"), Some(false))
     );
 }
+
+/// `plugin backtest` over the stored events of a range.
+fn backtest(file: &std::path::Path, db_url: &str, range: (i64, i64), config: &str) -> Value {
+    let cfg = tempdir().join("config.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hxp-events"))
+        .args([
+            "plugin",
+            "backtest",
+            file.to_str().unwrap(),
+            "--database",
+            db_url,
+        ])
+        .args(["--from", &range.0.to_string(), "--to", &range.1.to_string()])
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Six events at 2500 ms, one per batch: the live rule (> 2000, 5
+/// occurrences) alerted once. A backtest of the live version over their
+/// range raises the same (empty difference); a version with one more rule,
+/// `slowish: latency > 2400`, raises exactly one more alert, for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn backtests_of_the_live_version_and_of_a_changed_one() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let from = chrono::Utc::now().timestamp_millis() - 1_000;
+    for _ in 0..6 {
+        send_latency(&svc, 2500).await;
+    }
+    let range = (from, chrono::Utc::now().timestamp_millis() + 60_000);
+    let file = dir.join("correlation.wasm");
+    let live = backtest(&file, &db_url, range, CONFIG);
+    assert_eq!(live["events"], 6, "{live:#}");
+    assert_eq!(live["alerts"], json!({"high_latency": 1}), "{live:#}");
+    assert_eq!(
+        live["recorded_alerts"],
+        json!({"high_latency": 1}),
+        "{live:#}"
+    );
+    assert_eq!(live["difference"], json!({}), "{live:#}");
+    let changed = CONFIG.replace(
+        "    - {name: high_latency, condition: latency > 2000, action: alert}\n",
+        "    - {name: high_latency, condition: latency > 2000, action: alert}\n    - {name: slowish, condition: latency > 2400, action: alert}\n",
+    );
+    let diff = backtest(&file, &db_url, range, &changed);
+    assert_eq!(
+        diff["alerts"],
+        json!({"high_latency": 1, "slowish": 1}),
+        "{diff:#}"
+    );
+    assert_eq!(diff["difference"], json!({"slowish": 1}), "{diff:#}");
+}

@@ -293,3 +293,43 @@ pub fn write_wit(dir: Option<&Path>) -> anyhow::Result<()> {
     eprintln!("wrote {}", path.display());
     Ok(())
 }
+
+/// Options of `plugin backtest`.
+pub struct BacktestOptions {
+    pub file: PathBuf,
+    pub database: String,
+    /// Milliseconds since the epoch: `[from, until)`.
+    pub from_ms: i64,
+    pub until_ms: i64,
+    pub config: Option<PathBuf>,
+    pub batch_size: usize,
+}
+
+/// Run a correlation plugin over a stored event-time range of a service's
+/// database (fresh, clock following the events); the report.
+pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::Result<Value> {
+    let clock = Clock::manual(opts.from_ms);
+    let mut plugin = load(
+        engine,
+        Source::File(&opts.file),
+        &clock,
+        opts.config.as_deref(),
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let store = crate::store::Store::connect(&opts.database, 2).await?;
+        let range = (opts.from_ms, opts.until_ms);
+        crate::pipeline::backtest::run(&store, &mut plugin, &clock, range, opts.batch_size).await
+    })?;
+    Ok(serde_json::to_value(report)?)
+}
+
+/// A time on the command line: RFC 3339, or milliseconds since the epoch.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("'{text}': not RFC 3339 or milliseconds ({e})"))
+}

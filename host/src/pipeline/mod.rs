@@ -22,6 +22,7 @@
 //! - [`replay`] at start, and [`recalc`] (batch analytics from the store)
 //!   on request.
 
+pub mod backtest;
 pub mod batcher;
 pub mod checkpoint;
 pub mod intake;

@@ -5,6 +5,24 @@ use super::{Store, now_ms};
 use sqlx::Row;
 
 impl Store {
+    /// Alerts recorded by the batches `first..=last`, counted per rule.
+    pub async fn alerts_per_rule_in_batches(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let rows = sqlx::query(
+            "SELECT rule, COUNT(*) FROM correlation_alerts WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY rule",
+        )
+        .bind(first as i64)
+        .bind(last as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u64)))
+            .collect()
+    }
+
     /// Recent alerts, newest first.
     pub async fn alerts(&self, since_ms: i64, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         let rows = sqlx::query(

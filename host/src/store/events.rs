@@ -169,6 +169,31 @@ impl Store {
         rows.iter().map(stored_event).collect()
     }
 
+    /// Events whose event time is in `[from_ms, until_ms)`, in (event time,
+    /// seq) order after `after` = (event time, seq), at most `limit`
+    /// (backtests read a range in event-time order, page by page).
+    pub async fn events_by_time(
+        &self,
+        from_ms: i64,
+        until_ms: i64,
+        after: (i64, u64),
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "{STORED_EVENT} WHERE e.event_time >= $1 AND e.event_time < $2 \
+             AND (e.event_time > $3 OR (e.event_time = $3 AND e.seq > $4)) \
+             ORDER BY e.event_time, e.seq LIMIT $5"
+        ))
+        .bind(from_ms)
+        .bind(until_ms)
+        .bind(after.0)
+        .bind(after.1 as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
     /// The watermark of the last stored batch (where a restart resumes).
     pub async fn last_watermark(&self) -> anyhow::Result<Option<i64>> {
         let v: Option<Option<i64>> =
