@@ -33,10 +33,17 @@ struct Seen {
     recent: VecDeque<Instant>,
 }
 
+/// Which instance of a plugin name a count is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Live,
+    Shadow,
+}
+
 /// Counts each running version's failures after every batch.
 pub struct Tracker {
     settings: Settings,
-    seen: BTreeMap<Arc<str>, Seen>,
+    seen: BTreeMap<(Arc<str>, Role), Seen>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
 }
 
@@ -60,7 +67,8 @@ impl Tracker {
             if stages.quarantined.contains(&slot.name) {
                 continue;
             }
-            if let Some(reason) = self.over_limit(slot.name.clone(), slot.plugin.as_ref(), now) {
+            let key = (slot.name.clone(), Role::Live);
+            if let Some(reason) = self.over_limit(key, slot.plugin.as_ref(), now) {
                 let (plugin, sha256) = (slot.name.to_string(), slot.plugin.sha256().to_string());
                 out.push(Notice {
                     plugin,
@@ -71,7 +79,7 @@ impl Tracker {
             }
         }
         for (name, shadow) in &stages.shadows {
-            let key: Arc<str> = Arc::from(format!("{name}#shadow"));
+            let key = (name.clone(), Role::Shadow);
             if let Some(reason) = self.over_limit(key, shadow.slot.plugin.as_ref(), now) {
                 let (plugin, sha256) = (name.to_string(), shadow.slot.plugin.sha256().to_string());
                 out.push(Notice {
@@ -90,7 +98,12 @@ impl Tracker {
 
     /// Count a plugin's new failures; why it must go, when it is over the
     /// limit.
-    fn over_limit(&mut self, key: Arc<str>, plugin: &dyn Stage, now: Instant) -> Option<String> {
+    fn over_limit(
+        &mut self,
+        key: (Arc<str>, Role),
+        plugin: &dyn Stage,
+        now: Instant,
+    ) -> Option<String> {
         let window = Duration::from_secs(self.settings.window_secs);
         let sha = plugin.sha256();
         // A version's counters start at zero when it is loaded.
@@ -101,11 +114,10 @@ impl Tracker {
         };
         if self.seen.get(&key).is_none_or(|s| s.sha256 != sha) {
             // A promoted shadow is the same instance: it keeps its count.
-            let shadow_key = format!("{key}#shadow");
-            let carried = self
-                .seen
-                .remove(shadow_key.as_str())
-                .filter(|s| s.sha256 == sha);
+            let shadow = (key.0.clone(), Role::Shadow);
+            let promoted =
+                key.1 == Role::Live && self.seen.get(&shadow).is_some_and(|s| s.sha256 == sha);
+            let carried = promoted.then(|| self.seen.remove(&shadow)).flatten();
             self.seen.insert(key.clone(), carried.unwrap_or_else(fresh));
         }
         let seen = self.seen.get_mut(&key)?;
@@ -128,15 +140,16 @@ impl Tracker {
 
     /// Stop calling what a notice names, and tell the deployer.
     fn take_out(&mut self, stages: &mut Stages, n: &Notice) {
+        let name: Arc<str> = Arc::from(n.plugin.as_str());
         if n.shadow {
-            self.seen.remove(format!("{}#shadow", n.plugin).as_str());
+            self.seen.remove(&(name, Role::Shadow));
             if let Some(s) = stages.shadows.remove(n.plugin.as_str()) {
                 let mut report = s.report.lock().unwrap_or_else(|e| e.into_inner());
                 report.ended = Some(format!("quarantined: {}", n.reason));
             }
         } else {
-            self.seen.remove(n.plugin.as_str());
-            stages.quarantined.insert(Arc::from(n.plugin.as_str()));
+            self.seen.remove(&(name.clone(), Role::Live));
+            stages.quarantined.insert(name);
         }
         tracing::error!(plugin = %n.plugin, shadow = n.shadow, sha256 = %n.sha256, "plugin quarantined: {}", n.reason);
         if let Some(tx) = &self.notices {

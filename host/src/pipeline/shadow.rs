@@ -176,27 +176,8 @@ pub(super) fn install(
     let Some(i) = stages.position(&name) else {
         return Err((format!("no plugin named {name} is live"), shadow));
     };
-    let live = &mut stages.slots[i].plugin;
-    if live.kind() != shadow.slot.plugin.kind() {
-        let msg = format!(
-            "{name} is a {} plugin; this file is a {} plugin",
-            live.kind(),
-            shadow.slot.plugin.kind()
-        );
-        return Err((msg, shadow));
-    }
-    let moved = live
-        .save_state()
-        .map_err(|e| format!("the live version could not save its state: {e}"))
-        .and_then(|(v, bytes)| {
-            let p = &mut shadow.slot.plugin;
-            p.load_state(v, &bytes).map_err(|e| {
-                format!("cannot load the live version's state (state version {v}): {e}")
-            })
-        });
-    if let Err(msg) = moved
-        && !shadow.slot.plugin.metadata().fresh_start_ok
-    {
+    let live = stages.slots[i].plugin.as_mut();
+    if let Err(msg) = super::swap::take_state(&name, live, shadow.slot.plugin.as_mut()) {
         return Err((msg, shadow));
     }
     Ok(stages.shadows.insert(name, *shadow).map(Box::new))
@@ -245,13 +226,18 @@ impl Default for ShadowReport {
     }
 }
 
-/// The keys of a batch's alerts: (name, subject) → evidence.
+/// A batch's alerts by (name, subject).
 fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), &types::Finding> {
     findings
         .iter()
         .filter(|f| f.alert)
         .map(|f| ((f.name.as_str(), f.subject.as_str()), f))
         .collect()
+}
+
+/// What makes two action requests the same one.
+fn action_key(a: &types::ActionRequest) -> (&str, &str, &str) {
+    (&a.rule, &a.action, &a.target)
 }
 
 impl ShadowReport {
@@ -315,7 +301,6 @@ impl ShadowReport {
         live: &[types::ActionRequest],
         shadow: &[types::ActionRequest],
     ) -> Vec<Disagreement> {
-        let key = |a: &types::ActionRequest| (a.rule.clone(), a.action.clone(), a.target.clone());
         let mut found = Vec::new();
         for (only, other, kind) in [
             (live, shadow, Disagreement::ActionOnlyLive),
@@ -323,7 +308,7 @@ impl ShadowReport {
         ] {
             for a in only
                 .iter()
-                .filter(|a| !other.iter().any(|o| key(o) == key(a)))
+                .filter(|a| !other.iter().any(|o| action_key(o) == action_key(a)))
             {
                 self.note(kind, &a.rule, || Example {
                     kind,

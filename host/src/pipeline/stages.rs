@@ -201,11 +201,7 @@ impl Stages {
         &mut self,
         kind: PluginKind,
     ) -> impl Iterator<Item = &mut Box<dyn Stage>> {
-        let quarantined = &self.quarantined;
-        self.slots
-            .iter_mut()
-            .filter(move |s| s.plugin.kind() == kind && !quarantined.contains(&s.name))
-            .map(|s| &mut s.plugin)
+        live_slots(&mut self.slots, &self.quarantined, kind).map(|s| &mut s.plugin)
     }
 
     pub(super) fn has(&self, kind: PluginKind) -> bool {
@@ -277,11 +273,7 @@ impl Stages {
         ns: &mut u64,
     ) -> Option<types::WindowSnapshot> {
         let mut snapshot = None;
-        let quarantined = &self.quarantined;
-        let live = |s: &&mut Slot| {
-            s.plugin.kind() == PluginKind::Analytics && !quarantined.contains(&s.name)
-        };
-        for slot in self.slots.iter_mut().filter(live) {
+        for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Analytics) {
             let s = timed(metrics, slot.plugin.as_mut(), "process", ns, |a| {
                 a.analytics_process(batch)
                     .and_then(|_| a.analytics_snapshot())
@@ -304,11 +296,7 @@ impl Stages {
         ns: &mut u64,
     ) -> Option<types::CorrelationResult> {
         let mut all: Option<types::CorrelationResult> = None;
-        let quarantined = &self.quarantined;
-        let live = |s: &&mut Slot| {
-            s.plugin.kind() == PluginKind::Correlation && !quarantined.contains(&s.name)
-        };
-        for slot in self.slots.iter_mut().filter(live) {
+        for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Correlation) {
             let Some(r) = timed(metrics, slot.plugin.as_mut(), "process", ns, |c| {
                 c.correlation_process(batch)
             }) else {
@@ -338,11 +326,7 @@ impl Stages {
         ns: &mut u64,
     ) -> Vec<ActionRequest> {
         let mut actions = Vec::new();
-        let quarantined = &self.quarantined;
-        let live = |s: &&mut Slot| {
-            s.plugin.kind() == PluginKind::Responses && !quarantined.contains(&s.name)
-        };
-        for slot in self.slots.iter_mut().filter(live) {
+        for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Responses) {
             let Some(a) = timed(metrics, slot.plugin.as_mut(), "decide", ns, |r| {
                 r.responses_decide(input)
             }) else {
@@ -368,6 +352,19 @@ impl Stages {
             }
         }
     }
+}
+
+/// The slots of one stage, in order, without quarantined ones. (A
+/// function of the fields, so that a loop over them can reach the
+/// shadows too.)
+fn live_slots<'a>(
+    slots: &'a mut [Slot],
+    quarantined: &'a std::collections::BTreeSet<Arc<str>>,
+    kind: PluginKind,
+) -> impl Iterator<Item = &'a mut Slot> {
+    slots
+        .iter_mut()
+        .filter(move |s| s.plugin.kind() == kind && !quarantined.contains(&s.name))
 }
 
 /// One plugin call, timed once: its histogram, the stage's nanoseconds,

@@ -4,7 +4,7 @@
 //! unless it declared `fresh-start-ok`.
 
 use super::shadow::{self, Shadow};
-use super::stages::{Slot, Stages};
+use super::stages::{Slot, Stage, Stages};
 use crate::telemetry::Metrics;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -126,6 +126,36 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
     }
 }
 
+/// `to` takes over `from`'s state, saved now (save-state → load-state):
+/// `Ok(None)`; `Ok(Some(why))` when it cannot read it and may start fresh;
+/// `Err(why)` when it may not, or is of another kind.
+pub(super) fn take_state(
+    name: &str,
+    from: &mut dyn Stage,
+    to: &mut dyn Stage,
+) -> Result<Option<String>, String> {
+    if from.kind() != to.kind() {
+        return Err(format!(
+            "{name} is running as a {} plugin; this file is a {} plugin",
+            from.kind(),
+            to.kind()
+        ));
+    }
+    let moved = from
+        .save_state()
+        .map_err(|e| format!("the running version could not save its state: {e}"))
+        .and_then(|(v, bytes)| {
+            to.load_state(v, &bytes).map_err(|e| {
+                format!("cannot load the running version's state (state version {v}): {e}")
+            })
+        });
+    match moved {
+        Ok(()) => Ok(None),
+        Err(msg) if to.metadata().fresh_start_ok => Ok(Some(msg)),
+        Err(msg) => Err(msg),
+    }
+}
+
 /// The fresh-start reason (if the new version starts fresh) and the
 /// replaced slot; or why not, with the slot handed back.
 type Installed = (Option<String>, Option<Box<Slot>>);
@@ -135,30 +165,10 @@ fn install(stages: &mut Stages, mut slot: Box<Slot>) -> Result<Installed, (Strin
     let mut fresh_start = None;
     let pos = stages.position(&slot.name);
     if let Some(i) = pos {
-        let old = &mut stages.slots[i].plugin;
-        if old.kind() != slot.plugin.kind() {
-            let msg = format!(
-                "{} is running as a {} plugin; this file is a {} plugin",
-                slot.name,
-                old.kind(),
-                slot.plugin.kind()
-            );
-            return Err((msg, slot));
-        }
-        // The state moves across: the old version's, saved now.
-        let moved = old
-            .save_state()
-            .map_err(|e| format!("the running version could not save its state: {e}"))
-            .and_then(|(v, bytes)| {
-                slot.plugin.load_state(v, &bytes).map_err(|e| {
-                    format!("cannot load the running version's state (state version {v}): {e}")
-                })
-            });
-        if let Err(msg) = moved {
-            if !slot.plugin.metadata().fresh_start_ok {
-                return Err((msg, slot));
-            }
-            fresh_start = Some(msg);
+        let old = stages.slots[i].plugin.as_mut();
+        match take_state(&slot.name, old, slot.plugin.as_mut()) {
+            Ok(fresh) => fresh_start = fresh,
+            Err(msg) => return Err((msg, slot)),
         }
     }
     // A new version of a quarantined plugin runs again.
