@@ -1,6 +1,7 @@
 //! The deployment history: every attempt counted, logged and stored.
 
-use super::Deployer;
+use super::prepare::Prepared;
+use super::{Deployer, Running, ms};
 use crate::store::{DeploymentResult, DeploymentRow, Trigger, now_ms};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,16 @@ impl Deployer {
             compile_ms: None,
             pause_us: None,
             actor: None,
+        }
+    }
+
+    /// A row about what runs (or ran) under `name`: its file, hash and
+    /// stage.
+    pub(super) fn row_for(&self, name: &str, r: &Running, cause: Trigger) -> DeploymentRow {
+        DeploymentRow {
+            sha256: Some(r.sha256.clone()),
+            stage: Some(r.stage.to_string()),
+            ..self.row(name, &r.file, cause)
         }
     }
 
@@ -63,4 +74,11 @@ impl Deployer {
         self.record(&row).await;
         row
     }
+}
+
+/// What a prepared candidate puts in its row: stage, version, compile time.
+pub(super) fn describe_prepared(row: &mut DeploymentRow, (slot, running, compile): &Prepared) {
+    row.stage = Some(running.stage.to_string());
+    row.version = Some(slot.plugin.metadata().version.clone());
+    row.compile_ms = Some(ms(*compile));
 }

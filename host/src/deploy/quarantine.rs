@@ -2,7 +2,7 @@
 //! calling a version that failed too often; here it is recorded, then
 //! rolled back to the previous version, or unloaded when there is none.
 
-use super::Deployer;
+use super::{Deployer, Running};
 use crate::pipeline::quarantine::Notice;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::sync::Arc;
@@ -19,54 +19,43 @@ impl Deployer {
         });
     }
 
-    /// Record the quarantine, then roll back or unload. The rows written.
-    pub(super) async fn quarantine(self: &Arc<Self>, n: Notice) -> Vec<DeploymentRow> {
+    /// Record the quarantine, then roll back or unload.
+    pub(super) async fn quarantine(self: &Arc<Self>, n: Notice) {
         // Checked and acted on under one hold of `serial`: a version
         // deployed meanwhile is not the one taken out.
         let _serial = self.serial.lock().await;
         if n.shadow {
             self.shadow_quarantined(&n.plugin, &n.sha256, n.reason)
                 .await;
-            return Vec::new();
+            return;
         }
         let Some(current) = self.running().get(&n.plugin).cloned() else {
-            return Vec::new();
+            return;
         };
         if current.sha256 != n.sha256 {
             // Replaced since: the new version has its own count.
-            return Vec::new();
+            return;
         }
-        let mut row = self.row(&n.plugin, &current.file, Trigger::Quarantine);
+        let mut row = self.row_for(&n.plugin, &current, Trigger::Quarantine);
         row.result = DeploymentResult::Quarantined;
         row.reason = n.reason;
-        row.sha256 = Some(current.sha256.clone());
-        row.stage = Some(current.stage.to_string());
         self.record(&row).await;
-        self.quarantined().insert(n.plugin.clone(), row.clone());
-        let next = match self.rollback_locked(&n.plugin, Trigger::Quarantine).await {
-            Ok(rolled_back) => rolled_back,
-            Err(why) => self.unload_quarantined(&n.plugin, why.to_string()).await,
-        };
-        vec![row, next]
+        self.quarantined().insert(n.plugin.clone(), row);
+        if let Err(why) = self.rollback_locked(&n.plugin, Trigger::Quarantine).await {
+            self.unload_quarantined(&n.plugin, &current, why.to_string())
+                .await;
+        }
     }
 
     /// Unload a quarantined version with nothing to roll back to (the
     /// caller holds `serial`). Its file stays, marked as rejected until it
     /// changes (the watcher does not load it again).
-    async fn unload_quarantined(&self, name: &str, why: String) -> DeploymentRow {
-        let Some(current) = self.running().get(name).cloned() else {
-            let mut row = self.row(name, std::path::Path::new(""), Trigger::Quarantine);
-            row.reason = format!("already unloaded ({why})");
-            return row;
-        };
+    async fn unload_quarantined(&self, name: &str, current: &Running, why: String) {
         let mut row = self.row(name, &current.file, Trigger::Quarantine);
         row.reason = format!("quarantined and unloaded: {why}");
         let row = self.unload(row).await;
-        self.rejected().insert(
-            current.file.clone(),
-            (current.fingerprint.clone(), row.clone()),
-        );
-        row
+        let refused = (current.fingerprint.clone(), row);
+        self.rejected().insert(current.file.clone(), refused);
     }
 }
 

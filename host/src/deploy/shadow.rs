@@ -3,8 +3,9 @@
 //! until it is promoted to live (its file written as an upload's is) or
 //! dropped. Shadows live in memory: a restart ends them.
 
+use super::history::describe_prepared;
 use super::upload::{Staged, Upload, UploadError};
-use super::{DeployError, Deployer, Running, ms};
+use super::{DeployError, Deployer, Running};
 use crate::pipeline::shadow::{Shadow, ShadowReport};
 use crate::pipeline::{Control, Swapped};
 use crate::store::{DeploymentResult, DeploymentRow, Trigger, now_ms};
@@ -20,6 +21,16 @@ pub(super) struct ShadowEntry {
     manifest_text: String,
 }
 
+impl ShadowEntry {
+    /// The report as it is now.
+    fn report(&self) -> ShadowReport {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 impl Deployer {
     /// Check a candidate and start it in the shadow of the live plugin of
     /// its name, from that plugin's state.
@@ -31,25 +42,18 @@ impl Deployer {
         row.sha256 = Some(c.sha256.clone());
         if !self.running().contains_key(&c.name) {
             let reason = format!("a shadow needs a live plugin named {}", c.name);
-            return Err(UploadError::Rejected(Box::new(
-                self.reject(row, reason, None).await,
-            )));
+            return Err(self.refuse(row, reason).await);
         }
         let (prepared, c) = self
             .prepare_off_path(c)
             .await
             .map_err(UploadError::Internal)?;
-        let (slot, running, compile) = match prepared {
+        let prepared = match prepared {
             Ok(p) => p,
-            Err(reason) => {
-                return Err(UploadError::Rejected(Box::new(
-                    self.reject(row, reason, None).await,
-                )));
-            }
+            Err(reason) => return Err(self.refuse(row, reason).await),
         };
-        row.stage = Some(running.stage.to_string());
-        row.version = Some(slot.plugin.metadata().version.clone());
-        row.compile_ms = Some(ms(compile));
+        describe_prepared(&mut row, &prepared);
+        let (slot, running, _) = prepared;
         let report = Arc::new(Mutex::new(ShadowReport {
             plugin: c.name.clone(),
             version: slot.plugin.metadata().version.clone(),
@@ -71,9 +75,7 @@ impl Deployer {
             Ok(replaced) => Self::drop_later(replaced.map(|s| Box::new(s.slot))),
             Err((reason, shadow)) => {
                 Self::drop_later(Some(Box::new(shadow.slot)));
-                return Err(UploadError::Rejected(Box::new(
-                    self.reject(row, reason, None).await,
-                )));
+                return Err(self.refuse(row, reason).await);
             }
         }
         let entry = ShadowEntry {
@@ -89,25 +91,19 @@ impl Deployer {
         Ok(row)
     }
 
+    /// A refused shadow, recorded.
+    async fn refuse(&self, row: DeploymentRow, reason: String) -> UploadError {
+        UploadError::Rejected(Box::new(self.reject(row, reason, None).await))
+    }
+
     /// The report of a plugin's shadow.
     pub fn shadow_report(&self, name: &str) -> Option<ShadowReport> {
-        let shadows = self.shadows();
-        let entry = shadows.get(name)?;
-        let report = entry
-            .report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Some(report)
+        self.shadows().get(name).map(ShadowEntry::report)
     }
 
     /// The reports of every running shadow.
     pub fn shadow_reports(&self) -> Vec<ShadowReport> {
-        let shadows = self.shadows();
-        let reports = shadows
-            .values()
-            .map(|e| e.report.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        reports.collect()
+        self.shadows().values().map(ShadowEntry::report).collect()
     }
 
     /// Make a plugin's shadow its live version, with the shadow's state;
@@ -144,16 +140,10 @@ impl Deployer {
             tracing::warn!(plugin = %name, "promoted, but writing its file failed: {e}");
         }
         self.archive(&entry.running.sha256, &entry.bytes);
-        let report = entry
-            .report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut row = self.row(name, &file, Trigger::Api);
+        let report = entry.report();
+        let mut row = self.row_for(name, &entry.running, Trigger::Api);
         row.actor = Some(actor);
         row.result = DeploymentResult::Promoted;
-        row.sha256 = Some(entry.running.sha256.clone());
-        row.stage = Some(entry.running.stage.to_string());
         row.version = Some(report.version.clone());
         row.after_seq = Some(swapped.after_seq as i64);
         row.pause_us = Some(swapped.pause.as_micros() as i64);
@@ -187,15 +177,10 @@ impl Deployer {
         {
             Self::drop_later(Some(Box::new(s.slot)));
         }
-        let report = entry
-            .report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut row = self.row(name, &entry.running.file, Trigger::Api);
+        let report = entry.report();
+        let mut row = self.row_for(name, &entry.running, Trigger::Api);
         row.actor = Some(actor);
         row.result = DeploymentResult::ShadowDropped;
-        row.sha256 = Some(entry.running.sha256.clone());
         row.version = Some(report.version.clone());
         row.reason = format!("shadow stopped: {}", summary(&report));
         self.record(&row).await;
@@ -204,17 +189,17 @@ impl Deployer {
 
     /// A shadow the processor took out for failing: recorded, forgotten.
     pub(super) async fn shadow_quarantined(&self, name: &str, sha256: &str, reason: String) {
-        // A shadow deployed since has its own count.
-        let current = self.shadows().get(name).map(|e| e.running.sha256.clone());
-        if current.as_deref() != Some(sha256) {
-            return;
-        }
-        let Some(entry) = self.shadows().remove(name) else {
-            return;
+        let entry = {
+            let mut shadows = self.shadows();
+            // A shadow deployed since has its own count.
+            if shadows.get(name).is_none_or(|e| e.running.sha256 != sha256) {
+                return;
+            }
+            shadows.remove(name)
         };
-        let mut row = self.row(name, &entry.running.file, Trigger::Quarantine);
+        let Some(entry) = entry else { return };
+        let mut row = self.row_for(name, &entry.running, Trigger::Quarantine);
         row.result = DeploymentResult::Quarantined;
-        row.sha256 = Some(entry.running.sha256.clone());
         row.reason = format!("shadow: {reason}");
         self.record(&row).await;
     }

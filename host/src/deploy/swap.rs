@@ -2,9 +2,10 @@
 //! path, hand it to the processor (which swaps it in between batches), or
 //! unload one; and the plugins to start with.
 
+use super::Deployer;
 use super::candidate::{Candidate, plugin_files, read_candidate, sha256_hex};
+use super::history::describe_prepared;
 use super::prepare::Prepared;
-use super::{Deployer, ms};
 use crate::pipeline::{Control, Slot, Swapped};
 use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
@@ -51,13 +52,12 @@ impl Deployer {
             sha256: Some(c.sha256.clone()),
             ..row
         };
-        let (slot, running, compile) = match prepared {
+        let prepared = match prepared {
             Ok(p) => p,
             Err(reason) => return self.reject(row, reason, Some(&c.fingerprint)).await,
         };
-        row.stage = Some(running.stage.to_string());
-        row.version = Some(slot.plugin.metadata().version.clone());
-        row.compile_ms = Some(ms(compile));
+        describe_prepared(&mut row, &prepared);
+        let (slot, running, _) = prepared;
         let replaced = self.running().get(&c.name).map(|r| r.sha256.clone());
         let swapped = match self.install(slot).await {
             Ok(s) => s,
@@ -253,11 +253,8 @@ impl Deployer {
 
     /// Record a version accepted at startup.
     async fn record_accepted(&self, mut row: DeploymentRow, p: &Prepared) {
-        let (slot, running, compile) = p;
         row.result = DeploymentResult::Accepted;
-        row.stage = Some(running.stage.to_string());
-        row.version = Some(slot.plugin.metadata().version.clone());
-        row.compile_ms = Some(ms(*compile));
+        describe_prepared(&mut row, p);
         self.record(&row).await;
     }
 }
