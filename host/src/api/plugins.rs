@@ -121,7 +121,7 @@ pub(super) async fn rollback(
             deployment,
         })),
         Err(e) => Err(ApiError::new(
-            rollback_status(&e),
+            deploy_status(&e),
             "rollback_failed",
             e.to_string(),
         )),
@@ -134,11 +134,11 @@ fn deployed(
     code: &'static str,
 ) -> ApiResult<Json<DeployView>> {
     r.map(|deployment| Json(DeployView { deployment }))
-        .map_err(|e| ApiError::new(rollback_status(&e), code, e.to_string()))
+        .map_err(|e| ApiError::new(deploy_status(&e), code, e.to_string()))
 }
 
-/// The status of each way a deployment change fails.
-fn rollback_status(e: &DeployError) -> StatusCode {
+/// The status of each way a deployment change (rollback, removal, promotion) fails.
+fn deploy_status(e: &DeployError) -> StatusCode {
     match e {
         DeployError::NotLoaded(_) => StatusCode::NOT_FOUND,
         DeployError::NoEarlierVersion(_) | DeployError::NotArchived(_) => StatusCode::CONFLICT,

@@ -98,7 +98,7 @@ enum PluginCommand {
     New {
         name: String,
         #[arg(long, value_enum)]
-        stage: StageArg,
+        stage: crate::plugin::PluginKind,
         #[arg(long, value_enum, default_value = "rust")]
         lang: scaffold::Lang,
         /// Where to create it (default: ./NAME); must be empty or absent.
@@ -153,7 +153,7 @@ struct DeployArgs {
     name: Option<String>,
     /// Manifest keys (see the README's plugin manifest).
     #[arg(long, value_enum)]
-    stage: Option<StageArg>,
+    stage: Option<crate::plugin::PluginKind>,
     #[arg(long)]
     order: Option<i32>,
     #[arg(long)]
@@ -169,24 +169,6 @@ struct DeployArgs {
     /// nothing; GET /plugins/NAME/shadow reports what it would have done).
     #[arg(long)]
     shadow: bool,
-}
-
-/// A plugin stage on the command line.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StageArg {
-    Analytics,
-    Correlation,
-    Responses,
-}
-
-impl From<StageArg> for crate::plugin::PluginKind {
-    fn from(s: StageArg) -> Self {
-        match s {
-            StageArg::Analytics => Self::Analytics,
-            StageArg::Correlation => Self::Correlation,
-            StageArg::Responses => Self::Responses,
-        }
-    }
 }
 
 /// Parse the command line and run it; the process exit code.
@@ -274,7 +256,7 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         } => {
             let opts = scaffold::NewOptions {
                 name,
-                stage: stage.into(),
+                stage,
                 lang,
                 dir,
             };
@@ -339,7 +321,7 @@ fn deploy_command(args: DeployArgs) -> anyhow::Result<()> {
         ca,
         shadow,
     } = args;
-    let stage = stage.map(|s| crate::plugin::PluginKind::from(s).as_str().to_string());
+    let stage = stage.map(|s| s.as_str().to_string());
     let manifest = [
         ("stage", stage),
         ("order", order.map(|o| o.to_string())),

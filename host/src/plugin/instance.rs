@@ -232,12 +232,12 @@ impl Plugin {
         self.limits
     }
 
-    /// Counters, with the percentile of the recent calls filled in.
     /// Traps, timeouts and memory-limit hits so far.
     pub fn failures(&self) -> u64 {
         self.stats.traps + self.stats.timeouts + self.stats.memory_limits
     }
 
+    /// Counters, with the percentile of the recent calls filled in.
     pub fn stats(&self) -> CallStats {
         CallStats {
             p99_call_ms: self.recent.p99_ms(),

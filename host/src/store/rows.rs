@@ -218,7 +218,7 @@ pub struct DeploymentRow {
     pub sha256: Option<String>,
     pub version: Option<String>,
     /// accepted | rejected | unloaded | reconfigured | rolled_back |
-    /// quarantined
+    /// quarantined | shadow | promoted | shadow_dropped
     pub result: DeploymentResult,
     pub reason: String,
     /// startup | watch | reload | rollback | config | api | quarantine
