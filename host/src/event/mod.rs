@@ -17,7 +17,7 @@ pub mod typed;
 pub use ids::{derived_id, processing_id, seq_of_processing_id};
 pub use parse::{Acceptance, Defaults, parse, parse_with, validate};
 pub use schema::{SCHEMAS, data_schema};
-pub use typed::{consumer_key, typed};
+pub use typed::{consumer_key, typed, typed_from_text};
 
 use hxp_plugin_sdk::{Event, EventKind};
 

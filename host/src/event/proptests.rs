@@ -124,6 +124,11 @@ fn check_ok(
         &ev.typed,
         &expected_typed(ev.kind, &data, id.as_u128(), ev.time_ms)
     );
+    // Read back from the stored text (replay, backtests): the same.
+    prop_assert_eq!(
+        &ev.typed,
+        &super::typed_from_text(ev.kind, &ev.data, id.as_u128(), ev.time_ms)
+    );
     Ok(())
 }
 
