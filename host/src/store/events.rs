@@ -171,7 +171,10 @@ impl Store {
 
     /// Events whose event time is in `[from_ms, until_ms)`, in (event time,
     /// seq) order after `after` = (event time, seq), at most `limit`
-    /// (backtests read a range in event-time order, page by page).
+    /// (backtests read a range in event-time order, page by page). The
+    /// page's start is also a plain bound on `event_time`, so the index
+    /// scan begins there rather than at the range's start (with only the
+    /// OR, every page scanned all the pages before it again).
     pub async fn events_by_time(
         &self,
         from_ms: i64,
@@ -181,7 +184,7 @@ impl Store {
     ) -> anyhow::Result<Vec<StoredEvent>> {
         let rows = sqlx::query(&format!(
             "{STORED_EVENT} WHERE e.event_time >= $1 AND e.event_time < $2 \
-             AND (e.event_time > $3 OR (e.event_time = $3 AND e.seq > $4)) \
+             AND e.event_time >= $3 AND (e.event_time > $3 OR e.seq > $4) \
              ORDER BY e.event_time, e.seq LIMIT $5"
         ))
         .bind(from_ms)

@@ -15,6 +15,7 @@ mod migrations;
 mod plugins;
 pub mod retention;
 mod rows;
+mod scan;
 
 pub use rows::{
     ActionRow, ActionUpdate, AlertRow, BatchRow, BatchWrite, DeploymentResult, DeploymentRow,
@@ -39,7 +40,8 @@ pub struct Store {
     /// Writes (for SQLite, one dedicated connection).
     writer: AnyPool,
     backend: Backend,
-    /// The SQLite write-ahead log file.
+    /// The SQLite file, and its write-ahead log.
+    path: Option<std::path::PathBuf>,
     wal: Option<std::path::PathBuf>,
 }
 
@@ -67,13 +69,14 @@ impl Store {
         } else {
             Backend::Postgres
         };
-        let (url, wal) = match backend {
+        let (url, path, wal) = match backend {
             Backend::Sqlite => {
                 let path = sqlite_path(url)?;
                 let wal = std::path::PathBuf::from(format!("{path}-wal"));
-                (format!("sqlite://{path}?mode=rwc"), Some(wal))
+                let url = format!("sqlite://{path}?mode=rwc");
+                (url, Some(std::path::PathBuf::from(path)), Some(wal))
             }
-            Backend::Postgres => (url.to_string(), None),
+            Backend::Postgres => (url.to_string(), None, None),
         };
         let connect = |max: u32| {
             let opts = AnyPoolOptions::new()
@@ -124,6 +127,7 @@ impl Store {
             pool,
             writer,
             backend,
+            path,
             wal,
         };
         store.migrate().await?;

@@ -253,9 +253,7 @@ impl StoredEvent {
     /// this version does not know).
     pub fn typed(&self) -> Option<hxp_plugin_sdk::Event> {
         let kind = hxp_plugin_sdk::EventKind::parse(&self.event_type)?;
-        let data: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&self.data).unwrap_or_default();
-        let mut e = crate::event::typed(kind, &data, self.event_id, self.event_time);
+        let mut e = crate::event::typed_from_text(kind, &self.data, self.event_id, self.event_time);
         e.seq = self.seq;
         Some(e)
     }
