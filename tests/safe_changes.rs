@@ -19,6 +19,13 @@ plugin_config:
     pattern_detection_enabled: false
     correlation_rules:
       - {name: high_latency, condition: latency > 1000, action: alert}
+  slowish:
+    pattern_detection_enabled: false
+    correlation_rules:
+      - {name: high_latency, condition: latency > 2000, action: alert}
+      - {name: slowish, condition: latency > 2400, action: alert}
+  spin:
+    mode: loop
 ";
 
 async fn admin(method: reqwest::Method, svc: &Service, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -312,9 +319,10 @@ async fn backtests_of_the_live_version_and_of_a_changed_one() {
         "{live:#}"
     );
     assert_eq!(live["difference"], json!({}), "{live:#}");
-    let changed = CONFIG.replace(
+    let changed = CONFIG.replacen(
         "    - {name: high_latency, condition: latency > 2000, action: alert}\n",
         "    - {name: high_latency, condition: latency > 2000, action: alert}\n    - {name: slowish, condition: latency > 2400, action: alert}\n",
+        1,
     );
     let diff = backtest(&file, &db_url, range, &changed);
     assert_eq!(
@@ -323,4 +331,131 @@ async fn backtests_of_the_live_version_and_of_a_changed_one() {
         "{diff:#}"
     );
     assert_eq!(diff["difference"], json!({"slowish": 1}), "{diff:#}");
+}
+
+/// POST /plugins/backtest with `query`; the answer, still streaming.
+async fn start_backtest(svc: &Service, query: &str, wasm: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(svc.url(&format!("/plugins/backtest?{query}")))
+        .bearer_auth(TOKEN)
+        .body(wasm)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The next NDJSON line of a streaming answer (`None` at its end).
+async fn next_line(resp: &mut reqwest::Response, buf: &mut Vec<u8>) -> Option<Value> {
+    loop {
+        if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            return Some(serde_json::from_slice(&line).unwrap());
+        }
+        buf.extend_from_slice(&resp.chunk().await.unwrap()?);
+    }
+}
+
+/// The same backtests as above through the API: progress first, then
+/// the report, for the live version (no difference) and for a version
+/// configured with one more rule (exactly that rule's alert).
+#[tokio::test(flavor = "multi_thread")]
+async fn backtests_over_the_api_stream_progress_then_the_report() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let from = chrono::Utc::now().timestamp_millis() - 1_000;
+    for _ in 0..6 {
+        send_latency(&svc, 2500).await;
+    }
+    let to = chrono::Utc::now().timestamp_millis() + 60_000;
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let range = format!("from={from}&to={to}");
+    for (config, difference) in [
+        ("", json!({})),
+        ("&config=plugin_config.slowish", json!({"slowish": 1})),
+    ] {
+        let mut resp = start_backtest(&svc, &format!("{range}{config}"), wasm.clone()).await;
+        assert_eq!(resp.status(), 200);
+        let mut buf = Vec::new();
+        let first = next_line(&mut resp, &mut buf).await.unwrap();
+        assert!(first["progress"]["events"].is_u64(), "{first}");
+        let mut last = first;
+        while let Some(line) = next_line(&mut resp, &mut buf).await {
+            last = line;
+        }
+        let report = &last["report"];
+        assert_eq!(report["events"], 6, "{last:#}");
+        assert_eq!(
+            report["recorded_alerts"],
+            json!({"high_latency": 1}),
+            "{last:#}"
+        );
+        assert_eq!(report["difference"], difference, "{last:#}");
+    }
+    // Not a correlation plugin; an empty range; no token.
+    let analytics = std::fs::read(dir.join("analytics.wasm")).unwrap();
+    let resp = start_backtest(&svc, &range, analytics).await;
+    assert_eq!(resp.status(), 422);
+    let resp = start_backtest(&svc, &format!("from={to}&to={from}"), wasm.clone()).await;
+    assert_eq!(resp.status(), 400);
+    let resp = reqwest::Client::new()
+        .post(svc.url(&format!("/plugins/backtest?{range}")))
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+/// A long backtest (a candidate that spins until its deadline, 1 s, on
+/// every batch of one event: ten failed batches, ten seconds, before it
+/// gives up) answers 409 to a second one while it runs; closing its
+/// connection cancels it within a call, and the next one then starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_the_connection_cancels_a_backtest() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let from = chrono::Utc::now().timestamp_millis() - 1_000;
+    let events: Vec<Value> = (0..2_000)
+        .map(|_| json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": 5}}))
+        .collect();
+    let (status, body) = post(&svc.url("/events"), &json!(events)).await;
+    assert_eq!(status, 200, "{body}");
+    let to = chrono::Utc::now().timestamp_millis() + 60_000;
+    let range = format!("from={from}&to={to}");
+    let hostile = wasm_bytes("hostile_guest");
+    let query = format!("{range}&config=plugin_config.spin&batch_size=1");
+    let mut resp = start_backtest(&svc, &query, hostile).await;
+    assert_eq!(resp.status(), 200);
+    let mut buf = Vec::new();
+    // Two progress lines: it runs, and slowly.
+    for _ in 0..2 {
+        let line = next_line(&mut resp, &mut buf).await.unwrap();
+        let done = line["progress"]["events"].as_u64().expect("progress");
+        assert!(done < 2_000, "{line}");
+    }
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let again = start_backtest(&svc, &range, wasm.clone()).await;
+    assert_eq!(again.status(), 409);
+    drop(resp);
+    let started = std::time::Instant::now();
+    let mut next = start_backtest(&svc, &range, wasm.clone()).await;
+    while next.status() == 409 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the cancelled backtest still holds its place"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        next = start_backtest(&svc, &range, wasm.clone()).await;
+    }
+    assert_eq!(next.status(), 200);
+    let mut buf = Vec::new();
+    let mut last = Value::Null;
+    while let Some(line) = next_line(&mut next, &mut buf).await {
+        last = line;
+    }
+    assert_eq!(last["report"]["events"], 2_000, "{last:#}");
 }

@@ -4,6 +4,7 @@
 //! document served at GET /openapi.json (`openapi`).
 
 mod analytics;
+mod backtest;
 mod correlations;
 mod error;
 mod extract;
@@ -82,6 +83,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/plugins", get(plugins::plugins))
         .route("/plugins/reload", post(plugins::reload))
         .route(
+            "/plugins/backtest",
+            post(backtest::backtest)
+                .layer(DefaultBodyLimit::max(state.config.plugins.max_upload_bytes)),
+        )
+        .route(
             "/plugins/{name}",
             put(plugins::deploy)
                 .delete(plugins::remove)
@@ -121,7 +127,9 @@ async fn read_body_first(
     // Plugin uploads are components, larger than any batch of events; only
     // an admin may make the service hold one in memory. Anyone else's body
     // is read and dropped, so the client hears why (not a broken pipe).
-    let upload = parts.method == Method::PUT && parts.uri.path().starts_with("/plugins/");
+    let path = parts.uri.path();
+    let upload = (parts.method == Method::PUT && path.starts_with("/plugins/"))
+        || (parts.method == Method::POST && path == "/plugins/backtest");
     let limit = if upload {
         if let Err(e) = require_admin(&state, &parts.headers) {
             drain(body, state.config.plugins.max_upload_bytes).await;

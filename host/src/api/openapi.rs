@@ -2,7 +2,7 @@
 //! `#[utoipa::path]` annotations and the view types; served at
 //! GET /openapi.json.
 
-use super::{analytics, correlations, health, ingest, plugins, processing, responses};
+use super::{analytics, backtest, correlations, health, ingest, plugins, processing, responses};
 use axum::Json;
 use std::sync::OnceLock;
 use utoipa::OpenApi;
@@ -40,6 +40,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         plugins::shadow,
         plugins::promote,
         plugins::drop_shadow,
+        backtest::backtest,
     ),
     components(schemas(super::ErrorBody)),
     modifiers(&AdminToken),

@@ -114,10 +114,10 @@ enum PluginCommand {
         #[arg(long, env = "DATABASE_URL")]
         database: String,
         /// Start of the range (RFC 3339 or ms), inclusive.
-        #[arg(long, value_parser = plugin::parse_time)]
+        #[arg(long, value_parser = crate::util::time::parse_time)]
         from: i64,
         /// End of the range (RFC 3339 or ms), exclusive.
-        #[arg(long, value_parser = plugin::parse_time)]
+        #[arg(long, value_parser = crate::util::time::parse_time)]
         to: i64,
         /// Service config (YAML); the plugin gets its section of it.
         #[arg(long)]

@@ -309,7 +309,7 @@ pub struct BacktestOptions {
 /// database (fresh, clock following the events); the report.
 pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::Result<Value> {
     let clock = Clock::manual(opts.from_ms);
-    let mut plugin = load(
+    let plugin = load(
         engine,
         Source::File(&opts.file),
         &clock,
@@ -319,17 +319,13 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect(&opts.database, 2).await?;
         let range = (opts.from_ms, opts.until_ms);
-        crate::pipeline::backtest::run(&store, &mut plugin, &clock, range, opts.batch_size).await
+        let (progress, _following) = tokio::sync::watch::channel(Default::default());
+        let watch = crate::pipeline::backtest::Watch {
+            progress,
+            hold: None,
+        };
+        let plugin = Box::new(plugin);
+        crate::pipeline::backtest::run(&store, plugin, clock, range, opts.batch_size, watch).await
     })?;
     Ok(serde_json::to_value(report)?)
-}
-
-/// A time on the command line: RFC 3339, or milliseconds since the epoch.
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("'{text}': not RFC 3339 or milliseconds ({e})"))
 }

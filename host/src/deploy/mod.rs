@@ -18,6 +18,7 @@
 //! ```
 
 mod archive;
+mod backtest;
 mod candidate;
 mod history;
 mod prepare;
@@ -101,6 +102,8 @@ pub struct Deployer {
     shadows: Mutex<BTreeMap<String, shadow::ShadowEntry>>,
     /// One deployment at a time.
     serial: tokio::sync::Mutex<()>,
+    /// One backtest at a time: it takes a core for as long as it runs.
+    backtests: Arc<tokio::sync::Semaphore>,
     last_id: AtomicI64,
 }
 
@@ -140,6 +143,7 @@ impl Deployer {
             quarantined: Mutex::new(BTreeMap::new()),
             shadows: Mutex::new(BTreeMap::new()),
             serial: tokio::sync::Mutex::new(()),
+            backtests: Arc::new(tokio::sync::Semaphore::new(1)),
             last_id: AtomicI64::new(0),
         }))
     }

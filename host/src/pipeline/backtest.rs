@@ -6,15 +6,17 @@
 use super::stages::Stage;
 use crate::plugin::{Clock, PluginKind, convert};
 use crate::store::Store;
+use crate::util::task::AbortOnDrop;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
+use tokio::sync::{mpsc, watch};
 
-/// Events read per query.
-const PAGE: usize = 20_000;
+/// Failed batches after which a backtest stops.
+const MAX_FAILED_BATCHES: u64 = 10;
 
 /// What a backtest found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct BacktestReport {
     pub from_ms: i64,
     pub until_ms: i64,
@@ -28,16 +30,49 @@ pub struct BacktestReport {
     pub recorded_alerts: BTreeMap<String, u64>,
     /// Per rule where they differ: the candidate's count minus the recorded.
     pub difference: BTreeMap<String, i64>,
+    /// Batches the candidate failed on (trap, deadline, bad output), and
+    /// the first failure. Their events count as seen, their findings are
+    /// lost, as they would be live.
+    pub failed_batches: u64,
+    pub first_failure: Option<String>,
+}
+
+/// How far a running backtest is (what `POST /plugins/backtest` streams).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Progress {
+    pub events: u64,
+    /// The newest event time folded in so far.
+    pub event_time_ms: Option<i64>,
+}
+
+/// One page of events as the candidate gets them, and the span of the
+/// stored batches they came from.
+struct Page {
+    events: Vec<hxp_plugin_sdk::Event>,
+    batch_seqs: (u64, u64),
+}
+
+/// How a caller follows and stops a backtest.
+pub struct Watch {
+    /// Updated after every batch. The backtest stops (with an error) once
+    /// every receiver is gone: the caller lost interest.
+    pub progress: watch::Sender<Progress>,
+    /// Held until the candidate has stopped (a limit on concurrent
+    /// backtests that a cancelled one keeps until it really stops).
+    pub hold: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Run `plugin` (a correlation plugin, fresh, whose clock is `clock`)
 /// over the events of `[from_ms, until_ms)` in batches of `batch_size`.
+/// The store is read and the events parsed on another task while the
+/// plugin runs; dropping the future stops the reading.
 pub async fn run(
     store: &Store,
-    plugin: &mut dyn Stage,
-    clock: &Clock,
+    mut plugin: Box<dyn Stage>,
+    clock: Clock,
     (from_ms, until_ms): (i64, i64),
     batch_size: usize,
+    watch: Watch,
 ) -> anyhow::Result<BacktestReport> {
     anyhow::ensure!(
         plugin.kind() == PluginKind::Correlation,
@@ -45,28 +80,24 @@ pub async fn run(
         plugin.kind()
     );
     let started = Instant::now();
-    let mut r = BacktestReport {
-        from_ms,
-        until_ms,
-        ..BacktestReport::default()
-    };
-    let (mut after, mut batch_seqs) = ((i64::MIN, 0u64), (u64::MAX, 0u64));
-    loop {
-        let rows = store.events_by_time(from_ms, until_ms, after, PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = (last.event_time, last.seq);
-        for row in &rows {
-            batch_seqs = (
-                batch_seqs.0.min(row.batch_seq),
-                batch_seqs.1.max(row.batch_seq),
-            );
-        }
-        let events: Vec<_> = rows.iter().filter_map(|e| e.typed()).collect();
-        for batch in events.chunks(batch_size.max(1)) {
-            clock.set_ms(batch.iter().map(|e| e.time_ms).max().unwrap_or_default());
-            fold(plugin, batch, &mut r)?;
-        }
-    }
+    let (tx, rx) = mpsc::channel(2);
+    let mut reader = AbortOnDrop(tokio::spawn(read(store.clone(), (from_ms, until_ms), tx)));
+    let folding = tokio::task::spawn_blocking(move || {
+        let r = fold_pages(
+            plugin.as_mut(),
+            &clock,
+            rx,
+            batch_size.max(1),
+            &watch.progress,
+        );
+        drop(watch.hold);
+        r
+    });
+    let (mut r, batch_seqs) = folding.await??;
+    // The reader's error, when it stopped the pages early.
+    (&mut reader.0).await??;
+    r.from_ms = from_ms;
+    r.until_ms = until_ms;
     if r.events > 0 {
         r.recorded_alerts = store
             .alerts_per_rule_in_batches(batch_seqs.0, batch_seqs.1)
@@ -78,8 +109,74 @@ pub async fn run(
     Ok(r)
 }
 
-/// One batch through the candidate (its clock at the batch's newest
-/// event).
+/// The range's events in event-time order from the store's scan, parsed
+/// a page at a time on a blocking thread while the next page is read.
+/// Stops when the receiver is gone.
+async fn read(store: Store, range: (i64, i64), tx: mpsc::Sender<Page>) -> anyhow::Result<()> {
+    let (raw_tx, mut raw) = mpsc::channel(2);
+    let scan = AbortOnDrop(tokio::spawn(async move {
+        store.scan_by_time(range, raw_tx).await
+    }));
+    while let Some(rows) = raw.recv().await {
+        let page = tokio::task::spawn_blocking(move || parse(&rows)).await?;
+        if tx.send(page).await.is_err() {
+            return Ok(());
+        }
+    }
+    drop(raw);
+    let mut scan = scan;
+    (&mut scan.0).await?
+}
+
+fn parse(rows: &[crate::store::StoredEvent]) -> Page {
+    let mut batch_seqs = (u64::MAX, 0u64);
+    for row in rows {
+        batch_seqs = (
+            batch_seqs.0.min(row.batch_seq),
+            batch_seqs.1.max(row.batch_seq),
+        );
+    }
+    let events = rows.iter().filter_map(|e| e.typed()).collect();
+    Page { events, batch_seqs }
+}
+
+/// The candidate over every page, batch by batch, its clock at each
+/// batch's newest event (runs on a blocking thread).
+fn fold_pages(
+    plugin: &mut dyn Stage,
+    clock: &Clock,
+    mut pages: mpsc::Receiver<Page>,
+    batch_size: usize,
+    progress: &watch::Sender<Progress>,
+) -> anyhow::Result<(BacktestReport, (u64, u64))> {
+    let mut r = BacktestReport::default();
+    let mut batch_seqs = (u64::MAX, 0u64);
+    let mut newest = None;
+    while let Some(page) = pages.blocking_recv() {
+        batch_seqs = (
+            batch_seqs.0.min(page.batch_seqs.0),
+            batch_seqs.1.max(page.batch_seqs.1),
+        );
+        for batch in page.events.chunks(batch_size) {
+            anyhow::ensure!(!progress.is_closed(), "cancelled");
+            let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
+            newest = newest.max(Some(t));
+            clock.set_ms(t);
+            if let Err(e) = fold(plugin, batch, &mut r) {
+                failed(&mut r, t, &e)?;
+            }
+            r.events += batch.len() as u64;
+            r.batches += 1;
+            progress.send_replace(Progress {
+                events: r.events,
+                event_time_ms: newest,
+            });
+        }
+    }
+    Ok((r, batch_seqs))
+}
+
+/// One batch through the candidate.
 fn fold(
     plugin: &mut dyn Stage,
     batch: &[hxp_plugin_sdk::Event],
@@ -90,8 +187,20 @@ fn fold(
     for f in result.findings.iter().filter(|f| f.alert) {
         *r.alerts.entry(f.name.clone()).or_default() += 1;
     }
-    r.events += batch.len() as u64;
-    r.batches += 1;
+    Ok(())
+}
+
+/// Count a failed batch; past [`MAX_FAILED_BATCHES`] the backtest stops
+/// (a candidate that fails throughout says nothing about its rules).
+fn failed(r: &mut BacktestReport, t: i64, e: &anyhow::Error) -> anyhow::Result<()> {
+    r.failed_batches += 1;
+    let first = r
+        .first_failure
+        .get_or_insert_with(|| format!("the batch ending at event time {t}: {e}"));
+    anyhow::ensure!(
+        r.failed_batches < MAX_FAILED_BATCHES,
+        "the candidate failed on {MAX_FAILED_BATCHES} batches; the first: {first}"
+    );
     Ok(())
 }
 

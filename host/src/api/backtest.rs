@@ -1,0 +1,184 @@
+//! POST /plugins/backtest: a candidate correlation plugin over the stored
+//! events of an event-time range, answered as NDJSON lines while it runs
+//! (progress every second, then the report); closing the connection
+//! cancels it.
+
+use super::extract::ApiQuery;
+use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
+use crate::pipeline::backtest::{self, BacktestReport, Progress};
+use crate::util::task::AbortOnDrop;
+use crate::util::time::parse_time;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often a running backtest reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Events per batch unless asked otherwise (the CLI's default).
+const DEFAULT_BATCH: usize = 1_000;
+const MAX_BATCH: usize = 100_000;
+
+/// Parameters of POST /plugins/backtest.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct BacktestQuery {
+    /// Start of the event-time range (RFC 3339, or ms since the epoch),
+    /// inclusive.
+    from: String,
+    /// End of the range, exclusive.
+    to: String,
+    /// The config section it is configured with (default: its stage's;
+    /// `plugin_config.NAME` for a section of its own).
+    config: Option<String>,
+    /// Events per batch (default 1,000; at most 100,000).
+    batch_size: Option<usize>,
+}
+
+impl BacktestQuery {
+    fn range(&self) -> ApiResult<(i64, i64)> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m);
+        let from = parse_time(&self.from).map_err(|e| bad(format!("from: {e}")))?;
+        let to = parse_time(&self.to).map_err(|e| bad(format!("to: {e}")))?;
+        if to <= from {
+            return Err(bad(format!(
+                "the range is empty: to ({to}) ≤ from ({from})"
+            )));
+        }
+        Ok((from, to))
+    }
+
+    fn batch_size(&self) -> ApiResult<usize> {
+        match self.batch_size.unwrap_or(DEFAULT_BATCH) {
+            n @ 1..=MAX_BATCH => Ok(n),
+            n => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("batch_size {n}: use 1 to {MAX_BATCH}"),
+            )),
+        }
+    }
+}
+
+/// One line of the answer: progress lines, then a report or an error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum BacktestLine {
+    Progress(Progress),
+    Report(BacktestReport),
+    /// The backtest stopped: the candidate failed, or the store did.
+    Error(String),
+}
+
+/// POST /plugins/backtest (admin): run the component in the body (a
+/// correlation plugin) over the stored events of `[from, to)` in event-time
+/// order, fresh, its clock following the events. The answer streams
+/// NDJSON: `{"progress": ...}` every second, then `{"report": ...}` (its
+/// alerts per rule, those the live versions recorded for the batches of
+/// those events, and the difference) or `{"error": "..."}`. Closing the
+/// connection cancels it. One backtest runs at a time.
+#[utoipa::path(
+    post,
+    path = "/plugins/backtest",
+    tag = "plugins",
+    security(("admin_token" = [])),
+    params(BacktestQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses(
+        (status = 200, description = "Started: NDJSON lines of progress, then the report or an error", body = BacktestLine, content_type = "application/x-ndjson"),
+        (status = 400, description = "No body, or a bad range or parameter", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
+        (status = 409, description = "A backtest is running", body = ErrorBody),
+        (status = 413, description = "Larger than plugins.max_upload_bytes", body = ErrorBody),
+        (status = 422, description = "Not a correlation plugin, or it does not compile or configure", body = ErrorBody),
+    )
+)]
+pub(super) async fn backtest(
+    State(state): St,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<BacktestQuery>,
+    body: bytes::Bytes,
+) -> ApiResult<Response> {
+    require_admin(&state, &headers)?;
+    if body.is_empty() {
+        let msg = "the body must be the component (.wasm bytes)";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", msg));
+    }
+    let (range, batch_size) = (q.range()?, q.batch_size()?);
+    let Some(hold) = state.deployer.backtest_slot() else {
+        let msg = "a backtest is running; one runs at a time";
+        return Err(ApiError::new(StatusCode::CONFLICT, "backtest_running", msg));
+    };
+    let deployer = state.deployer.clone();
+    let candidate = tokio::task::spawn_blocking(move || {
+        deployer.backtest_candidate(&body, q.config.as_deref(), range.0)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))?;
+    let (plugin, clock) = candidate
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected", e))?;
+    if plugin.kind() != crate::plugin::PluginKind::Correlation {
+        let msg = format!(
+            "backtests cover correlation plugins (this is a {} plugin)",
+            plugin.kind()
+        );
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plugin_rejected",
+            msg,
+        ));
+    }
+    let (progress, following) = watch::channel(Progress::default());
+    let store = state.store.clone();
+    let task = tokio::spawn(async move {
+        let watch = backtest::Watch {
+            progress,
+            hold: Some(hold),
+        };
+        backtest::run(&store, Box::new(plugin), clock, range, batch_size, watch).await
+    });
+    let lines = ndjson_lines(following, AbortOnDrop(task));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .map_err(|e| ApiError::internal(e.into()))
+}
+
+type Running = AbortOnDrop<anyhow::Result<BacktestReport>>;
+
+/// Progress now and every second until the backtest ends, then its
+/// report or error. Dropping the stream (the client went away) aborts the
+/// task and drops the last progress receiver, which stops the candidate.
+fn ndjson_lines(
+    following: watch::Receiver<Progress>,
+    task: Running,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
+    let start = Some((following, task, Instant::now()));
+    futures::stream::unfold(start, |state| async move {
+        let (following, mut task, next) = state?;
+        tokio::select! {
+            done = &mut task.0 => {
+                let line = match done {
+                    Ok(Ok(report)) => BacktestLine::Report(report),
+                    Ok(Err(e)) => BacktestLine::Error(format!("{e:#}")),
+                    Err(e) => BacktestLine::Error(format!("the backtest stopped: {e}")),
+                };
+                Some((Ok(line_bytes(&line)), None))
+            }
+            _ = tokio::time::sleep_until(next) => {
+                let line = BacktestLine::Progress(*following.borrow());
+                Some((Ok(line_bytes(&line)), Some((following, task, next + PROGRESS_EVERY))))
+            }
+        }
+    })
+}
+
+fn line_bytes(line: &BacktestLine) -> bytes::Bytes {
+    let mut text = serde_json::to_vec(line).unwrap_or_default();
+    text.push(b'\n');
+    text.into()
+}
