@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/plugins/{name}/rollback"),
     ("put", "/plugins/{name}"),
     ("delete", "/plugins/{name}"),
+    ("post", "/plugins/backtest"),
 ];
 
 /// Validates answers against the document, and remembers what it checked.
@@ -536,4 +537,52 @@ async fn shadows(c: &mut Checker) {
         c.call(method, template, path, |r| r, 401).await;
         c.call(method, template, path, admin, 200).await;
     }
+    backtests(c, wasm).await;
+}
+
+/// POST /plugins/backtest: refusals as JSON errors; a backtest as NDJSON
+/// lines, each one valid against the documented line schema.
+async fn backtests(c: &mut Checker, wasm: Vec<u8>) {
+    let bt = "/plugins/backtest";
+    let path = format!(
+        "{bt}?from=0&to={}",
+        chrono::Utc::now().timestamp_millis() + 60_000
+    );
+    let upload =
+        |bytes: Vec<u8>| move |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN).body(bytes);
+    c.call("post", bt, &path, |r| r.body(vec![1]), 401).await;
+    c.call("post", bt, &path, upload(Vec::new()), 400).await;
+    c.call(
+        "post",
+        bt,
+        &format!("{bt}?from=5&to=1"),
+        upload(wasm.clone()),
+        400,
+    )
+    .await;
+    let analytics = std::fs::read(common::root().join("target/plugins/analytics.wasm")).unwrap();
+    c.call("post", bt, &path, upload(analytics), 422).await;
+    let resp = c
+        .client
+        .post(format!("{}{path}", c.base))
+        .bearer_auth(TOKEN)
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let text = resp.text().await.unwrap();
+    let op = &c.doc["paths"][bt]["post"]["responses"]["200"];
+    let v = schema_validator(&c.doc, &op["content"]["application/x-ndjson"]["schema"]);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        assert!(v.is_valid(line), "{line} does not match the document");
+    }
+    let last = lines.last().unwrap();
+    assert!(last["report"]["events"].as_u64().unwrap() > 0, "{last}");
+    c.seen.insert(("post".into(), bt.into(), 200));
 }
