@@ -58,6 +58,7 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench deploy
 	$(CARGO) bench -p hxp-events --bench recovery
 	$(CARGO) bench -p hxp-events --bench event_time
+	$(CARGO) bench -p hxp-events --bench backtest
 
 lint:
 	python3 tools/check-module-graph.py host/src
