@@ -294,12 +294,10 @@ fn backtest(file: &std::path::Path, db_url: &str, range: (i64, i64), config: &st
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Six events at 2500 ms, one per batch: the live rule (> 2000, 5
-/// occurrences) alerted once. A backtest of the live version over their
-/// range raises the same (empty difference); a version with one more rule,
-/// `slowish: latency > 2400`, raises exactly one more alert, for it.
-#[tokio::test(flavor = "multi_thread")]
-async fn backtests_of_the_live_version_and_of_a_changed_one() {
+/// A service on CONFIG that stored six requests at 2500 ms, one per
+/// batch (the live rule alerted once); its plugin directory, database and
+/// an event-time range around the six.
+async fn six_slow_requests() -> (Service, std::path::PathBuf, String, (i64, i64)) {
     let dir = plugin_dir();
     let (db_url, _) = sqlite_url();
     let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
@@ -309,6 +307,16 @@ async fn backtests_of_the_live_version_and_of_a_changed_one() {
         send_latency(&svc, 2500).await;
     }
     let range = (from, chrono::Utc::now().timestamp_millis() + 60_000);
+    (svc, dir, db_url, range)
+}
+
+/// Six events at 2500 ms, one per batch: the live rule (> 2000, 5
+/// occurrences) alerted once. A backtest of the live version over their
+/// range raises the same (empty difference); a version with one more rule,
+/// `slowish: latency > 2400`, raises exactly one more alert, for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn backtests_of_the_live_version_and_of_a_changed_one() {
+    let (_svc, dir, db_url, range) = six_slow_requests().await;
     let file = dir.join("correlation.wasm");
     let live = backtest(&file, &db_url, range, CONFIG);
     assert_eq!(live["events"], 6, "{live:#}");
@@ -360,15 +368,7 @@ async fn next_line(resp: &mut reqwest::Response, buf: &mut Vec<u8>) -> Option<Va
 /// configured with one more rule (exactly that rule's alert).
 #[tokio::test(flavor = "multi_thread")]
 async fn backtests_over_the_api_stream_progress_then_the_report() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
-    let from = chrono::Utc::now().timestamp_millis() - 1_000;
-    for _ in 0..6 {
-        send_latency(&svc, 2500).await;
-    }
-    let to = chrono::Utc::now().timestamp_millis() + 60_000;
+    let (svc, dir, _, (from, to)) = six_slow_requests().await;
     let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
     let range = format!("from={from}&to={to}");
     for (config, difference) in [
