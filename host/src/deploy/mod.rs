@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What runs under a name.
 #[derive(Clone)]
@@ -146,6 +146,14 @@ impl Deployer {
             backtests: Arc::new(tokio::sync::Semaphore::new(1)),
             last_id: AtomicI64::new(0),
         }))
+    }
+
+    /// Ask the processor for a change between batches and wait for its
+    /// answer; `None` when it has stopped (the service is stopping).
+    async fn ask<T>(&self, control: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(control(tx)).await.ok()?;
+        rx.await.ok()
     }
 
     fn config(&self) -> Arc<Config> {

@@ -10,7 +10,6 @@ use crate::plugin::Plugin;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 impl Deployer {
     /// Re-read the config file and reconfigure the plugins whose section
@@ -108,14 +107,12 @@ impl Deployer {
     /// Have the processor apply the section; the sequence number after
     /// which it holds.
     async fn apply_section(&self, name: &str, json: String) -> Result<u64, String> {
-        let stopping = || "the service is stopping".to_string();
-        let (tx, rx) = oneshot::channel();
-        let configure = Control::Configure {
+        let configure = |reply| Control::Configure {
             name: name.to_string(),
             json,
-            reply: tx,
+            reply,
         };
-        self.control.send(configure).await.map_err(|_| stopping())?;
-        rx.await.unwrap_or_else(|_| Err(stopping()))
+        let applied = self.ask(configure).await;
+        applied.unwrap_or_else(|| Err("the service is stopping".to_string()))
     }
 }

@@ -10,7 +10,6 @@ use crate::pipeline::shadow::{Shadow, ShadowReport};
 use crate::pipeline::{Control, Swapped};
 use crate::store::{DeploymentResult, DeploymentRow, Trigger, now_ms};
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
 /// A shadow the deployer keeps: its report (shared with the processor) and
 /// what promoting it writes.
@@ -65,13 +64,8 @@ impl Deployer {
             slot,
             report: report.clone(),
         });
-        let (tx, rx) = oneshot::channel();
-        let stopping = || UploadError::Stopping;
-        self.control
-            .send(Control::Shadow { shadow, reply: tx })
-            .await
-            .map_err(|_| stopping())?;
-        match rx.await.map_err(|_| stopping())? {
+        let installed = self.ask(|reply| Control::Shadow { shadow, reply }).await;
+        match installed.ok_or(UploadError::Stopping)? {
             Ok(replaced) => Self::drop_later(replaced.map(|s| Box::new(s.slot))),
             Err((reason, shadow)) => {
                 Self::drop_later(Some(Box::new(shadow.slot)));
@@ -117,17 +111,12 @@ impl Deployer {
         if !self.shadows().contains_key(name) {
             return Err(DeployError::NoShadow(name.to_string()));
         }
-        let (tx, rx) = oneshot::channel();
-        let stopping = || DeployError::Stopping;
-        let promote = Control::Promote {
+        let promote = |reply| Control::Promote {
             name: name.to_string(),
-            reply: tx,
+            reply,
         };
-        self.control.send(promote).await.map_err(|_| stopping())?;
-        let swapped: Swapped = rx
-            .await
-            .map_err(|_| stopping())?
-            .map_err(DeployError::Refused)?;
+        let promoted = self.ask(promote).await.ok_or(DeployError::Stopping)?;
+        let swapped: Swapped = promoted.map_err(DeployError::Refused)?;
         let Some(entry) = self.shadows().remove(name) else {
             return Err(DeployError::NoShadow(name.to_string()));
         };
@@ -164,17 +153,11 @@ impl Deployer {
         let Some(entry) = self.shadows().remove(name) else {
             return Err(DeployError::NoShadow(name.to_string()));
         };
-        let (tx, rx) = oneshot::channel();
-        if self
-            .control
-            .send(Control::DropShadow {
-                name: name.to_string(),
-                reply: tx,
-            })
-            .await
-            .is_ok()
-            && let Ok(Some(s)) = rx.await
-        {
+        let stop = |reply| Control::DropShadow {
+            name: name.to_string(),
+            reply,
+        };
+        if let Some(Some(s)) = self.ask(stop).await {
             Self::drop_later(Some(Box::new(s.slot)));
         }
         let report = entry.report();

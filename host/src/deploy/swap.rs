@@ -11,7 +11,6 @@ use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 impl Deployer {
     /// Drop a replaced instance away from the processing path and the
@@ -85,14 +84,9 @@ impl Deployer {
 
     /// Have the processor swap `slot` in between batches.
     async fn install(&self, slot: Slot) -> Result<Swapped, String> {
-        let stopping = || "the service is stopping".to_string();
-        let (tx, rx) = oneshot::channel();
-        let install = Control::Install {
-            slot: Box::new(slot),
-            reply: tx,
-        };
-        self.control.send(install).await.map_err(|_| stopping())?;
-        match rx.await.map_err(|_| stopping())? {
+        let slot = Box::new(slot);
+        let installed = self.ask(|reply| Control::Install { slot, reply }).await;
+        match installed.ok_or("the service is stopping")? {
             Ok(swapped) => Ok(swapped),
             Err((reason, slot)) => {
                 Self::drop_later(Some(slot));
@@ -105,15 +99,11 @@ impl Deployer {
     /// (with its reason) is completed and recorded.
     pub(super) async fn unload(&self, mut row: DeploymentRow) -> DeploymentRow {
         let name = row.plugin.clone();
-        let (tx, rx) = oneshot::channel();
-        let remove = Control::Remove {
+        let remove = |reply| Control::Remove {
             name: name.clone(),
-            reply: tx,
+            reply,
         };
-        let swapped = match self.control.send(remove).await {
-            Ok(()) => rx.await.ok().flatten(),
-            Err(_) => None,
-        };
+        let swapped = self.ask(remove).await.flatten();
         self.running().remove(&name);
         // The processor dropped its shadow with it.
         self.shadows().remove(&name);
