@@ -104,10 +104,7 @@ pub(super) async fn backtest(
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
-    if body.is_empty() {
-        let msg = "the body must be the component (.wasm bytes)";
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", msg));
-    }
+    let body = super::plugins::component(body)?;
     let (range, batch_size) = (q.range()?, q.batch_size()?);
     let Some(hold) = state.deployer.backtest_slot() else {
         let msg = "a backtest is running; one runs at a time";

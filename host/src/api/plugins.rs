@@ -3,7 +3,7 @@
 
 use super::extract::{ApiPath, ApiQuery};
 use super::views::{DeployView, HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
-use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
+use super::{ApiError, ApiResult, AppState, ErrorBody, St, require_admin};
 use crate::deploy::{DeployError, Upload, UploadError};
 use crate::pipeline::shadow::ShadowReport;
 use crate::store::DeploymentRow;
@@ -217,12 +217,30 @@ impl DeployQuery {
     }
 }
 
-/// Who asked: the token's name and the client's address.
-fn actor(token: &str, extensions: &axum::http::Extensions) -> String {
-    match extensions.get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>() {
-        Some(addr) => format!("token {token} from {}", addr.0.0),
-        None => format!("token {token}"),
+/// An admin request's author for the deployment history: the token's
+/// name and the client's address ("token ci from 127.0.0.1:50312"); the
+/// refusal without a valid token.
+fn admin_actor(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> ApiResult<String> {
+    let token = require_admin(state, headers)?;
+    Ok(
+        match extensions.get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>() {
+            Some(addr) => format!("token {token} from {}", addr.0.0),
+            None => format!("token {token}"),
+        },
+    )
+}
+
+/// A component upload's body: refused when empty.
+pub(super) fn component(body: bytes::Bytes) -> ApiResult<bytes::Bytes> {
+    if body.is_empty() {
+        let msg = "the body must be the component (.wasm bytes)";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", msg));
     }
+    Ok(body)
 }
 
 /// PUT /plugins/{name} (admin): deploy the component in the body (the
@@ -254,25 +272,20 @@ pub(super) async fn deploy(
     ApiQuery(q): ApiQuery<DeployQuery>,
     body: bytes::Bytes,
 ) -> ApiResult<Json<DeployView>> {
-    let token = require_admin(&state, &headers)?;
-    if body.is_empty() {
-        let msg = "the body must be the component (.wasm bytes)";
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", msg));
-    }
+    let actor = admin_actor(&state, &headers, &extensions)?;
     let upload = Upload {
         name,
-        bytes: body.to_vec(),
+        bytes: component(body)?.to_vec(),
         manifest: q.manifest(state.config.plugins.limits),
-        actor: actor(&token, &extensions),
+        actor,
     };
     let deployed = match q.mode.unwrap_or(DeployMode::Live) {
         DeployMode::Live => state.deployer.deploy_upload(upload).await,
         DeployMode::Shadow => state.deployer.deploy_shadow(upload).await,
     };
-    match deployed {
-        Ok(deployment) => Ok(Json(DeployView { deployment })),
-        Err(e) => Err(upload_error(e)),
-    }
+    deployed
+        .map(|deployment| Json(DeployView { deployment }))
+        .map_err(upload_error)
 }
 
 /// The answer for each way an upload fails.
@@ -317,8 +330,7 @@ pub(super) async fn remove(
     extensions: axum::http::Extensions,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
-    let token = require_admin(&state, &headers)?;
-    let who = actor(&token, &extensions);
+    let who = admin_actor(&state, &headers, &extensions)?;
     deployed(state.deployer.remove(&name, who).await, "remove_failed")
 }
 
@@ -370,8 +382,7 @@ pub(super) async fn promote(
     extensions: axum::http::Extensions,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
-    let token = require_admin(&state, &headers)?;
-    let who = actor(&token, &extensions);
+    let who = admin_actor(&state, &headers, &extensions)?;
     deployed(state.deployer.promote(&name, who).await, "promote_failed")
 }
 
@@ -395,8 +406,7 @@ pub(super) async fn drop_shadow(
     extensions: axum::http::Extensions,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<DeployView>> {
-    let token = require_admin(&state, &headers)?;
-    let who = actor(&token, &extensions);
+    let who = admin_actor(&state, &headers, &extensions)?;
     deployed(
         state.deployer.drop_shadow(&name, who).await,
         "drop_shadow_failed",
