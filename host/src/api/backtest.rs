@@ -118,17 +118,6 @@ pub(super) async fn backtest(
     .map_err(|e| ApiError::internal(e.into()))?;
     let (plugin, clock) = candidate
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected", e))?;
-    if plugin.kind() != crate::plugin::PluginKind::Correlation {
-        let msg = format!(
-            "backtests cover correlation plugins (this is a {} plugin)",
-            plugin.kind()
-        );
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "plugin_rejected",
-            msg,
-        ));
-    }
     let (progress, following) = watch::channel(Progress::default());
     let store = state.store.clone();
     let task = tokio::spawn(async move {
@@ -158,7 +147,7 @@ fn ndjson_lines(
     futures::stream::unfold(start, |state| async move {
         let (following, mut task, next) = state?;
         tokio::select! {
-            done = &mut task.0 => {
+            done = &mut task => {
                 let line = match done {
                     Ok(Ok(report)) => BacktestLine::Report(report),
                     Ok(Err(e)) => BacktestLine::Error(format!("{e:#}")),

@@ -13,9 +13,9 @@ impl Deployer {
         self.backtests.clone().try_acquire_owned().ok()
     }
 
-    /// Compile `bytes` and configure an instance with `section` (default:
-    /// its stage's) and the default limits, its clock starting at
-    /// `start_ms`. The error says why it cannot run.
+    /// Compile `bytes` (a correlation plugin) and configure an instance
+    /// with `section` (default: its stage's) and the default limits, its
+    /// clock starting at `start_ms`. The error says why it cannot run.
     pub fn backtest_candidate(
         &self,
         bytes: &[u8],
@@ -26,21 +26,20 @@ impl Deployer {
             .engine
             .load_bytes(bytes, "backtest candidate")
             .map_err(|e| e.to_string())?;
+        crate::pipeline::backtest::check_kind(loaded.kind)?;
         let config = self.config();
         let section = section.unwrap_or(loaded.kind.config_section());
         let section_json = config.section_json(section)?;
         let clock = Clock::manual(start_ms);
-        let mut plugin = Plugin::new(
-            self.engine.clone(),
+        let name = Arc::from("backtest");
+        let limits = config.plugins.limits;
+        let plugin = self.configured(
             loaded,
-            config.plugins.limits,
+            limits,
+            &name,
+            (section, &section_json),
             clock.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        plugin.set_name(Arc::from("backtest"));
-        plugin
-            .configure(&section_json)
-            .map_err(|e| format!("configure with the `{section}` section: {e}"))?;
+        )?;
         Ok((plugin, clock))
     }
 }

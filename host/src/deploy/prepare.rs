@@ -89,17 +89,9 @@ impl Deployer {
         section: &str,
         section_json: &str,
     ) -> Result<Plugin, String> {
-        let mut plugin = Plugin::new(
-            self.engine.clone(),
-            loaded.clone(),
-            limits,
-            self.clock.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        plugin.set_name(name.clone());
-        plugin
-            .configure(section_json)
-            .map_err(|e| format!("configure with the `{section}` section: {e}"))?;
+        let section = (section, section_json);
+        let mut plugin =
+            self.configured(loaded.clone(), limits, name, section, self.clock.clone())?;
         let saved = self
             .states
             .lock()
@@ -115,6 +107,26 @@ impl Deployer {
                  a version that may start fresh must declare it in its metadata"
             ));
         }
+        Ok(plugin)
+    }
+
+    /// An instance of `loaded` named `name`, configured with `section`, on
+    /// `clock` (deployments: the service's; backtests: one that follows the
+    /// events).
+    pub(super) fn configured(
+        &self,
+        loaded: LoadedComponent,
+        limits: crate::plugin::Limits,
+        name: &Arc<str>,
+        (section, section_json): (&str, &str),
+        clock: crate::plugin::Clock,
+    ) -> Result<Plugin, String> {
+        let mut plugin =
+            Plugin::new(self.engine.clone(), loaded, limits, clock).map_err(|e| e.to_string())?;
+        plugin.set_name(name.clone());
+        plugin
+            .configure(section_json)
+            .map_err(|e| format!("configure with the `{section}` section: {e}"))?;
         Ok(plugin)
     }
 }

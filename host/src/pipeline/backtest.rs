@@ -74,14 +74,10 @@ pub async fn run(
     batch_size: usize,
     watch: Watch,
 ) -> anyhow::Result<BacktestReport> {
-    anyhow::ensure!(
-        plugin.kind() == PluginKind::Correlation,
-        "backtests cover correlation plugins (this is a {} plugin)",
-        plugin.kind()
-    );
+    check_kind(plugin.kind()).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let (tx, rx) = mpsc::channel(2);
-    let mut reader = AbortOnDrop(tokio::spawn(read(store.clone(), (from_ms, until_ms), tx)));
+    let reader = AbortOnDrop(tokio::spawn(read(store.clone(), (from_ms, until_ms), tx)));
     let folding = tokio::task::spawn_blocking(move || {
         let r = fold_pages(
             plugin.as_mut(),
@@ -95,7 +91,7 @@ pub async fn run(
     });
     let (mut r, batch_seqs) = folding.await??;
     // The reader's error, when it stopped the pages early.
-    (&mut reader.0).await??;
+    reader.await??;
     r.from_ms = from_ms;
     r.until_ms = until_ms;
     if r.events > 0 {
@@ -107,6 +103,17 @@ pub async fn run(
     r.seconds = started.elapsed().as_secs_f64();
     r.events_per_second = r.events as f64 / r.seconds.max(1e-9);
     Ok(r)
+}
+
+/// Backtests cover correlation plugins: the error says so for another
+/// kind.
+pub fn check_kind(kind: PluginKind) -> Result<(), String> {
+    match kind {
+        PluginKind::Correlation => Ok(()),
+        other => Err(format!(
+            "backtests cover correlation plugins (this is a {other} plugin)"
+        )),
+    }
 }
 
 /// The range's events in event-time order from the store's scan, parsed
@@ -123,21 +130,24 @@ async fn read(store: Store, range: (i64, i64), tx: mpsc::Sender<Page>) -> anyhow
             return Ok(());
         }
     }
-    drop(raw);
-    let mut scan = scan;
-    (&mut scan.0).await?
+    // The scan ended (its sender is gone): its error, if it failed.
+    scan.await?
 }
 
 fn parse(rows: &[crate::store::StoredEvent]) -> Page {
-    let mut batch_seqs = (u64::MAX, 0u64);
-    for row in rows {
-        batch_seqs = (
-            batch_seqs.0.min(row.batch_seq),
-            batch_seqs.1.max(row.batch_seq),
-        );
-    }
+    let batch_seqs = rows.iter().fold(NO_BATCHES, |span, row| {
+        widen(span, (row.batch_seq, row.batch_seq))
+    });
     let events = rows.iter().filter_map(|e| e.typed()).collect();
     Page { events, batch_seqs }
+}
+
+/// The span of no batches (`widen` makes it the other).
+const NO_BATCHES: (u64, u64) = (u64::MAX, 0);
+
+/// The span of batch sequence numbers covering both.
+fn widen(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0.min(b.0), a.1.max(b.1))
 }
 
 /// The candidate over every page, batch by batch, its clock at each
@@ -150,13 +160,10 @@ fn fold_pages(
     progress: &watch::Sender<Progress>,
 ) -> anyhow::Result<(BacktestReport, (u64, u64))> {
     let mut r = BacktestReport::default();
-    let mut batch_seqs = (u64::MAX, 0u64);
+    let mut batch_seqs = NO_BATCHES;
     let mut newest = None;
     while let Some(page) = pages.blocking_recv() {
-        batch_seqs = (
-            batch_seqs.0.min(page.batch_seqs.0),
-            batch_seqs.1.max(page.batch_seqs.1),
-        );
+        batch_seqs = widen(batch_seqs, page.batch_seqs);
         for batch in page.events.chunks(batch_size) {
             anyhow::ensure!(!progress.is_closed(), "cancelled");
             let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
