@@ -171,10 +171,7 @@ impl Store {
 
     /// Events whose event time is in `[from_ms, until_ms)`, in (event time,
     /// seq) order after `after` = (event time, seq), at most `limit`
-    /// (backtests read a range in event-time order, page by page). The
-    /// page's start is also a plain bound on `event_time`, so the index
-    /// scan begins there rather than at the range's start (with only the
-    /// OR, every page scanned all the pages before it again).
+    /// (a page of [`Store::scan_by_time`] on PostgreSQL).
     pub async fn events_by_time(
         &self,
         from_ms: i64,
@@ -182,18 +179,14 @@ impl Store {
         after: (i64, u64),
         limit: usize,
     ) -> anyhow::Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(&format!(
-            "{STORED_EVENT} WHERE e.event_time >= $1 AND e.event_time < $2 \
-             AND e.event_time >= $3 AND (e.event_time > $3 OR e.seq > $4) \
-             ORDER BY e.event_time, e.seq LIMIT $5"
-        ))
-        .bind(from_ms)
-        .bind(until_ms)
-        .bind(after.0)
-        .bind(after.1 as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("{STORED_EVENT} {}", super::scan::BY_TIME_PAGE))
+            .bind(from_ms)
+            .bind(until_ms)
+            .bind(after.0)
+            .bind(after.1 as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(stored_event).collect()
     }
 

@@ -40,9 +40,8 @@ pub struct Store {
     /// Writes (for SQLite, one dedicated connection).
     writer: AnyPool,
     backend: Backend,
-    /// The SQLite file, and its write-ahead log.
+    /// The SQLite file.
     path: Option<std::path::PathBuf>,
-    wal: Option<std::path::PathBuf>,
 }
 
 /// How far a checkpoint goes.
@@ -69,14 +68,12 @@ impl Store {
         } else {
             Backend::Postgres
         };
-        let (url, path, wal) = match backend {
+        let (url, path) = match backend {
             Backend::Sqlite => {
                 let path = sqlite_path(url)?;
-                let wal = std::path::PathBuf::from(format!("{path}-wal"));
-                let url = format!("sqlite://{path}?mode=rwc");
-                (url, Some(std::path::PathBuf::from(path)), Some(wal))
+                (format!("sqlite://{path}?mode=rwc"), Some(path.into()))
             }
-            Backend::Postgres => (url.to_string(), None, None),
+            Backend::Postgres => (url.to_string(), None),
         };
         let connect = |max: u32| {
             let opts = AnyPoolOptions::new()
@@ -128,7 +125,6 @@ impl Store {
             writer,
             backend,
             path,
-            wal,
         };
         store.migrate().await?;
         // A log left by a crash is folded into the database now, so that
@@ -182,9 +178,12 @@ impl Store {
 
     /// The size of the SQLite write-ahead log file (0 for PostgreSQL).
     pub fn wal_bytes(&self) -> u64 {
-        self.wal
-            .as_deref()
-            .and_then(|p| std::fs::metadata(p).ok())
+        let wal = self.path.as_ref().map(|p| {
+            let mut wal = p.clone().into_os_string();
+            wal.push("-wal");
+            wal
+        });
+        wal.and_then(|p| std::fs::metadata(p).ok())
             .map_or(0, |m| m.len())
     }
 

@@ -18,12 +18,15 @@ use tokio::sync::mpsc;
 /// Events per page (and per read transaction).
 pub const SCAN_PAGE: usize = 20_000;
 
-/// The page query: the page's start is also a plain bound on `event_time`,
-/// so the index scan begins there rather than at the range's start.
-const PAGE_SQL: &str = "SELECT seq, event_type, processed_at, batch_seq, event_time, event_id, data \
-     FROM events WHERE event_time >= ?1 AND event_time < ?2 \
-     AND event_time >= ?3 AND (event_time > ?3 OR seq > ?4) \
-     ORDER BY event_time, seq LIMIT ?5";
+/// A page of the range `[$1, $2)` after (event time, seq) = ($3, $4), at
+/// most $5 events, of `events e`, for both backends (SQLite numbers `$n`
+/// in order of appearance, so they bind by position). The page's start is
+/// also a plain bound on `event_time`, so the index scan begins there
+/// rather than at the range's start (with only the OR, every page scanned
+/// all the pages before it again).
+pub(super) const BY_TIME_PAGE: &str = "WHERE e.event_time >= $1 AND e.event_time < $2 \
+     AND e.event_time >= $3 AND (e.event_time > $3 OR e.seq > $4) \
+     ORDER BY e.event_time, e.seq LIMIT $5";
 
 impl Store {
     /// Send the events of `[from_ms, until_ms)` to `tx` in order, a page at
@@ -66,7 +69,9 @@ fn scan_sqlite(
     let conn = rusqlite::Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "cache_size", -32768)?;
-    let mut page = conn.prepare(PAGE_SQL)?;
+    let columns =
+        "e.seq, e.event_type, e.processed_at, e.batch_seq, e.event_time, e.event_id, e.data";
+    let mut page = conn.prepare(&format!("SELECT {columns} FROM events e {BY_TIME_PAGE}"))?;
     let mut after = (i64::MIN, 0u64);
     loop {
         let params = (range.0, range.1, after.0, after.1 as i64, SCAN_PAGE as i64);
