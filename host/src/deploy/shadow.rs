@@ -174,11 +174,11 @@ impl Deployer {
     pub(super) async fn shadow_quarantined(&self, name: &str, sha256: &str, reason: String) {
         let entry = {
             let mut shadows = self.shadows();
-            // A shadow deployed since has its own count.
-            if shadows.get(name).is_none_or(|e| e.running.sha256 != sha256) {
-                return;
+            match shadows.get(name) {
+                Some(e) if e.running.sha256 == sha256 => shadows.remove(name),
+                // Gone, or a shadow deployed since (it has its own count).
+                _ => None,
             }
-            shadows.remove(name)
         };
         let Some(entry) = entry else { return };
         let mut row = self.row_for(name, &entry.running, Trigger::Quarantine);

@@ -62,31 +62,23 @@ impl Tracker {
         if self.settings.failures == 0 {
             return Vec::new();
         }
+        let live = stages
+            .slots
+            .iter()
+            .filter(|s| !stages.quarantined.contains(&s.name))
+            .map(|s| (&s.name, Role::Live, s.plugin.as_ref()));
+        let shadows = stages
+            .shadows
+            .iter()
+            .map(|(name, s)| (name, Role::Shadow, s.slot.plugin.as_ref()));
         let mut out = Vec::new();
-        for slot in &stages.slots {
-            if stages.quarantined.contains(&slot.name) {
-                continue;
-            }
-            let key = (slot.name.clone(), Role::Live);
-            if let Some(reason) = self.over_limit(key, slot.plugin.as_ref(), now) {
-                let (plugin, sha256) = (slot.name.to_string(), slot.plugin.sha256().to_string());
+        for (name, role, plugin) in live.chain(shadows) {
+            if let Some(reason) = self.over_limit((name.clone(), role), plugin, now) {
                 out.push(Notice {
-                    plugin,
-                    sha256,
+                    plugin: name.to_string(),
+                    sha256: plugin.sha256().to_string(),
                     reason,
-                    shadow: false,
-                });
-            }
-        }
-        for (name, shadow) in &stages.shadows {
-            let key = (name.clone(), Role::Shadow);
-            if let Some(reason) = self.over_limit(key, shadow.slot.plugin.as_ref(), now) {
-                let (plugin, sha256) = (name.to_string(), shadow.slot.plugin.sha256().to_string());
-                out.push(Notice {
-                    plugin,
-                    sha256,
-                    reason,
-                    shadow: true,
+                    shadow: role == Role::Shadow,
                 });
             }
         }
