@@ -108,23 +108,7 @@ enum PluginCommand {
     /// Run a correlation plugin over the events a service stored for an
     /// event-time range (fresh, clock following the events) and compare its
     /// alerts with those the live versions recorded. Prints JSON.
-    Backtest {
-        file: PathBuf,
-        /// The service's database (DATABASE_URL).
-        #[arg(long, env = "DATABASE_URL")]
-        database: String,
-        /// Start of the range (RFC 3339 or ms), inclusive.
-        #[arg(long, value_parser = crate::util::time::parse_time)]
-        from: i64,
-        /// End of the range (RFC 3339 or ms), exclusive.
-        #[arg(long, value_parser = crate::util::time::parse_time)]
-        to: i64,
-        /// Service config (YAML); the plugin gets its section of it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-    },
+    Backtest(plugin::BacktestOptions),
     /// Deploy a plugin to a running service (PUT /plugins/{name}): the same
     /// checks and swap as a file in its plugin directory, kept across
     /// restarts.
@@ -266,24 +250,9 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Wit { out } => plugin::write_wit(out.as_deref()),
         PluginCommand::Deploy(args) => deploy_command(args),
-        PluginCommand::Backtest {
-            file,
-            database,
-            from,
-            to,
-            config,
-            batch_size,
-        } => {
+        PluginCommand::Backtest(opts) => {
             init_logging("warn");
             let engine = PluginEngine::new(None)?;
-            let opts = plugin::BacktestOptions {
-                file,
-                database,
-                from_ms: from,
-                until_ms: to,
-                config,
-                batch_size,
-            };
             let report = plugin::backtest(&engine, &opts).context("plugin backtest")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

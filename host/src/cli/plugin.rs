@@ -295,13 +295,22 @@ pub fn write_wit(dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Options of `plugin backtest`.
+#[derive(clap::Args)]
 pub struct BacktestOptions {
     pub file: PathBuf,
+    /// The service's database (DATABASE_URL).
+    #[arg(long, env = "DATABASE_URL")]
     pub database: String,
-    /// Milliseconds since the epoch: `[from, until)`.
+    /// Start of the range (RFC 3339 or ms since the epoch), inclusive.
+    #[arg(long = "from", value_name = "TIME", value_parser = crate::util::time::parse_time)]
     pub from_ms: i64,
+    /// End of the range, exclusive.
+    #[arg(long = "to", value_name = "TIME", value_parser = crate::util::time::parse_time)]
     pub until_ms: i64,
+    /// Service config (YAML); the plugin gets its section of it.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
 }
 
