@@ -85,12 +85,7 @@ impl ServiceConfig {
             return Err("service.max_body_bytes: must be at least 1024".into());
         }
         for (name, token) in &self.admin_tokens {
-            let name_ok = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !name_ok {
+            if !crate::util::names::is_plain(name) {
                 return Err(format!(
                     "service.admin_tokens: name '{name}': use 1 to 64 letters, digits, '-', '_' or '.'"
                 ));

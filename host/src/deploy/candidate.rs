@@ -46,12 +46,7 @@ pub(super) fn sha256_hex(bytes: &[u8]) -> String {
 /// 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' (a
 /// hidden file is not a plugin file).
 pub(super) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    crate::util::names::is_plain(name) && !name.starts_with('.')
 }
 
 /// The manifest path of a plugin file.
