@@ -151,14 +151,14 @@ impl From<BytesRejection> for ApiError {
 }
 
 /// A body that could not be read whole: too large, or cut off.
-pub(super) fn body_error(e: &axum::Error) -> ApiError {
+pub(super) fn body_error(e: &axum::Error, limit: &str) -> ApiError {
     let too_large =
         std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
     if too_large {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            "the request body is larger than service.max_body_bytes",
+            format!("the request body is larger than {limit}"),
         )
     } else {
         ApiError::new(

@@ -59,7 +59,6 @@ type St = State<Arc<AppState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.config.service.max_body_bytes;
     Router::new()
         .route("/", get(page::index))
         .route("/static/dashboard.js", get(page::js))
@@ -82,16 +81,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/processing/{processing_id}", get(processing::record))
         .route("/plugins", get(plugins::plugins))
         .route("/plugins/reload", post(plugins::reload))
-        .route(
-            "/plugins/backtest",
-            post(backtest::backtest)
-                .layer(DefaultBodyLimit::max(state.config.plugins.max_upload_bytes)),
-        )
+        .route("/plugins/backtest", post(backtest::backtest))
         .route(
             "/plugins/{name}",
-            put(plugins::deploy)
-                .delete(plugins::remove)
-                .layer(DefaultBodyLimit::max(state.config.plugins.max_upload_bytes)),
+            put(plugins::deploy).delete(plugins::remove),
         )
         .route("/plugins/{name}/history", get(plugins::history))
         .route("/plugins/{name}/rollback", post(plugins::rollback))
@@ -102,7 +95,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/plugins/{name}/promote", post(plugins::promote))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
+        // read_body_first has read every body within its limit already.
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_body_first,
@@ -114,7 +108,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Read every request body (up to service.max_body_bytes) before routing.
+/// Read every request body (up to service.max_body_bytes, or
+/// plugins.max_upload_bytes for a component) before routing: the one place
+/// bodies are limited.
 /// An answer sent before its body was read (a 404, a 401, a GET given a
 /// body) makes the server close the connection afterwards; a client that
 /// already reused it for its next request sees that request dropped.
@@ -124,28 +120,36 @@ async fn read_body_first(
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    // Plugin uploads are components, larger than any batch of events; only
-    // an admin may make the service hold one in memory. Anyone else's body
-    // is read and dropped, so the client hears why (not a broken pipe).
-    let path = parts.uri.path();
-    let upload = (parts.method == Method::PUT && path.starts_with("/plugins/"))
-        || (parts.method == Method::POST && path == "/plugins/backtest");
-    let limit = if upload {
+    let (limit, setting) = if is_upload(&parts.method, parts.uri.path()) {
+        // Only an admin may make the service hold a component in memory.
+        // Anyone else's body is read and dropped, so the client hears why
+        // (not a broken pipe).
         if let Err(e) = require_admin(&state, &parts.headers) {
             drain(body, state.config.plugins.max_upload_bytes).await;
             return axum::response::IntoResponse::into_response(e);
         }
-        state.config.plugins.max_upload_bytes
+        let limit = state.config.plugins.max_upload_bytes;
+        (limit, "plugins.max_upload_bytes")
     } else {
-        state.config.service.max_body_bytes
+        (
+            state.config.service.max_body_bytes,
+            "service.max_body_bytes",
+        )
     };
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
             let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
             next.run(req).await
         }
-        Err(e) => axum::response::IntoResponse::into_response(body_error(&e)),
+        Err(e) => axum::response::IntoResponse::into_response(body_error(&e, setting)),
     }
+}
+
+/// The routes whose body is a plugin component (PUT /plugins/{name}, POST
+/// /plugins/backtest): larger than any batch of events.
+fn is_upload(method: &Method, path: &str) -> bool {
+    (method == Method::PUT && path.starts_with("/plugins/"))
+        || (method == Method::POST && path == "/plugins/backtest")
 }
 
 /// Read a body to its end (at most `limit` bytes), keeping none of it.
