@@ -152,26 +152,12 @@ fn mixed_events() -> Vec<Value> {
     ]
 }
 
-/// A plugin directory with the shipped plugins (so a second analytics
-/// version can be deployed and rolled back).
-fn plugin_dir() -> std::path::PathBuf {
-    let dir = common::tempdir().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    for p in ["analytics", "correlation", "responses"] {
-        let file = format!("{p}.wasm");
-        std::fs::copy(
-            common::root().join("target/plugins").join(&file),
-            dir.join(&file),
-        )
-        .unwrap();
-    }
-    dir
-}
-
 #[tokio::test]
 async fn the_document_describes_every_answer() {
     let (db_url, _dir) = sqlite_url();
-    let plugins = plugin_dir();
+    // The shipped plugins in a directory of its own (a second analytics
+    // version is deployed and rolled back).
+    let plugins = common::plugin_dir();
     let svc = Service::start(
         &db_url,
         &[
