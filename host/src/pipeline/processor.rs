@@ -270,12 +270,7 @@ impl Processor {
     }
 
     fn switches(&self) -> Switches {
-        let c = &self.config;
-        Switches {
-            analytics: c.real_time_analytics.enabled,
-            correlation: c.event_correlation.enabled,
-            responses: c.automated_response.enabled,
-        }
+        Switches::of(&self.config)
     }
 
     /// The gap since the last batch: after a swap it is the swap's cost

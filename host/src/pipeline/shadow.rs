@@ -88,35 +88,41 @@ pub struct ShadowReport {
     pub scored_batches: u64,
     /// Failed calls (traps, timeouts, memory limits).
     pub failures: u64,
+    /// Batches the live version failed on and the shadow did not (the
+    /// shadow still runs them, so that its state follows the events).
+    pub live_failures: u64,
     /// Why the shadow stopped, when it did (quarantined).
     pub ended: Option<String>,
 }
 
 impl Shadow {
     /// Run the shadow on a batch the live version of its analytics plugin
-    /// processed; compare the windows.
+    /// was given; compare the windows (`None`: the live call failed, the
+    /// shadow still runs, to stay in step with the events).
     pub fn analytics(
         &mut self,
         batch: &types::EventBatch,
-        live: &types::WindowSnapshot,
+        live: Option<&types::WindowSnapshot>,
         m: &Metrics,
     ) {
         let call = |p: &mut dyn Stage| {
             p.analytics_process(batch)?;
             p.analytics_snapshot()
         };
-        self.observe(batch, m, call, |r, seq, s| r.analytics(seq, live, &s));
+        let compare = live.map(|l| move |r: &mut ShadowReport, seq, s| r.analytics(seq, l, &s));
+        self.observe(batch, m, call, compare);
     }
 
     /// The same for a correlation plugin: the alerts.
     pub fn correlation(
         &mut self,
         batch: &types::EventBatch,
-        live: &types::CorrelationResult,
+        live: Option<&types::CorrelationResult>,
         m: &Metrics,
     ) {
         let call = |p: &mut dyn Stage| p.correlation_process(batch);
-        self.observe(batch, m, call, |r, seq, s| r.correlation(seq, live, &s));
+        let compare = live.map(|l| move |r: &mut ShadowReport, seq, s| r.correlation(seq, l, &s));
+        self.observe(batch, m, call, compare);
     }
 
     /// The same for a responses plugin, on the input the live one had.
@@ -124,29 +130,32 @@ impl Shadow {
         &mut self,
         batch: &types::EventBatch,
         input: &types::ResponseInput,
-        live: &[types::ActionRequest],
+        live: Option<&[types::ActionRequest]>,
         m: &Metrics,
     ) {
         let call = |p: &mut dyn Stage| p.responses_decide(input);
-        self.observe(batch, m, call, |r, seq, s| r.responses(seq, live, &s));
+        let compare =
+            live.map(|l| move |r: &mut ShadowReport, seq, s: Vec<_>| r.responses(seq, l, &s));
+        self.observe(batch, m, call, compare);
     }
 
     /// One call of the shadow (made before its report is locked: readers
     /// of the report never wait for a plugin call), counted in its report
-    /// and the metrics. A failed call counts as a disagreeing batch.
+    /// and the metrics. A failed call counts as a disagreeing batch; a
+    /// batch the live version failed on (no `compare`) as one of those.
     fn observe<T>(
         &mut self,
         batch: &types::EventBatch,
         m: &Metrics,
         call: impl FnOnce(&mut dyn Stage) -> Result<T, PluginError>,
-        compare: impl FnOnce(&mut ShadowReport, u64, T) -> Vec<Disagreement>,
+        compare: Option<impl FnOnce(&mut ShadowReport, u64, T) -> Vec<Disagreement>>,
     ) {
         let output = call(self.slot.plugin.as_mut());
         let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
         report.batch(batch.seq.len());
         let seq = batch.seq.first().copied().unwrap_or_default();
-        match output {
-            Ok(output) => {
+        match (output, compare) {
+            (Ok(output), Some(compare)) => {
                 let found = compare(&mut report, seq, output);
                 report.disagreeing_batches += u64::from(!found.is_empty());
                 for kind in found {
@@ -156,7 +165,11 @@ impl Shadow {
                         .inc();
                 }
             }
-            Err(e) => {
+            (Ok(_), None) => {
+                report.live_failures += 1;
+                report.disagreeing_batches += 1;
+            }
+            (Err(e), _) => {
                 report.failures += 1;
                 report.disagreeing_batches += 1;
                 tracing::warn!(plugin = %self.slot.name, "shadow: {e}");
@@ -221,23 +234,47 @@ impl Default for ShadowReport {
             mean_score_difference: 0.0,
             scored_batches: 0,
             failures: 0,
+            live_failures: 0,
             ended: None,
         }
     }
 }
 
-/// A batch's alerts by (name, subject).
-fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), &types::Finding> {
-    findings
-        .iter()
-        .filter(|f| f.alert)
-        .map(|f| ((f.name.as_str(), f.subject.as_str()), f))
-        .collect()
+/// A batch's alerts by (name, subject); several of one key stay apart.
+fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), Vec<&types::Finding>> {
+    let mut m: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for f in findings.iter().filter(|f| f.alert) {
+        m.entry((f.name.as_str(), f.subject.as_str()))
+            .or_default()
+            .push(f);
+    }
+    m
 }
 
-/// What makes two action requests the same one.
-fn action_key(a: &types::ActionRequest) -> (&str, &str, &str) {
-    (&a.rule, &a.action, &a.target)
+/// A batch's action requests by what makes two the same one: rule,
+/// action and target.
+fn actions(
+    requests: &[types::ActionRequest],
+) -> BTreeMap<(&str, &str, &str), Vec<&types::ActionRequest>> {
+    let mut m: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for a in requests {
+        m.entry((a.rule.as_str(), a.action.as_str(), a.target.as_str()))
+            .or_default()
+            .push(a);
+    }
+    m
+}
+
+/// What `only` has beyond `other`, key by key: two alerts of one rule and
+/// subject against one are one disagreement.
+fn beyond<'a, K: Ord + Copy, T>(
+    only: &'a BTreeMap<K, Vec<&'a T>>,
+    other: &'a BTreeMap<K, Vec<&'a T>>,
+) -> impl Iterator<Item = (K, &'a T)> + 'a {
+    only.iter().flat_map(move |(k, v)| {
+        let matched = other.get(k).map_or(0, Vec::len);
+        v.iter().skip(matched).map(move |t| (*k, *t))
+    })
 }
 
 impl ShadowReport {
@@ -274,7 +311,7 @@ impl ShadowReport {
             (&l, &s, Disagreement::AlertOnlyLive),
             (&s, &l, Disagreement::AlertOnlyShadow),
         ] {
-            for ((name, subject), f) in only.iter().filter(|(k, _)| !other.contains_key(*k)) {
+            for ((name, subject), f) in beyond(only, other) {
                 self.note(kind, name, || Example {
                     kind,
                     rule: name.to_string(),
@@ -302,14 +339,12 @@ impl ShadowReport {
         shadow: &[types::ActionRequest],
     ) -> Vec<Disagreement> {
         let mut found = Vec::new();
+        let (l, s) = (actions(live), actions(shadow));
         for (only, other, kind) in [
-            (live, shadow, Disagreement::ActionOnlyLive),
-            (shadow, live, Disagreement::ActionOnlyShadow),
+            (&l, &s, Disagreement::ActionOnlyLive),
+            (&s, &l, Disagreement::ActionOnlyShadow),
         ] {
-            for a in only
-                .iter()
-                .filter(|a| !other.iter().any(|o| action_key(o) == action_key(a)))
-            {
+            for (_, a) in beyond(only, other) {
                 self.note(kind, &a.rule, || Example {
                     kind,
                     rule: a.rule.clone(),
@@ -435,11 +470,43 @@ mod tests {
         };
         let events = [Event::new(1, EventKind::ErrorEvent, 0)];
         let batch = convert::batch_to_wit(EventBatch::from_events(&events));
-        shadow.correlation(&batch, &result(vec![], 0.0), &Metrics::new());
+        shadow.correlation(&batch, Some(&result(vec![], 0.0)), &Metrics::new());
         let r = shadow.report.lock().unwrap();
         assert_eq!((r.batches, r.failures, r.disagreeing_batches), (1, 1, 1));
         assert_eq!(r.agreement, 0.0);
         assert_eq!(r.scored_batches, 0);
+    }
+
+    #[test]
+    fn two_alerts_of_one_rule_and_subject_against_one_are_one_disagreement() {
+        let mut r = ShadowReport::default();
+        let burst = || finding("burst", true, &[1]);
+        let live = result(vec![burst(), burst()], 0.5);
+        let found = r.correlation(1, &live, &result(vec![burst()], 0.5));
+        assert_eq!(found, vec![Disagreement::AlertOnlyLive]);
+        assert_eq!(r.disagreements[&Disagreement::AlertOnlyLive]["burst"], 1);
+        assert!(r.correlation(2, &live, &live).is_empty());
+    }
+
+    #[test]
+    fn a_batch_the_live_version_failed_on_still_reaches_the_shadow() {
+        use crate::pipeline::fake::Fake;
+        use crate::plugin::{PluginKind, convert};
+        use hxp_plugin_sdk::{Event, EventBatch, EventKind};
+        let fake = Fake::new("rules", PluginKind::Correlation);
+        let mut shadow = Shadow {
+            slot: fake.slot(1),
+            report: Arc::default(),
+        };
+        let events = [Event::new(1, EventKind::ErrorEvent, 0)];
+        let batch = convert::batch_to_wit(EventBatch::from_events(&events));
+        shadow.correlation(&batch, None, &Metrics::new());
+        let r = shadow.report.lock().unwrap();
+        assert_eq!(
+            (r.batches, r.events, r.failures, r.live_failures),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(r.disagreeing_batches, 1);
     }
 
     #[test]

@@ -122,6 +122,16 @@ pub struct Switches {
     pub responses: bool,
 }
 
+impl Switches {
+    pub fn of(c: &crate::config::Config) -> Switches {
+        Switches {
+            analytics: c.real_time_analytics.enabled,
+            correlation: c.event_correlation.enabled,
+            responses: c.automated_response.enabled,
+        }
+    }
+}
+
 /// One batch's results from the three stages.
 #[derive(Debug, Default)]
 pub struct StageResults {
@@ -265,7 +275,7 @@ impl Stages {
 
     /// Every analytics plugin processes the batch; the first one's window
     /// is served and handed to responses. A shadow runs after its live
-    /// version.
+    /// version (also when that failed).
     fn analytics(
         &mut self,
         batch: &types::EventBatch,
@@ -278,8 +288,8 @@ impl Stages {
                 a.analytics_process(batch)
                     .and_then(|_| a.analytics_snapshot())
             });
-            if let (Some(s), Some(shadow)) = (&s, self.shadows.get_mut(&slot.name)) {
-                shadow.analytics(batch, s, metrics);
+            if let Some(shadow) = self.shadows.get_mut(&slot.name) {
+                shadow.analytics(batch, s.as_ref(), metrics);
             }
             if snapshot.is_none() {
                 snapshot = s;
@@ -297,14 +307,13 @@ impl Stages {
     ) -> Option<types::CorrelationResult> {
         let mut all: Option<types::CorrelationResult> = None;
         for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Correlation) {
-            let Some(r) = timed(metrics, slot.plugin.as_mut(), "process", ns, |c| {
+            let r = timed(metrics, slot.plugin.as_mut(), "process", ns, |c| {
                 c.correlation_process(batch)
-            }) else {
-                continue;
-            };
+            });
             if let Some(shadow) = self.shadows.get_mut(&slot.name) {
-                shadow.correlation(batch, &r, metrics);
+                shadow.correlation(batch, r.as_ref(), metrics);
             }
+            let Some(r) = r else { continue };
             match &mut all {
                 None => all = Some(r),
                 Some(all) => {
@@ -327,14 +336,13 @@ impl Stages {
     ) -> Vec<ActionRequest> {
         let mut actions = Vec::new();
         for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Responses) {
-            let Some(a) = timed(metrics, slot.plugin.as_mut(), "decide", ns, |r| {
+            let a = timed(metrics, slot.plugin.as_mut(), "decide", ns, |r| {
                 r.responses_decide(input)
-            }) else {
-                continue;
-            };
+            });
             if let Some(shadow) = self.shadows.get_mut(&slot.name) {
-                shadow.responses(batch, input, &a, metrics);
+                shadow.responses(batch, input, a.as_deref(), metrics);
             }
+            let Some(a) = a else { continue };
             actions.extend(a.into_iter().map(convert::action_to_sdk));
         }
         actions
