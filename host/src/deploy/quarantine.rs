@@ -8,13 +8,29 @@ use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// The follower's name in /health and the worker metrics.
+const WORKER: &str = "quarantine";
+
 impl Deployer {
-    /// Act on the processor's quarantine notices, one at a time.
+    /// Act on the processor's quarantine notices, one at a time. A panic
+    /// while acting on one (the version stays out, not rolled back) shows
+    /// the worker down in /health until a later notice is acted on, and
+    /// does not stop the following.
     pub fn follow_quarantines(self: &Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
         let this = self.clone();
         tokio::spawn(async move {
+            let workers = &this.metrics.workers;
+            workers.running(WORKER);
             while let Some(n) = notices.recv().await {
-                this.quarantine(n).await;
+                let plugin = n.plugin.clone();
+                match crate::util::panic::catch_async(this.quarantine(n)).await {
+                    Ok(()) => workers.running(WORKER),
+                    Err(panic) => {
+                        workers.panicked(WORKER, &panic);
+                        let why = format!("acting on the quarantine of {plugin} panicked: {panic}");
+                        workers.failed(WORKER, why);
+                    }
+                }
             }
         });
     }
