@@ -13,9 +13,12 @@
 //!   floor under any backtest on this store;
 //! - scan + parse: the same, each event's typed fields read from its
 //!   stored JSON (what the plugin gets);
-//! - backtest: the whole backtest (scan, parse and the plugin overlapped).
+//! - backtest: the whole backtest (scan, parse and the plugin overlapped);
+//! - backtest, three stages: the same with the shipped analytics and
+//!   responses plugins beside it (`--with`), as a backtest through the API
+//!   runs it (action requests compared too).
 //!
-//! Prints events/s per pass and the medians, and the backtest's ratio to
+//! Prints events/s per pass and the medians, and the backtests' ratio to
 //! the baseline within each round.
 
 #[path = "../../tests/common/mod.rs"]
@@ -152,26 +155,42 @@ fn main() {
         from_ms: range.0,
         until_ms: range.1,
         config: Some(common::root().join("config/event-processing.yaml")),
+        with: Vec::new(),
         batch_size: 1000,
+        warmup: 0,
     };
-    let mut figures: [Vec<f64>; 5] = Default::default();
+    let plugins = |p: &str| common::root().join(format!("target/plugins/{p}.wasm"));
+    let three = plugin::BacktestOptions {
+        with: vec![plugins("analytics"), plugins("responses")],
+        ..opts.clone()
+    };
+    let mut figures: [Vec<f64>; 7] = Default::default();
     for round in 0..RUNS {
         let pages = sqlx_pages(&rt, &store, range);
         let read = scan(&rt, &store, range, false);
         let parsed = scan(&rt, &store, range, true);
         let report = plugin::backtest(&engine, &opts).expect("backtest");
         let b = report["events_per_second"].as_f64().unwrap_or(0.0);
+        let all = plugin::backtest(&engine, &three).expect("backtest, three stages");
+        let b3 = all["events_per_second"].as_f64().unwrap_or(0.0);
         println!(
-            "round {round}: sqlx pages {pages:>9.0}, scan {read:>9.0}, scan + parse {parsed:>9.0}, backtest {b:>9.0} ev/s ({} events, {} failed batches, difference {})",
-            report["events"], report["failed_batches"], report["difference"]
+            "round {round}: sqlx pages {pages:>9.0}, scan {read:>9.0}, scan + parse {parsed:>9.0}, backtest {b:>9.0}, three stages {b3:>9.0} ev/s ({} events, {} failed batches, difference {}; three stages: {} failed, difference {}, actions {}, action difference {})",
+            report["events"],
+            report["failed_batches"],
+            report["difference"],
+            all["failed_batches"],
+            all["difference"],
+            all["actions"],
+            all["action_difference"]
         );
-        for (v, x) in figures.iter_mut().zip([pages, read, parsed, b, b / pages]) {
+        let row = [pages, read, parsed, b, b / pages, b3, b3 / pages];
+        for (v, x) in figures.iter_mut().zip(row) {
             v.push(x);
         }
     }
-    let [pages, read, parsed, b, ratio] = figures.map(common::median);
+    let [pages, read, parsed, b, ratio, b3, ratio3] = figures.map(common::median);
     println!(
-        "median of {RUNS} (ev/s): sqlx pages {pages:.0}, scan {read:.0}, scan + parse {parsed:.0}, backtest {b:.0}; backtest / sqlx pages {ratio:.2}"
+        "median of {RUNS} (ev/s): sqlx pages {pages:.0}, scan {read:.0}, scan + parse {parsed:.0}, backtest {b:.0}, three stages {b3:.0}; / sqlx pages {ratio:.2} and {ratio3:.2}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,10 +1,11 @@
-//! POST /plugins/backtest: a candidate correlation plugin over the stored
-//! events of an event-time range, answered as NDJSON lines while it runs
-//! (progress every second, then the report); closing the connection
-//! cancels it.
+//! POST /plugins/backtest: a candidate plugin, among the live versions of
+//! the others, over the stored events of an event-time range, answered as
+//! NDJSON lines while it runs (progress every second, then the report);
+//! closing the connection cancels it.
 
 use super::extract::ApiQuery;
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
+use crate::deploy::BacktestCandidate;
 use crate::pipeline::backtest::{self, BacktestReport, Progress};
 use crate::util::task::AbortOnDrop;
 use crate::util::time::parse_time;
@@ -31,11 +32,18 @@ pub(super) struct BacktestQuery {
     from: String,
     /// End of the range, exclusive.
     to: String,
-    /// The config section it is configured with (default: its stage's;
-    /// `plugin_config.NAME` for a section of its own).
+    /// The live plugin it stands in for (default: the first of its stage;
+    /// a name no plugin runs under adds it to the others).
+    plugin: Option<String>,
+    /// The config section it is configured with (default: that plugin's,
+    /// else its stage's; `plugin_config.NAME` for a section of its own).
     config: Option<String>,
     /// Events per batch (default 1,000; at most 100,000).
     batch_size: Option<usize>,
+    /// Seconds of events before `from` the plugins warm up on, not
+    /// counted (default 0: they start fresh at `from`); the window length
+    /// gives them the state the live versions had.
+    warmup: Option<u32>,
 }
 
 impl BacktestQuery {
@@ -68,17 +76,19 @@ impl BacktestQuery {
 #[serde(rename_all = "snake_case")]
 pub(super) enum BacktestLine {
     Progress(Progress),
-    Report(BacktestReport),
+    Report(Box<BacktestReport>),
     /// The backtest stopped: the candidate failed, or the store did.
     Error(String),
 }
 
-/// POST /plugins/backtest (admin): run the component in the body (a
-/// correlation plugin) over the stored events of `[from, to)` in event-time
-/// order, fresh, its clock following the events. The answer streams
-/// NDJSON: `{"progress": ...}` every second, then `{"report": ...}` (its
-/// alerts per rule, those the live versions recorded for the batches of
-/// those events, and the difference) or `{"error": "..."}`. Closing the
+/// POST /plugins/backtest (admin): run the component in the body in place
+/// of the live plugin it stands in for, beside fresh instances of the
+/// other live plugins, over the stored events of `[from, to)` in
+/// event-time order, fresh (or warmed up), the clock following the events.
+/// The answer streams NDJSON: `{"progress": ...}` every second, then
+/// `{"report": ...}` (alerts per rule and action requests per rule and
+/// action, those the live versions recorded for the batches of those
+/// events, and the differences) or `{"error": "..."}`. Closing the
 /// connection cancels it. One backtest runs at a time.
 #[utoipa::path(
     post,
@@ -94,7 +104,7 @@ pub(super) enum BacktestLine {
         (status = 403, description = "Admin endpoints are disabled", body = ErrorBody),
         (status = 409, description = "A backtest is running", body = ErrorBody),
         (status = 413, description = "Larger than plugins.max_upload_bytes", body = ErrorBody),
-        (status = 422, description = "Not a correlation plugin, or it does not compile or configure", body = ErrorBody),
+        (status = 422, description = "It does not compile or configure, or is not of the stage of the plugin it stands in for", body = ErrorBody),
     )
 )]
 pub(super) async fn backtest(
@@ -105,19 +115,24 @@ pub(super) async fn backtest(
 ) -> ApiResult<Response> {
     require_admin(&state, &headers)?;
     let body = super::plugins::component(body)?;
-    let (range, batch_size) = (q.range()?, q.batch_size()?);
+    let range = q.range()?;
+    let sizes = (q.batch_size()?, i64::from(q.warmup.unwrap_or(0)) * 1000);
     let Some(hold) = state.deployer.backtest_slot() else {
         let msg = "a backtest is running; one runs at a time";
         return Err(ApiError::new(StatusCode::CONFLICT, "backtest_running", msg));
     };
     let deployer = state.deployer.clone();
-    let candidate = tokio::task::spawn_blocking(move || {
-        deployer.backtest_candidate(&body, q.config.as_deref(), range.0)
+    let bench = tokio::task::spawn_blocking(move || {
+        let c = BacktestCandidate {
+            bytes: &body,
+            plugin: q.plugin.as_deref(),
+            section: q.config.as_deref(),
+        };
+        deployer.backtest_bench(&c, range.0)
     })
     .await
-    .map_err(|e| ApiError::internal(e.into()))?;
-    let (plugin, clock) = candidate
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected", e))?;
+    .map_err(|e| ApiError::internal(e.into()))?
+    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected", e))?;
     let (progress, following) = watch::channel(Progress::default());
     let store = state.store.clone();
     let task = tokio::spawn(async move {
@@ -125,7 +140,7 @@ pub(super) async fn backtest(
             progress,
             hold: Some(hold),
         };
-        backtest::run(&store, Box::new(plugin), clock, range, batch_size, watch).await
+        backtest::run(&store, bench, range, sizes, watch).await
     });
     let lines = ndjson_lines(following, AbortOnDrop(task));
     Response::builder()
@@ -149,7 +164,7 @@ fn ndjson_lines(
         tokio::select! {
             done = &mut task => {
                 let line = match done {
-                    Ok(Ok(report)) => BacktestLine::Report(report),
+                    Ok(Ok(report)) => BacktestLine::Report(Box::new(report)),
                     Ok(Err(e)) => BacktestLine::Error(format!("{e:#}")),
                     Err(e) => BacktestLine::Error(format!("the backtest stopped: {e}")),
                 };

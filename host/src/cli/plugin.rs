@@ -295,7 +295,7 @@ pub fn write_wit(dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Options of `plugin backtest`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct BacktestOptions {
     pub file: PathBuf,
     /// The service's database (DATABASE_URL).
@@ -307,34 +307,52 @@ pub struct BacktestOptions {
     /// End of the range, exclusive.
     #[arg(long = "to", value_name = "TIME", value_parser = crate::util::time::parse_time)]
     pub until_ms: i64,
-    /// Service config (YAML); the plugin gets its section of it.
+    /// Service config (YAML); each plugin gets its stage's section of it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Another plugin to run beside it, as the service runs the live
+    /// versions (e.g. the analytics and responses plugins, for the action
+    /// requests); repeatable.
+    #[arg(long = "with", value_name = "FILE")]
+    pub with: Vec<PathBuf>,
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// Seconds of events before --from the plugins warm up on (not
+    /// counted).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u32,
 }
 
-/// Run a correlation plugin over a stored event-time range of a service's
-/// database (fresh, clock following the events); the report.
+/// Run a plugin (beside the `--with` ones) over a stored event-time range
+/// of a service's database (fresh or warmed up, clock following the
+/// events); the report.
 pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::Result<Value> {
     let clock = Clock::manual(opts.from_ms);
-    let plugin = load(
-        engine,
-        Source::File(&opts.file),
-        &clock,
-        opts.config.as_deref(),
-    )?;
+    let config = opts.config.as_deref();
+    let named = |path: &Path| -> anyhow::Result<Box<dyn crate::pipeline::Stage>> {
+        let mut p = load(engine, Source::File(path), &clock, config)?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        p.set_name(Arc::from(&*stem));
+        Ok(Box::new(p))
+    };
+    let candidate = named(&opts.file)?;
+    let others = opts
+        .with
+        .iter()
+        .map(|p| named(p))
+        .collect::<Result<_, _>>()?;
+    let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect(&opts.database, 2).await?;
         let range = (opts.from_ms, opts.until_ms);
+        let sizes = (opts.batch_size, i64::from(opts.warmup) * 1000);
         let (progress, _following) = tokio::sync::watch::channel(Default::default());
         let watch = crate::pipeline::backtest::Watch {
             progress,
             hold: None,
         };
-        let plugin = Box::new(plugin);
-        crate::pipeline::backtest::run(&store, plugin, clock, range, opts.batch_size, watch).await
+        crate::pipeline::backtest::run(&store, bench, range, sizes, watch).await
     })?;
     Ok(serde_json::to_value(report)?)
 }

@@ -30,6 +30,7 @@ mod swap;
 mod upload;
 mod watch;
 
+pub use backtest::BacktestCandidate;
 pub use candidate::{DEFAULT_ORDER, Manifest};
 pub use upload::{Upload, UploadError};
 

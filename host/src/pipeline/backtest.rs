@@ -1,14 +1,19 @@
-//! Backtests: a correlation plugin version run over the stored events of
-//! an event-time range, in event-time order, from a fresh start, with its
-//! clock following the events; the alerts it raises, against the alerts
-//! the live versions recorded for the batches of those events.
+//! Backtests: a plugin version run over the stored events of an
+//! event-time range, in event-time order, with its clock following the
+//! events, beside fresh instances of the live versions of the other
+//! plugins (what it would have done in the service); the alerts and
+//! action requests of that run, against what the live versions recorded
+//! for the batches of those events. It starts fresh, or warmed up on the
+//! events just before the range (not counted).
 
-use super::stages::Stage;
+use super::stages::{Slot, Stage, Stages, Switches};
 use crate::plugin::{Clock, PluginKind, convert};
 use crate::store::Store;
+use crate::telemetry::Metrics;
 use crate::util::task::AbortOnDrop;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
@@ -20,19 +25,34 @@ const MAX_FAILED_BATCHES: u64 = 10;
 pub struct BacktestReport {
     pub from_ms: i64,
     pub until_ms: i64,
+    /// The candidate's name, and every plugin that ran (`name version`):
+    /// the candidate and fresh instances of the other live versions.
+    pub candidate: String,
+    pub plugins: Vec<String>,
     pub events: u64,
     pub batches: u64,
+    /// Events before the range the plugins warmed up on (not counted).
+    pub warmup_events: u64,
     pub seconds: f64,
     pub events_per_second: f64,
-    /// Alerts the candidate raised, per rule.
+    /// Alerts raised in the run, per rule.
     pub alerts: BTreeMap<String, u64>,
     /// Alerts the live versions recorded for the batches of these events.
     pub recorded_alerts: BTreeMap<String, u64>,
-    /// Per rule where they differ: the candidate's count minus the recorded.
+    /// Per rule where they differ: the run's count minus the recorded.
     pub difference: BTreeMap<String, i64>,
+    /// Whether a responses plugin ran: action requests are compared only
+    /// then.
+    pub responses: bool,
+    /// Action requests made in the run, per `rule: action`.
+    pub actions: BTreeMap<String, u64>,
+    /// Action requests the live versions recorded for those batches.
+    pub recorded_actions: BTreeMap<String, u64>,
+    /// Per `rule: action` where they differ.
+    pub action_difference: BTreeMap<String, i64>,
     /// Batches the candidate failed on (trap, deadline, bad output), and
-    /// the first failure. Their events count as seen, their findings are
-    /// lost, as they would be live.
+    /// the first failure. Their events count as seen, the candidate's
+    /// output for them is lost, as it would be live.
     pub failed_batches: u64,
     pub first_failure: Option<String>,
 }
@@ -40,13 +60,14 @@ pub struct BacktestReport {
 /// How far a running backtest is (what `POST /plugins/backtest` streams).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Progress {
+    /// Events folded in so far, the warm-up's included.
     pub events: u64,
     /// The newest event time folded in so far.
     pub event_time_ms: Option<i64>,
 }
 
-/// One page of events as the candidate gets them, and the span of the
-/// stored batches they came from.
+/// One page of events as the plugins get them, and the span of the stored
+/// batches of the range's events among them (not the warm-up's).
 struct Page {
     events: Vec<hxp_plugin_sdk::Event>,
     batch_seqs: (u64, u64),
@@ -62,32 +83,91 @@ pub struct Watch {
     pub hold: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Run `plugin` (a correlation plugin, fresh, whose clock is `clock`)
-/// over the events of `[from_ms, until_ms)` in batches of `batch_size`.
-/// The store is read and the events parsed on another task while the
-/// plugin runs; dropping the future stops the reading.
+/// What a backtest runs: the candidate among fresh instances of the other
+/// live plugins, all on one clock that follows the events.
+pub struct Bench {
+    stages: Stages,
+    /// The candidate's slot.
+    candidate: usize,
+    switches: Switches,
+}
+
+impl Bench {
+    /// `candidate` among `others`, whose clock is `clock`.
+    pub fn new(candidate: Slot, others: Vec<Slot>, clock: Clock, switches: Switches) -> Bench {
+        let name = candidate.name.clone();
+        let mut slots = others;
+        slots.push(candidate);
+        let stages = Stages::new(slots, clock);
+        let candidate = stages.position(&name).unwrap_or_default();
+        Bench {
+            stages,
+            candidate,
+            switches,
+        }
+    }
+
+    /// `candidate` among `others`, under their own names, every stage
+    /// switched on (the CLI's: there is no service to take the live
+    /// plugins and switches from).
+    pub fn of_plugins(
+        candidate: Box<dyn Stage>,
+        others: Vec<Box<dyn Stage>>,
+        clock: Clock,
+    ) -> Bench {
+        let slot = |plugin: Box<dyn Stage>| Slot {
+            name: Arc::from(plugin.name()),
+            plugin,
+            order: 0,
+            file: String::new(),
+            section: String::new(),
+            section_json: String::new(),
+            loaded_at: String::new(),
+        };
+        let on = Switches {
+            analytics: true,
+            correlation: true,
+            responses: true,
+        };
+        let others = others.into_iter().map(slot).collect();
+        Bench::new(slot(candidate), others, clock, on)
+    }
+
+    fn candidate(&self) -> &dyn Stage {
+        self.stages.slots[self.candidate].plugin.as_ref()
+    }
+
+    /// Who ran, for the report.
+    fn describe(&self, r: &mut BacktestReport) {
+        r.candidate = self.stages.slots[self.candidate].name.to_string();
+        r.plugins = (self.stages.slots.iter())
+            .map(|s| format!("{} {}", s.name, s.plugin.metadata().version))
+            .collect();
+        r.responses = self.switches.responses && self.stages.has(PluginKind::Responses);
+    }
+}
+
+/// Run `bench` over the events of `[from_ms, until_ms)` in batches of
+/// `batch_size`, after warming up on the `warmup_ms` before them. The
+/// store is read and the events parsed on another task while the plugins
+/// run; dropping the future stops the reading.
 pub async fn run(
     store: &Store,
-    mut plugin: Box<dyn Stage>,
-    clock: Clock,
+    mut bench: Bench,
     (from_ms, until_ms): (i64, i64),
-    batch_size: usize,
+    (batch_size, warmup_ms): (usize, i64),
     watch: Watch,
 ) -> anyhow::Result<BacktestReport> {
-    check_kind(plugin.kind()).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let (tx, rx) = mpsc::channel(2);
-    let reader = AbortOnDrop(tokio::spawn(read(store.clone(), (from_ms, until_ms), tx)));
+    let scanned = (from_ms.saturating_sub(warmup_ms.max(0)), until_ms);
+    let reader = AbortOnDrop(tokio::spawn(read(store.clone(), scanned, from_ms, tx)));
     let folding = tokio::task::spawn_blocking(move || {
-        let r = fold_pages(
-            plugin.as_mut(),
-            &clock,
-            rx,
-            batch_size.max(1),
-            &watch.progress,
-        );
+        let mut fold = Fold::new(from_ms, batch_size.max(1));
+        let r = fold.pages(&mut bench, rx, &watch.progress);
+        bench.describe(&mut fold.report);
         drop(watch.hold);
-        r
+        r.map(|()| (fold.report, fold.batch_seqs))
     });
     let (mut r, batch_seqs) = folding.await??;
     // The reader's error, when it stopped the pages early.
@@ -95,37 +175,37 @@ pub async fn run(
     r.from_ms = from_ms;
     r.until_ms = until_ms;
     if r.events > 0 {
-        r.recorded_alerts = store
-            .alerts_per_rule_in_batches(batch_seqs.0, batch_seqs.1)
-            .await?;
+        let (first, last) = batch_seqs;
+        r.recorded_alerts = store.alerts_per_rule_in_batches(first, last).await?;
+        if r.responses {
+            let recorded = store.actions_per_rule_in_batches(first, last).await?;
+            r.recorded_actions = (recorded.into_iter())
+                .map(|(rule, action, n)| (action_key(&rule, &action), n))
+                .collect();
+        }
     }
     r.difference = difference(&r.alerts, &r.recorded_alerts);
+    r.action_difference = difference(&r.actions, &r.recorded_actions);
     r.seconds = started.elapsed().as_secs_f64();
     r.events_per_second = r.events as f64 / r.seconds.max(1e-9);
     Ok(r)
 }
 
-/// Backtests cover correlation plugins: the error says so for another
-/// kind.
-pub fn check_kind(kind: PluginKind) -> Result<(), String> {
-    match kind {
-        PluginKind::Correlation => Ok(()),
-        other => Err(format!(
-            "backtests cover correlation plugins (this is a {other} plugin)"
-        )),
-    }
-}
-
-/// The range's events in event-time order from the store's scan, parsed
-/// a page at a time on a blocking thread while the next page is read.
-/// Stops when the receiver is gone.
-async fn read(store: Store, range: (i64, i64), tx: mpsc::Sender<Page>) -> anyhow::Result<()> {
+/// The scanned events in event-time order from the store's scan, parsed a
+/// page at a time on a blocking thread while the next page is read; the
+/// range proper starts at `from_ms`. Stops when the receiver is gone.
+async fn read(
+    store: Store,
+    scanned: (i64, i64),
+    from_ms: i64,
+    tx: mpsc::Sender<Page>,
+) -> anyhow::Result<()> {
     let (raw_tx, mut raw) = mpsc::channel(2);
     let scan = AbortOnDrop(tokio::spawn(async move {
-        store.scan_by_time(range, raw_tx).await
+        store.scan_by_time(scanned, raw_tx).await
     }));
     while let Some(rows) = raw.recv().await {
-        let page = tokio::task::spawn_blocking(move || parse(&rows)).await?;
+        let page = tokio::task::spawn_blocking(move || parse(&rows, from_ms)).await?;
         if tx.send(page).await.is_err() {
             return Ok(());
         }
@@ -134,10 +214,12 @@ async fn read(store: Store, range: (i64, i64), tx: mpsc::Sender<Page>) -> anyhow
     scan.await?
 }
 
-fn parse(rows: &[crate::store::StoredEvent]) -> Page {
-    let batch_seqs = rows.iter().fold(NO_BATCHES, |span, row| {
-        widen(span, (row.batch_seq, row.batch_seq))
-    });
+fn parse(rows: &[crate::store::StoredEvent], from_ms: i64) -> Page {
+    let batch_seqs = (rows.iter())
+        .filter(|row| row.event_time >= from_ms)
+        .fold(NO_BATCHES, |span, row| {
+            widen(span, (row.batch_seq, row.batch_seq))
+        });
     let events = rows.iter().filter_map(|e| e.typed()).collect();
     Page { events, batch_seqs }
 }
@@ -150,56 +232,99 @@ fn widen(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
     (a.0.min(b.0), a.1.max(b.1))
 }
 
-/// The candidate over every page, batch by batch, its clock at each
-/// batch's newest event (runs on a blocking thread).
-fn fold_pages(
-    plugin: &mut dyn Stage,
-    clock: &Clock,
-    mut pages: mpsc::Receiver<Page>,
+/// The run so far (on a blocking thread).
+struct Fold {
+    report: BacktestReport,
+    batch_seqs: (u64, u64),
+    from_ms: i64,
     batch_size: usize,
-    progress: &watch::Sender<Progress>,
-) -> anyhow::Result<(BacktestReport, (u64, u64))> {
-    let mut r = BacktestReport::default();
-    let mut batch_seqs = NO_BATCHES;
-    let mut newest = None;
-    while let Some(page) = pages.blocking_recv() {
-        batch_seqs = widen(batch_seqs, page.batch_seqs);
-        for batch in page.events.chunks(batch_size) {
-            anyhow::ensure!(!progress.is_closed(), "cancelled");
-            let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
-            newest = newest.max(Some(t));
-            clock.set_ms(t);
-            if let Err(e) = fold(plugin, batch, &mut r) {
-                failed(&mut r, t, &e)?;
-            }
-            r.events += batch.len() as u64;
-            r.batches += 1;
-            progress.send_replace(Progress {
-                events: r.events,
-                event_time_ms: newest,
-            });
-        }
-    }
-    Ok((r, batch_seqs))
+    newest: Option<i64>,
+    /// The plugins' own metrics (the service's count live calls only).
+    metrics: Metrics,
 }
 
-/// One batch through the candidate.
-fn fold(
-    plugin: &mut dyn Stage,
-    batch: &[hxp_plugin_sdk::Event],
-    r: &mut BacktestReport,
-) -> anyhow::Result<()> {
-    let wit = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(batch));
-    let result = plugin.correlation_process(&wit)?;
-    for f in result.findings.iter().filter(|f| f.alert) {
-        *r.alerts.entry(f.name.clone()).or_default() += 1;
+impl Fold {
+    fn new(from_ms: i64, batch_size: usize) -> Fold {
+        Fold {
+            report: BacktestReport::default(),
+            batch_seqs: NO_BATCHES,
+            from_ms,
+            batch_size,
+            newest: None,
+            metrics: Metrics::new(),
+        }
     }
-    Ok(())
+
+    /// Every page, batch by batch: first the warm-up's events, then the
+    /// range's; the clock at each batch's newest event.
+    fn pages(
+        &mut self,
+        bench: &mut Bench,
+        mut pages: mpsc::Receiver<Page>,
+        progress: &watch::Sender<Progress>,
+    ) -> anyhow::Result<()> {
+        while let Some(page) = pages.blocking_recv() {
+            self.batch_seqs = widen(self.batch_seqs, page.batch_seqs);
+            let range = page.events.partition_point(|e| e.time_ms < self.from_ms);
+            let (warmup, counted) = page.events.split_at(range);
+            for (events, count) in [(warmup, false), (counted, true)] {
+                for batch in events.chunks(self.batch_size) {
+                    anyhow::ensure!(!progress.is_closed(), "cancelled");
+                    self.batch(bench, batch, count)?;
+                    progress.send_replace(Progress {
+                        events: self.report.events + self.report.warmup_events,
+                        event_time_ms: self.newest,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch through the plugins; what it raised and asked counted
+    /// when `count` (the range's, not the warm-up's).
+    fn batch(
+        &mut self,
+        bench: &mut Bench,
+        batch: &[hxp_plugin_sdk::Event],
+        count: bool,
+    ) -> anyhow::Result<()> {
+        let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
+        self.newest = self.newest.max(Some(t));
+        bench.stages.clock.set_ms(t);
+        let failures = bench.candidate().failures();
+        let wit = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(batch));
+        let results = bench.stages.run(&wit, t, bench.switches, &self.metrics);
+        let r = &mut self.report;
+        if !count {
+            r.warmup_events += batch.len() as u64;
+            return Ok(());
+        }
+        let findings = results.correlation.iter().flat_map(|c| &c.findings);
+        for f in findings.filter(|f| f.alert) {
+            *r.alerts.entry(f.name.clone()).or_default() += 1;
+        }
+        for a in &results.actions {
+            *r.actions.entry(action_key(&a.rule, &a.action)).or_default() += 1;
+        }
+        r.events += batch.len() as u64;
+        r.batches += 1;
+        if bench.candidate().failures() > failures {
+            let e = bench.candidate().stats().last_error.unwrap_or_default();
+            failed(r, t, &e)?;
+        }
+        Ok(())
+    }
+}
+
+/// How action requests are counted: per rule and action.
+pub fn action_key(rule: &str, action: &str) -> String {
+    format!("{rule}: {action}")
 }
 
 /// Count a failed batch; past [`MAX_FAILED_BATCHES`] the backtest stops
 /// (a candidate that fails throughout says nothing about its rules).
-fn failed(r: &mut BacktestReport, t: i64, e: &anyhow::Error) -> anyhow::Result<()> {
+fn failed(r: &mut BacktestReport, t: i64, e: &str) -> anyhow::Result<()> {
     r.failed_batches += 1;
     let first = r
         .first_failure
@@ -211,16 +336,15 @@ fn failed(r: &mut BacktestReport, t: i64, e: &anyhow::Error) -> anyhow::Result<(
     Ok(())
 }
 
-/// Per rule, `a - b` where it is not zero.
+/// Per key, `a - b` where it is not zero.
 fn difference(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, i64> {
-    let rules = a.keys().chain(b.keys());
-    rules
-        .map(|k| {
-            let n = |m: &BTreeMap<String, u64>| m.get(k).copied().unwrap_or(0) as i64;
-            (k.clone(), n(a) - n(b))
-        })
-        .filter(|(_, d)| *d != 0)
-        .collect()
+    let keys = a.keys().chain(b.keys());
+    keys.map(|k| {
+        let n = |m: &BTreeMap<String, u64>| m.get(k).copied().unwrap_or(0) as i64;
+        (k.clone(), n(a) - n(b))
+    })
+    .filter(|(_, d)| *d != 0)
+    .collect()
 }
 
 #[cfg(test)]

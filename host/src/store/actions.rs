@@ -23,6 +23,25 @@ impl Store {
             .collect()
     }
 
+    /// Action requests recorded by the batches `first..=last`, counted per
+    /// (rule, action).
+    pub async fn actions_per_rule_in_batches(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> anyhow::Result<Vec<(String, String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT rule, action, COUNT(*) FROM action_requests WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY rule, action",
+        )
+        .bind(first as i64)
+        .bind(last as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? as u64)))
+            .collect()
+    }
+
     /// Recent alerts, newest first.
     pub async fn alerts(&self, since_ms: i64, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         let rows = sqlx::query(
