@@ -8,13 +8,22 @@ use common::*;
 use serde_json::{Value, json};
 
 /// Live: `high_latency` is `latency > 2000`; the candidate lowers it to
-/// `latency > 1000`. Both alert at 5 occurrences, patterns off.
+/// `latency > 1000`. Both alert at 5 occurrences, patterns off. Every
+/// alert asks for a `page` (the `log` executor: nothing leaves the host);
+/// `escalate` is a responses section that also asks for an `escalate`.
 const CONFIG: &str = "\
 event_correlation:
   pattern_detection_enabled: false
   correlation_rules:
     - {name: high_latency, condition: latency > 2000, action: alert}
+automated_response:
+  response_rules:
+    - {name: page_on_alert, condition: finding_alert == true, action: page}
 plugin_config:
+  escalate:
+    response_rules:
+      - {name: page_on_alert, condition: finding_alert == true, action: page}
+      - {name: escalate_on_alert, condition: finding_alert == true, action: escalate}
   lowered:
     pattern_detection_enabled: false
     correlation_rules:
@@ -270,18 +279,21 @@ async fn a_trapping_shadow_is_quarantined_and_the_live_version_runs_on() {
     );
 }
 
-/// `plugin backtest` over the stored events of a range.
-fn backtest(file: &std::path::Path, db_url: &str, range: (i64, i64), config: &str) -> Value {
+/// `plugin backtest` of the directory's correlation plugin beside its
+/// analytics and responses plugins, over the stored events of a range.
+fn backtest(dir: &std::path::Path, db_url: &str, range: (i64, i64), config: &str) -> Value {
     let cfg = tempdir().join("config.yaml");
     std::fs::write(&cfg, config).unwrap();
+    let file = |p: &str| dir.join(format!("{p}.wasm")).to_str().unwrap().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hxp-events"))
         .args([
             "plugin",
             "backtest",
-            file.to_str().unwrap(),
+            &file("correlation"),
             "--database",
             db_url,
         ])
+        .args(["--with", &file("analytics"), "--with", &file("responses")])
         .args(["--from", &range.0.to_string(), "--to", &range.1.to_string()])
         .args(["--config", cfg.to_str().unwrap()])
         .output()
@@ -311,14 +323,14 @@ async fn six_slow_requests() -> (Service, std::path::PathBuf, String, (i64, i64)
 }
 
 /// Six events at 2500 ms, one per batch: the live rule (> 2000, 5
-/// occurrences) alerted once. A backtest of the live version over their
-/// range raises the same (empty difference); a version with one more rule,
-/// `slowish: latency > 2400`, raises exactly one more alert, for it.
+/// occurrences) alerted once, and that alert asked for one page. A
+/// backtest of the live version over their range raises the same (empty
+/// differences); a version with one more rule, `slowish: latency > 2400`,
+/// raises exactly one more alert, for it, and so one more page.
 #[tokio::test(flavor = "multi_thread")]
 async fn backtests_of_the_live_version_and_of_a_changed_one() {
     let (_svc, dir, db_url, range) = six_slow_requests().await;
-    let file = dir.join("correlation.wasm");
-    let live = backtest(&file, &db_url, range, CONFIG);
+    let live = backtest(&dir, &db_url, range, CONFIG);
     assert_eq!(live["events"], 6, "{live:#}");
     assert_eq!(live["alerts"], json!({"high_latency": 1}), "{live:#}");
     assert_eq!(
@@ -327,18 +339,25 @@ async fn backtests_of_the_live_version_and_of_a_changed_one() {
         "{live:#}"
     );
     assert_eq!(live["difference"], json!({}), "{live:#}");
+    let pages = json!({"page_on_alert: page": 1});
+    assert_eq!(live["responses"], true, "{live:#}");
+    assert_eq!(live["actions"], pages, "{live:#}");
+    assert_eq!(live["recorded_actions"], pages, "{live:#}");
+    assert_eq!(live["action_difference"], json!({}), "{live:#}");
     let changed = CONFIG.replacen(
         "    - {name: high_latency, condition: latency > 2000, action: alert}\n",
         "    - {name: high_latency, condition: latency > 2000, action: alert}\n    - {name: slowish, condition: latency > 2400, action: alert}\n",
         1,
     );
-    let diff = backtest(&file, &db_url, range, &changed);
+    let diff = backtest(&dir, &db_url, range, &changed);
     assert_eq!(
         diff["alerts"],
         json!({"high_latency": 1, "slowish": 1}),
         "{diff:#}"
     );
     assert_eq!(diff["difference"], json!({"slowish": 1}), "{diff:#}");
+    let one_more_page = json!({"page_on_alert: page": 1});
+    assert_eq!(diff["action_difference"], one_more_page, "{diff:#}");
 }
 
 /// POST /plugins/backtest with `query`; the answer, still streaming.
@@ -363,39 +382,63 @@ async fn next_line(resp: &mut reqwest::Response, buf: &mut Vec<u8>) -> Option<Va
     }
 }
 
-/// The same backtests as above through the API: progress first, then
-/// the report, for the live version (no difference) and for a version
-/// configured with one more rule (exactly that rule's alert).
+/// A backtest through the API to its end: progress first, then the
+/// report.
+async fn backtest_report(svc: &Service, query: &str, wasm: Vec<u8>) -> Value {
+    let mut resp = start_backtest(svc, query, wasm).await;
+    assert_eq!(resp.status(), 200);
+    let mut buf = Vec::new();
+    let first = next_line(&mut resp, &mut buf).await.unwrap();
+    assert!(first["progress"]["events"].is_u64(), "{first}");
+    let mut last = first;
+    while let Some(line) = next_line(&mut resp, &mut buf).await {
+        last = line;
+    }
+    last["report"].clone()
+}
+
+/// The same backtests as above through the API, where the live analytics
+/// and responses plugins run beside the candidate: for the live version
+/// (no difference), for a version configured with one more rule (exactly
+/// that rule's alert and its page), and for a responses version with one
+/// more rule (no other alert, exactly one `escalate` more).
 #[tokio::test(flavor = "multi_thread")]
 async fn backtests_over_the_api_stream_progress_then_the_report() {
     let (svc, dir, _, (from, to)) = six_slow_requests().await;
     let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let responses = std::fs::read(dir.join("responses.wasm")).unwrap();
     let range = format!("from={from}&to={to}");
-    for (config, difference) in [
-        ("", json!({})),
-        ("&config=plugin_config.slowish", json!({"slowish": 1})),
+    let page = |n| json!({"page_on_alert: page": n});
+    for (config, candidate, difference, action_difference) in [
+        ("", &wasm, json!({}), json!({})),
+        (
+            "&config=plugin_config.slowish",
+            &wasm,
+            json!({"slowish": 1}),
+            page(1),
+        ),
+        (
+            "&config=plugin_config.escalate",
+            &responses,
+            json!({}),
+            json!({"escalate_on_alert: escalate": 1}),
+        ),
     ] {
-        let mut resp = start_backtest(&svc, &format!("{range}{config}"), wasm.clone()).await;
-        assert_eq!(resp.status(), 200);
-        let mut buf = Vec::new();
-        let first = next_line(&mut resp, &mut buf).await.unwrap();
-        assert!(first["progress"]["events"].is_u64(), "{first}");
-        let mut last = first;
-        while let Some(line) = next_line(&mut resp, &mut buf).await {
-            last = line;
-        }
-        let report = &last["report"];
-        assert_eq!(report["events"], 6, "{last:#}");
+        let query = format!("{range}{config}");
+        let report = backtest_report(&svc, &query, candidate.clone()).await;
+        assert_eq!(report["events"], 6, "{report:#}");
+        let recorded = (&report["recorded_alerts"], &report["recorded_actions"]);
         assert_eq!(
-            report["recorded_alerts"],
-            json!({"high_latency": 1}),
-            "{last:#}"
+            recorded,
+            (&json!({"high_latency": 1}), &page(1)),
+            "{report:#}"
         );
-        assert_eq!(report["difference"], difference, "{last:#}");
+        assert_eq!(report["difference"], difference, "{report:#}");
+        assert_eq!(report["action_difference"], action_difference, "{report:#}");
     }
-    // Not a correlation plugin; an empty range; no token.
+    // Standing in for a plugin of another stage; an empty range; no token.
     let analytics = std::fs::read(dir.join("analytics.wasm")).unwrap();
-    let resp = start_backtest(&svc, &range, analytics).await;
+    let resp = start_backtest(&svc, &format!("{range}&plugin=correlation"), analytics).await;
     assert_eq!(resp.status(), 422);
     let resp = start_backtest(&svc, &format!("from={to}&to={from}"), wasm.clone()).await;
     assert_eq!(resp.status(), 400);
@@ -458,4 +501,164 @@ async fn closing_the_connection_cancels_a_backtest() {
         last = line;
     }
     assert_eq!(last["report"]["events"], 2_000, "{last:#}");
+}
+
+/// Warm-up: a range that starts after the third of six slow requests.
+/// Fresh, the candidate counts three occurrences there and never alerts:
+/// one alert (and one page) fewer than recorded. Warmed up on the minute
+/// before the range, it has seen the first three (not counted) and alerts
+/// at the fifth, as the live version did.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warmed_up_backtest_starts_with_the_state_the_live_version_had() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let now = || chrono::Utc::now().timestamp_millis();
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    for _ in 0..3 {
+        send_latency(&svc, 2500).await;
+    }
+    pause().await;
+    let from = now();
+    pause().await;
+    for _ in 0..3 {
+        send_latency(&svc, 2500).await;
+    }
+    let range = format!("from={from}&to={}", now() + 60_000);
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let fresh = backtest_report(&svc, &range, wasm.clone()).await;
+    let counts = (&fresh["events"], &fresh["warmup_events"]);
+    assert_eq!(counts, (&json!(3), &json!(0)), "{fresh:#}");
+    assert_eq!(
+        fresh["difference"],
+        json!({"high_latency": -1}),
+        "{fresh:#}"
+    );
+    let one_page_less = json!({"page_on_alert: page": -1});
+    assert_eq!(fresh["action_difference"], one_page_less, "{fresh:#}");
+    let warm = backtest_report(&svc, &format!("{range}&warmup=60"), wasm).await;
+    let counts = (&warm["events"], &warm["warmup_events"]);
+    assert_eq!(counts, (&json!(3), &json!(3)), "{warm:#}");
+    assert_eq!(warm["alerts"], json!({"high_latency": 1}), "{warm:#}");
+    assert_eq!(warm["difference"], json!({}), "{warm:#}");
+    assert_eq!(warm["action_difference"], json!({}), "{warm:#}");
+}
+
+/// Polls `path` until it answers `status` (the plugin watcher acts after
+/// its debounce).
+async fn until_status(svc: &Service, path: &str, status: u16) {
+    let started = std::time::Instant::now();
+    while get(&svc.url(path)).await.0 != status {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{path} never answered {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A shadow from the plugin directory: `next.wasm` with a manifest saying
+/// `name: correlation, mode: shadow` runs in the shadow of the live
+/// correlation plugin (its own file name deploys nothing) and reports as
+/// one deployed through the API; it stops when its file goes. Dropped in
+/// again and promoted, it is written over the live plugin's file (its
+/// manifest without `mode`) and its own files are removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_file_runs_beside_the_live_version_until_its_file_goes() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let drop_in = || {
+        // The manifest first: the component alone would deploy `next`.
+        let manifest = "name: correlation\nmode: shadow\nconfig: plugin_config.lowered\n";
+        std::fs::write(dir.join("next.yaml"), manifest).unwrap();
+        std::fs::copy(dir.join("correlation.wasm"), dir.join("next.wasm")).unwrap();
+    };
+    drop_in();
+    until_status(&svc, "/plugins/correlation/shadow", 200).await;
+    for _ in 0..6 {
+        send_latency(&svc, 1500).await;
+    }
+    let (_, report) = get(&svc.url("/plugins/correlation/shadow")).await;
+    let extra = json!({"alert_only_shadow": {"high_latency": 1}});
+    assert_eq!(report["disagreements"], extra, "{report:#}");
+    let (_, plugins) = get(&svc.url("/plugins")).await;
+    let names: Vec<&str> = (plugins["plugins"].as_array().unwrap().iter())
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"next"), "{names:?}");
+
+    std::fs::remove_file(dir.join("next.wasm")).unwrap();
+    std::fs::remove_file(dir.join("next.yaml")).unwrap();
+    until_status(&svc, "/plugins/correlation/shadow", 404).await;
+    let (_, h) = get(&svc.url("/plugins/correlation/history")).await;
+    let last = &h["deployments"][0];
+    assert_eq!(last["result"], "shadow_dropped", "{last}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(reason.contains("its file was removed"), "{reason}");
+
+    drop_in();
+    until_status(&svc, "/plugins/correlation/shadow", 200).await;
+    let promote = "/plugins/correlation/promote";
+    let (status, body) = admin(reqwest::Method::POST, &svc, promote, vec![]).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(!dir.join("next.wasm").exists() && !dir.join("next.yaml").exists());
+    let manifest = std::fs::read_to_string(dir.join("correlation.yaml")).unwrap();
+    assert!(
+        manifest.contains("config: plugin_config.lowered"),
+        "{manifest}"
+    );
+    assert!(!manifest.contains("mode"), "{manifest}");
+    // The directory as it is now deploys what runs: nothing more happens.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(get(&svc.url("/plugins/correlation/shadow")).await.0, 404);
+    let (_, h) = get(&svc.url("/plugins/correlation/history")).await;
+    assert_eq!(h["deployments"][0]["result"], "promoted", "{h:#}");
+}
+
+/// One of the last two deployments of `correlation` is its shadow
+/// stopping for `why`.
+async fn shadow_dropped(svc: &Service, why: &str) {
+    let (_, h) = get(&svc.url("/plugins/correlation/history")).await;
+    let recent = h["deployments"].as_array().unwrap()[..2].to_vec();
+    let found = recent
+        .iter()
+        .any(|d| d["result"] == "shadow_dropped" && d["reason"].as_str().unwrap().contains(why));
+    assert!(found, "{recent:#?}");
+}
+
+/// A new live version ends the shadow of its name (it was compared with,
+/// and started from, the version before); replacing a shadow records the
+/// one replaced; `backtest` and `reload` cannot be plugin names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_live_version_ends_the_shadow_and_reserved_names_are_refused() {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let put = |path: &'static str| admin(reqwest::Method::PUT, &svc, path, wasm.clone());
+    let shadow = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
+    assert_eq!(put(shadow).await.0, 200);
+    assert_eq!(put(shadow).await.0, 200);
+    shadow_dropped(&svc, "replaced by a newer shadow").await;
+
+    let (status, body) = put("/plugins/correlation?config=plugin_config.slowish").await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(get(&svc.url("/plugins/correlation/shadow")).await.0, 404);
+    shadow_dropped(&svc, "the live version changed").await;
+    let promote = "/plugins/correlation/promote";
+    assert_eq!(
+        admin(reqwest::Method::POST, &svc, promote, vec![]).await.0,
+        404
+    );
+
+    for name in ["backtest", "reload"] {
+        let path = format!("/plugins/{name}");
+        let (status, body) = admin(reqwest::Method::PUT, &svc, &path, wasm.clone()).await;
+        assert_eq!(status, 400, "{body:#}");
+        assert!(body.to_string().contains("reserved"), "{body:#}");
+    }
 }

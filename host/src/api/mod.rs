@@ -80,8 +80,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/processing/pipeline", get(processing::pipeline))
         .route("/processing/{processing_id}", get(processing::record))
         .route("/plugins", get(plugins::plugins))
-        .route("/plugins/reload", post(plugins::reload))
-        .route("/plugins/backtest", post(backtest::backtest))
+        .route(
+            "/plugins/reload",
+            post(plugins::reload).put(|| plugins::reserved("reload")),
+        )
+        .route(
+            "/plugins/backtest",
+            post(backtest::backtest).put(|| plugins::reserved("backtest")),
+        )
         .route(
             "/plugins/{name}",
             put(plugins::deploy).delete(plugins::remove),

@@ -4,7 +4,7 @@
 use super::extract::{ApiPath, ApiQuery};
 use super::views::{DeployView, HistoryView, PluginView, PluginsView, ReloadView, RollbackView};
 use super::{ApiError, ApiResult, AppState, ErrorBody, St, require_admin};
-use crate::deploy::{DeployError, Upload, UploadError};
+use crate::deploy::{DeployError, Mode, Upload, UploadError};
 use crate::pipeline::shadow::ShadowReport;
 use crate::store::DeploymentRow;
 use crate::store::Trigger;
@@ -188,15 +188,7 @@ pub(super) struct DeployQuery {
     /// `shadow`: run it beside the live version of that name, acting on
     /// nothing (default `live`).
     #[param(value_type = Option<String>)]
-    mode: Option<DeployMode>,
-}
-
-/// How PUT /plugins/{name} deploys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum DeployMode {
-    Live,
-    Shadow,
+    mode: Option<Mode>,
 }
 
 impl DeployQuery {
@@ -213,6 +205,9 @@ impl DeployQuery {
             order: self.order,
             config: self.config.clone(),
             limits,
+            // The query's `mode` says how; a shadow's file is written only
+            // when it is promoted, as a live one.
+            mode: None,
         }
     }
 }
@@ -279,13 +274,20 @@ pub(super) async fn deploy(
         manifest: q.manifest(state.config.plugins.limits),
         actor,
     };
-    let deployed = match q.mode.unwrap_or(DeployMode::Live) {
-        DeployMode::Live => state.deployer.deploy_upload(upload).await,
-        DeployMode::Shadow => state.deployer.deploy_shadow(upload).await,
+    let deployed = match q.mode.unwrap_or_default() {
+        Mode::Live => state.deployer.deploy_upload(upload).await,
+        Mode::Shadow => state.deployer.deploy_shadow(upload).await,
     };
     deployed
         .map(|deployment| Json(DeployView { deployment }))
         .map_err(upload_error)
+}
+
+/// PUT of a plugin under a name the API's own paths take: refused, as a
+/// file of that name is.
+pub(super) async fn reserved(name: &'static str) -> ApiError {
+    let e = crate::deploy::check_name(name).err().unwrap_or_default();
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e)
 }
 
 /// The answer for each way an upload fails.

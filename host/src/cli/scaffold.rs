@@ -189,7 +189,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             "plugin name '{name}': use a lowercase letter, then up to 63 lowercase letters, digits or '-' (not last)"
         );
     }
-    Ok(())
+    crate::deploy::check_name(name).map_err(anyhow::Error::msg)
 }
 
 /// The template with the project's values in.
@@ -266,6 +266,8 @@ mod tests {
             "a/b",
             "../x",
             &"a".repeat(65),
+            "backtest",
+            "reload",
         ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }

@@ -113,6 +113,7 @@ async fn start(
     })
     .await?;
     deployer.follow_quarantines(quarantine_rx);
+    deployer.start_file_shadows().await;
     if config.plugins.watch {
         deployer.watch()?;
     }

@@ -21,6 +21,36 @@ pub struct Manifest {
     pub config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// `shadow`: run beside the live plugin of its name (another file),
+    /// acting on nothing, until promoted or its file goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// How a plugin is deployed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// It acts: its findings and requests are the service's.
+    #[default]
+    Live,
+    /// Beside the live version of its name, compared, acting on nothing.
+    Shadow,
+}
+
+impl Manifest {
+    /// Whether it deploys a shadow.
+    pub(super) fn shadow(&self) -> bool {
+        self.mode == Some(Mode::Shadow)
+    }
+
+    /// Its text as written beside the component (nothing for no keys).
+    pub(super) fn text(&self) -> Result<String, String> {
+        if *self == Manifest::default() {
+            return Ok(String::new());
+        }
+        serde_norway::to_string(self).map_err(|e| e.to_string())
+    }
 }
 
 /// Position of a plugin without a manifest `order`.
@@ -43,10 +73,24 @@ pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Names the API's own paths take (`/plugins/backtest`,
+/// `/plugins/reload`): a plugin of that name could not be managed there.
+const RESERVED_NAMES: [&str; 2] = ["backtest", "reload"];
+
 /// 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' (a
-/// hidden file is not a plugin file).
-pub(super) fn valid_name(name: &str) -> bool {
-    crate::util::names::is_plain(name) && !name.starts_with('.')
+/// hidden file is not a plugin file), not reserved; the error says which.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if !crate::util::names::is_plain(name) || name.starts_with('.') {
+        return Err(format!(
+            "plugin name '{name}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "plugin name '{name}' is reserved (the API's /plugins/{name}); use another, e.g. with `name:` in the manifest"
+        ));
+    }
+    Ok(())
 }
 
 /// The manifest path of a plugin file.
@@ -95,12 +139,7 @@ pub(super) fn read_candidate(file: &Path) -> Result<Candidate, (String, String)>
         Err(e) => return Err((stem, format!("reading {}: {e}", mpath.display()))),
     };
     let name = manifest.name.clone().unwrap_or(stem);
-    if !valid_name(&name) {
-        return Err((
-            name.clone(),
-            format!("plugin name '{name}': use 1 to 64 letters, digits, '-', '_' or '.'"),
-        ));
-    }
+    check_name(&name).map_err(|e| (name.clone(), e))?;
     if let Some(l) = &manifest.limits {
         l.check("manifest limits").map_err(|e| (name.clone(), e))?;
     }
@@ -117,4 +156,19 @@ pub(super) fn read_candidate(file: &Path) -> Result<Candidate, (String, String)>
         fingerprint,
         actor: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_are_plain_visible_and_not_the_apis_own_paths() {
+        assert!(check_name("custom-rules.v2").is_ok());
+        for bad in ["", ".hidden", "a/b", "backtest", "reload"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let e = check_name("backtest").unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+    }
 }

@@ -15,11 +15,13 @@
 //! order: 20                       # within the stage, lower first (default 100)
 //! config: plugin_config.custom_rules  # section given to configure (default: the stage's)
 //! limits: {deadline_ms: 200, memory_mb: 64}  # default: plugins.limits
+//! mode: shadow                    # beside the live plugin `name`, acting on nothing
 //! ```
 
 mod archive;
 mod backtest;
 mod candidate;
+mod file_shadow;
 mod history;
 mod prepare;
 mod quarantine;
@@ -31,7 +33,7 @@ mod upload;
 mod watch;
 
 pub use backtest::BacktestCandidate;
-pub use candidate::{DEFAULT_ORDER, Manifest};
+pub use candidate::{DEFAULT_ORDER, Manifest, Mode, check_name};
 pub use upload::{Upload, UploadError};
 
 use crate::config::Config;
@@ -106,6 +108,11 @@ pub struct Deployer {
     /// One backtest at a time: it takes a core for as long as it runs.
     backtests: Arc<tokio::sync::Semaphore>,
     last_id: AtomicI64,
+}
+
+/// A hash's first 12 digits, as messages name a version.
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
 }
 
 fn ms(d: Duration) -> f64 {

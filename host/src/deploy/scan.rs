@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Deployer {
-    /// Deploy new and changed files, unload the plugins whose file is gone.
-    /// `force` retries files rejected before even if they did not change.
+    /// Deploy new and changed files, unload the plugins whose file is gone;
+    /// then the same for shadow files. `force` retries files rejected
+    /// before even if they did not change.
     pub async fn rescan(self: &Arc<Self>, force: bool, cause: Trigger) -> Vec<DeploymentRow> {
         let _serial = self.serial.lock().await;
         let files = plugin_files(&self.dir);
         let mut done = Vec::new();
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut shadows = Vec::new();
         for file in &files {
             let c = match read_candidate(file) {
                 Ok(c) => c,
@@ -27,6 +29,10 @@ impl Deployer {
                     continue;
                 }
             };
+            if c.manifest.shadow() {
+                shadows.push(c);
+                continue;
+            }
             if let Some(other) = names.get(&c.name) {
                 let row = self.row(&c.name, file, cause);
                 let reason = format!(
@@ -49,11 +55,12 @@ impl Deployer {
             row.reason = "its file was removed from the plugin directory".into();
             done.push(self.unload(row).await);
         }
+        done.extend(self.sync_file_shadows(shadows, force, cause).await);
         done
     }
 
     /// The file was rejected before with this fingerprint.
-    fn rejected_as(&self, file: &PathBuf, fingerprint: &str) -> bool {
+    pub(super) fn rejected_as(&self, file: &PathBuf, fingerprint: &str) -> bool {
         self.rejected()
             .get(file)
             .is_some_and(|(fp, _)| fp == fingerprint)

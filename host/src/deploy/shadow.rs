@@ -3,12 +3,14 @@
 //! until it is promoted to live (its file written as an upload's is) or
 //! dropped. Shadows live in memory: a restart ends them.
 
+use super::candidate::Candidate;
 use super::history::describe_prepared;
 use super::upload::{Staged, Upload, UploadError};
-use super::{DeployError, Deployer, Running};
+use super::{DeployError, Deployer, Running, short};
 use crate::pipeline::shadow::{Shadow, ShadowReport};
 use crate::pipeline::{Control, Swapped};
 use crate::store::{DeploymentResult, DeploymentRow, Trigger, now_ms};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// A shadow the deployer keeps: its report (shared with the processor) and
@@ -18,6 +20,16 @@ pub(super) struct ShadowEntry {
     running: Running,
     bytes: Vec<u8>,
     manifest_text: String,
+    /// The shadow file it came from, if it did (not an upload).
+    pub(super) source: Option<ShadowFile>,
+}
+
+/// A shadow file in the plugin directory, as it was when its shadow
+/// started.
+#[derive(Clone)]
+pub(super) struct ShadowFile {
+    pub(super) file: PathBuf,
+    pub(super) fingerprint: String,
 }
 
 impl ShadowEntry {
@@ -38,10 +50,25 @@ impl Deployer {
         let (c, manifest_text) = self.candidate(up)?;
         let mut row = self.row(&c.name, &c.file, Trigger::Api);
         row.actor = c.actor.clone();
+        self.start_shadow((c, manifest_text), row, None).await
+    }
+
+    /// Start a candidate (prepared as an upload of the live plugin's file
+    /// would be, with its manifest's text) as a shadow; `row` is recorded
+    /// with the outcome. `source`: the shadow file it came from (the caller
+    /// holds `serial`).
+    pub(super) async fn start_shadow(
+        self: &Arc<Self>,
+        (c, manifest_text): (Candidate, String),
+        mut row: DeploymentRow,
+        source: Option<ShadowFile>,
+    ) -> Result<DeploymentRow, UploadError> {
         row.sha256 = Some(c.sha256.clone());
+        let fingerprint = source.as_ref().map(|s| s.fingerprint.clone());
+        let refuse = |row, reason| self.refuse(row, reason, fingerprint.as_deref());
         if !self.running().contains_key(&c.name) {
             let reason = format!("a shadow needs a live plugin named {}", c.name);
-            return Err(self.refuse(row, reason).await);
+            return Err(refuse(row, reason).await);
         }
         let (prepared, c) = self
             .prepare_off_path(c)
@@ -49,7 +76,7 @@ impl Deployer {
             .map_err(UploadError::Internal)?;
         let prepared = match prepared {
             Ok(p) => p,
-            Err(reason) => return Err(self.refuse(row, reason).await),
+            Err(reason) => return Err(refuse(row, reason).await),
         };
         describe_prepared(&mut row, &prepared);
         let (slot, running, _) = prepared;
@@ -69,7 +96,7 @@ impl Deployer {
             Ok(replaced) => Self::drop_later(replaced.map(|s| Box::new(s.slot))),
             Err((reason, shadow)) => {
                 Self::drop_later(Some(Box::new(shadow.slot)));
-                return Err(self.refuse(row, reason).await);
+                return Err(refuse(row, reason).await);
             }
         }
         let entry = ShadowEntry {
@@ -77,17 +104,24 @@ impl Deployer {
             running,
             bytes: c.bytes,
             manifest_text,
+            source,
         };
-        self.shadows().insert(c.name.clone(), entry);
+        let replaced = self.shadows().insert(c.name.clone(), entry);
+        if let Some(old) = replaced {
+            let why = format!("replaced by a newer shadow ({})", short(&c.sha256));
+            let cause = (row.trigger, row.actor.clone());
+            self.record_shadow_end(&c.name, &old, cause, &why).await;
+        }
         row.result = DeploymentResult::Shadow;
         row.reason = "running in the shadow of the live version, from its state".into();
         self.record(&row).await;
         Ok(row)
     }
 
-    /// A refused shadow, recorded.
-    async fn refuse(&self, row: DeploymentRow, reason: String) -> UploadError {
-        UploadError::Rejected(Box::new(self.reject(row, reason, None).await))
+    /// A refused shadow, recorded (a shadow file's with its fingerprint:
+    /// not tried again until it changes).
+    async fn refuse(&self, row: DeploymentRow, reason: String, file: Option<&str>) -> UploadError {
+        UploadError::Rejected(Box::new(self.reject(row, reason, file).await))
     }
 
     /// The report of a plugin's shadow.
@@ -125,8 +159,9 @@ impl Deployer {
         let write = Staged::write(&file, &entry.bytes, &entry.manifest_text)
             .map_err(|e| e.to_string())
             .and_then(Staged::commit);
-        if let Err(e) = write {
-            tracing::warn!(plugin = %name, "promoted, but writing its file failed: {e}");
+        match write {
+            Ok(()) => remove_source(entry.source.as_ref()),
+            Err(e) => tracing::warn!(plugin = %name, "promoted, but writing its file failed: {e}"),
         }
         self.archive(&entry.running.sha256, &entry.bytes);
         let report = entry.report();
@@ -143,16 +178,37 @@ impl Deployer {
         Ok(row)
     }
 
-    /// Stop a plugin's shadow.
+    /// Stop a plugin's shadow (and remove its file, if it came from one).
     pub async fn drop_shadow(
         self: &Arc<Self>,
         name: &str,
         actor: String,
     ) -> Result<DeploymentRow, DeployError> {
         let _serial = self.serial.lock().await;
-        let Some(entry) = self.shadows().remove(name) else {
-            return Err(DeployError::NoShadow(name.to_string()));
-        };
+        let no_shadow = || DeployError::NoShadow(name.to_string());
+        let source = self
+            .shadows()
+            .get(name)
+            .ok_or_else(no_shadow)?
+            .source
+            .clone();
+        let cause = (Trigger::Api, Some(actor));
+        let row = self.stop_shadow(name, cause, "dropped").await;
+        remove_source(source.as_ref());
+        row.ok_or_else(no_shadow)
+    }
+
+    /// Stop the shadow of `name` if there is one, and record why (the
+    /// caller holds `serial`). Among the reasons: the live version changed
+    /// (deployed, rolled back), since the shadow was compared with, and
+    /// started from, the version before; promoting it would undo the change.
+    pub(super) async fn stop_shadow(
+        &self,
+        name: &str,
+        cause: (Trigger, Option<String>),
+        why: &str,
+    ) -> Option<DeploymentRow> {
+        let entry = self.shadows().remove(name)?;
         let stop = |reply| Control::DropShadow {
             name: name.to_string(),
             reply,
@@ -160,14 +216,25 @@ impl Deployer {
         if let Some(Some(s)) = self.ask(stop).await {
             Self::drop_later(Some(Box::new(s.slot)));
         }
+        Some(self.record_shadow_end(name, &entry, cause, why).await)
+    }
+
+    /// Record that a shadow stopped, and why, with what it did.
+    async fn record_shadow_end(
+        &self,
+        name: &str,
+        entry: &ShadowEntry,
+        (trigger, actor): (Trigger, Option<String>),
+        why: &str,
+    ) -> DeploymentRow {
         let report = entry.report();
-        let mut row = self.row_for(name, &entry.running, Trigger::Api);
-        row.actor = Some(actor);
+        let mut row = self.row_for(name, &entry.running, trigger);
+        row.actor = actor;
         row.result = DeploymentResult::ShadowDropped;
         row.version = Some(report.version.clone());
-        row.reason = format!("shadow stopped: {}", summary(&report));
+        row.reason = format!("shadow stopped ({why}): {}", summary(&report));
         self.record(&row).await;
-        Ok(row)
+        row
     }
 
     /// A shadow the processor took out for failing: recorded, forgotten.
@@ -184,6 +251,11 @@ impl Deployer {
         let mut row = self.row_for(name, &entry.running, Trigger::Quarantine);
         row.result = DeploymentResult::Quarantined;
         row.reason = format!("shadow: {reason}");
+        if let Some(s) = entry.source {
+            // Not started again from its file until the file changes.
+            let at = (s.fingerprint, row.clone());
+            self.rejected().insert(s.file, at);
+        }
         self.record(&row).await;
     }
 }
@@ -195,4 +267,17 @@ fn summary(r: &ShadowReport) -> String {
         "{} events in {} batches, {disagreements} disagreements, {} failures",
         r.events, r.batches, r.failures
     )
+}
+
+/// A promoted or dropped shadow's file (and manifest) leave the directory:
+/// it would start again from them. (An upload's shadow has none.)
+fn remove_source(source: Option<&ShadowFile>) {
+    let Some(s) = source else { return };
+    for f in [super::candidate::manifest_path(&s.file), s.file.clone()] {
+        if let Err(e) = std::fs::remove_file(&f)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %f.display(), "removing a shadow's file: {e}");
+        }
+    }
 }

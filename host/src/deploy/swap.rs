@@ -2,10 +2,10 @@
 //! path, hand it to the processor (which swaps it in between batches), or
 //! unload one; and the plugins to start with.
 
-use super::Deployer;
 use super::candidate::{Candidate, plugin_files, read_candidate, sha256_hex};
 use super::history::describe_prepared;
 use super::prepare::Prepared;
+use super::{Deployer, short};
 use crate::pipeline::{Control, Slot, Swapped};
 use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
@@ -67,13 +67,15 @@ impl Deployer {
         row.result = ok;
         row.after_seq = Some(swapped.after_seq as i64);
         row.pause_us = Some(swapped.pause.as_micros() as i64);
-        let short = |sha: &str| sha[..12.min(sha.len())].to_string();
         row.reason = match (replaced, swapped.fresh_start) {
             (None, _) => "new plugin".into(),
             (Some(sha), None) => format!("replaced {}; state moved across", short(&sha)),
             (Some(sha), Some(why)) => format!("replaced {}; started fresh: {why}", short(&sha)),
         };
         self.running().insert(c.name.clone(), running);
+        let why = "the live version changed";
+        self.stop_shadow(&c.name, (cause, c.actor.clone()), why)
+            .await;
         self.rejected().remove(&c.file);
         if cause != Trigger::Quarantine {
             self.quarantined().remove(&c.name);
@@ -137,6 +139,9 @@ impl Deployer {
                     continue;
                 }
             };
+            if c.manifest.shadow() {
+                continue; // started once the live plugins run
+            }
             if !names.insert(c.name.clone()) {
                 let row = self.row(&c.name, &file, Trigger::Startup);
                 let reason = format!("another file already deploys a plugin named {}", c.name);

@@ -3,7 +3,7 @@
 //! file and its manifest are written there, so a restart (and the watcher)
 //! find what runs.
 
-use super::candidate::{Candidate, Manifest, manifest_path, sha256_hex, stem, valid_name};
+use super::candidate::{Candidate, Manifest, check_name, manifest_path, sha256_hex, stem};
 use super::{DeployError, Deployer};
 use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
@@ -24,9 +24,7 @@ pub struct Upload {
 /// Why an upload was not deployed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error(
-        "plugin name '{0}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-    )]
+    #[error("{0}")]
     BadName(String),
     #[error("{0}")]
     BadManifest(String),
@@ -74,9 +72,7 @@ impl Deployer {
     /// The candidate an upload makes (the caller holds `serial`), and its
     /// manifest's text.
     pub(super) fn candidate(&self, up: Upload) -> Result<(Candidate, String), UploadError> {
-        if !valid_name(&up.name) {
-            return Err(UploadError::BadName(up.name));
-        }
+        check_name(&up.name).map_err(UploadError::BadName)?;
         if let Some(l) = &up.manifest.limits {
             l.check("limits").map_err(UploadError::BadManifest)?;
         }
@@ -87,12 +83,7 @@ impl Deployer {
             name: (stem(&file) != up.name).then(|| up.name.clone()),
             ..up.manifest
         };
-        let manifest_text = if manifest == Manifest::default() {
-            String::new()
-        } else {
-            serde_norway::to_string(&manifest)
-                .map_err(|e| UploadError::BadManifest(e.to_string()))?
-        };
+        let manifest_text = manifest.text().map_err(UploadError::BadManifest)?;
         let sha256 = sha256_hex(&up.bytes);
         let candidate = Candidate {
             fingerprint: format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes())),
