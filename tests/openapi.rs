@@ -546,8 +546,11 @@ async fn backtests(c: &mut Checker, wasm: Vec<u8>) {
         400,
     )
     .await;
+    // An analytics plugin standing in for the correlation plugin.
     let analytics = std::fs::read(common::root().join("target/plugins/analytics.wasm")).unwrap();
-    c.call("post", bt, &path, upload(analytics), 422).await;
+    let other_stage = format!("{path}&plugin=correlation");
+    c.call("post", bt, &other_stage, upload(analytics), 422)
+        .await;
     let resp = c
         .client
         .post(format!("{}{path}", c.base))
