@@ -37,6 +37,16 @@ plugin_config:
     mode: loop
 ";
 
+/// A service on `config` (SQLite) with a plugin directory of the three
+/// default plugins: the service, the directory, the database URL.
+async fn service(config: &str) -> (Service, std::path::PathBuf, String) {
+    let dir = plugin_dir();
+    let (db_url, _) = sqlite_url();
+    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
+    let svc = Service::start_with(&db_url, &env, Some(config)).await;
+    (svc, dir, db_url)
+}
+
 async fn admin(method: reqwest::Method, svc: &Service, path: &str, body: Vec<u8>) -> (u16, Value) {
     request_as(method, svc, path, TOKEN, body).await
 }
@@ -61,10 +71,7 @@ async fn live_high_latency(svc: &Service) -> Option<Value> {
 /// raised, none only the live version raised, and nothing is executed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lowered_threshold_in_shadow_reports_exactly_the_extra_alert_then_is_promoted() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
     let path = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
     let (status, body) = admin(reqwest::Method::PUT, &svc, path, wasm.clone()).await;
@@ -155,10 +162,7 @@ async fn a_lowered_threshold_in_shadow_reports_exactly_the_extra_alert_then_is_p
 /// a live plugin of its name.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_is_dropped_without_touching_the_live_version() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
     let (status, _) = admin(
         reqwest::Method::PUT,
@@ -216,11 +220,8 @@ async fn a_shadow_is_dropped_without_touching_the_live_version() {
 /// here); the live version it shadows runs on every batch throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_shadow_is_quarantined_and_the_live_version_runs_on() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
     let yaml = "plugin_config:\n  hostile:\n    mode: ok\nplugins:\n  quarantine:\n    failures: 5\n    window_secs: 60\n";
-    let svc = Service::start_with(&db_url, &env, Some(yaml)).await;
+    let (svc, _, _) = service(yaml).await;
     let good = wasm_bytes("hostile_guest");
     let bad = std::fs::read(root().join("target/test-plugins/hostile-panic.wasm")).unwrap();
     let put = |mode: &'static str| format!("/plugins/rules?config=plugin_config.hostile{mode}");
@@ -310,10 +311,7 @@ fn backtest(dir: &std::path::Path, db_url: &str, range: (i64, i64), config: &str
 /// batch (the live rule alerted once); its plugin directory, database and
 /// an event-time range around the six.
 async fn six_slow_requests() -> (Service, std::path::PathBuf, String, (i64, i64)) {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, db_url) = service(CONFIG).await;
     let from = chrono::Utc::now().timestamp_millis() - 1_000;
     for _ in 0..6 {
         send_latency(&svc, 2500).await;
@@ -457,10 +455,7 @@ async fn backtests_over_the_api_stream_progress_then_the_report() {
 /// connection cancels it within a call, and the next one then starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn closing_the_connection_cancels_a_backtest() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let from = chrono::Utc::now().timestamp_millis() - 1_000;
     let events: Vec<Value> = (0..2_000)
         .map(|_| json!({"event_type": "llm_request", "data": {"model": "m", "latency_ms": 5}}))
@@ -510,10 +505,7 @@ async fn closing_the_connection_cancels_a_backtest() {
 /// at the fifth, as the live version did.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warmed_up_backtest_starts_with_the_state_the_live_version_had() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let now = || chrono::Utc::now().timestamp_millis();
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
     for _ in 0..3 {
@@ -566,10 +558,7 @@ async fn until_status(svc: &Service, path: &str, status: u16) {
 /// manifest without `mode`) and its own files are removed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_file_runs_beside_the_live_version_until_its_file_goes() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let drop_in = || {
         // The manifest first: the component alone would deploy `next`.
         let manifest = "name: correlation\nmode: shadow\nconfig: plugin_config.lowered\n";
@@ -634,10 +623,7 @@ async fn shadow_dropped(svc: &Service, why: &str) {
 /// one replaced; `backtest` and `reload` cannot be plugin names.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_live_version_ends_the_shadow_and_reserved_names_are_refused() {
-    let dir = plugin_dir();
-    let (db_url, _) = sqlite_url();
-    let env = [("EVENT_PROCESSING_PLUGIN_DIR", dir.to_str().unwrap())];
-    let svc = Service::start_with(&db_url, &env, Some(CONFIG)).await;
+    let (svc, dir, _) = service(CONFIG).await;
     let wasm = std::fs::read(dir.join("correlation.wasm")).unwrap();
     let put = |path: &'static str| admin(reqwest::Method::PUT, &svc, path, wasm.clone());
     let shadow = "/plugins/correlation?mode=shadow&config=plugin_config.lowered";
