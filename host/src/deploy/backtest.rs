@@ -7,7 +7,7 @@ use super::{DEFAULT_ORDER, Deployer, Running};
 use crate::pipeline::Slot;
 use crate::pipeline::backtest::Bench;
 use crate::pipeline::stages::Switches;
-use crate::plugin::{Clock, Limits, LoadedComponent, PluginKind};
+use crate::plugin::{Clock, Limits, LoadedComponent};
 use std::sync::Arc;
 
 /// What a backtest candidate is to be.
@@ -56,22 +56,13 @@ impl Deployer {
         let part = Part {
             limits: namesake.map_or(config.plugins.limits, |r| r.limits),
             section: (&section, &section_json),
-            order: namesake.map_or(DEFAULT_ORDER, order),
+            order: namesake.map_or(DEFAULT_ORDER, Running::order),
         };
         let slot = self.bench_slot(&name, loaded, part, &clock)?;
         let others = (live.iter().filter(|(n, _)| **n != name))
             .map(|(n, r)| self.bench_slot(n, r.loaded.clone(), Part::of(r), &clock))
             .collect::<Result<_, _>>()?;
         Ok(Bench::new(slot, others, clock, Switches::of(&config)))
-    }
-
-    /// The name of the first live plugin of a stage.
-    fn first_of(&self, kind: PluginKind) -> Option<String> {
-        let running = self.running();
-        let of_kind = running.iter().filter(|(_, r)| r.stage == kind);
-        of_kind
-            .min_by_key(|(n, r)| (order(r), *n))
-            .map(|(n, _)| n.clone())
     }
 
     /// A fresh, configured instance of `loaded` under `name`, on `clock`.
@@ -110,11 +101,7 @@ impl Part<'_> {
         Part {
             limits: r.limits,
             section: (&r.section, &r.section_json),
-            order: order(r),
+            order: r.order(),
         }
     }
-}
-
-fn order(r: &Running) -> i32 {
-    r.manifest.order.unwrap_or(DEFAULT_ORDER)
 }

@@ -62,6 +62,13 @@ struct Running {
     loaded: LoadedComponent,
 }
 
+impl Running {
+    /// Its position within its stage.
+    fn order(&self) -> i32 {
+        self.manifest.order.unwrap_or(DEFAULT_ORDER)
+    }
+}
+
 /// Why a rollback failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -212,10 +219,18 @@ impl Deployer {
 
     /// The first loaded component of a stage (for scratch instances).
     pub fn component(&self, kind: PluginKind) -> Option<(LoadedComponent, Limits)> {
+        let name = self.first_of(kind)?;
         let running = self.running();
-        let mut of_kind: Vec<&Running> = running.values().filter(|r| r.stage == kind).collect();
-        of_kind.sort_by_key(|r| r.manifest.order.unwrap_or(DEFAULT_ORDER));
-        of_kind.first().map(|r| (r.loaded.clone(), r.limits))
+        running.get(&name).map(|r| (r.loaded.clone(), r.limits))
+    }
+
+    /// The name of the first live plugin of a stage (by order, then name).
+    fn first_of(&self, kind: PluginKind) -> Option<String> {
+        let running = self.running();
+        let of_kind = running.iter().filter(|(_, r)| r.stage == kind);
+        of_kind
+            .min_by_key(|(n, r)| (r.order(), *n))
+            .map(|(n, _)| n.clone())
     }
 
     /// Rejected files still in the directory, and a refused config change.
