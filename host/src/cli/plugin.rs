@@ -344,7 +344,7 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
     let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let store = crate::store::Store::connect(&opts.database, 2).await?;
+        let store = crate::store::Store::connect_existing(&opts.database).await?;
         let range = (opts.from_ms, opts.until_ms);
         let sizes = (opts.batch_size, i64::from(opts.warmup) * 1000);
         let (progress, _following) = tokio::sync::watch::channel(Default::default());

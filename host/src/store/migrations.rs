@@ -146,6 +146,22 @@ impl Store {
         result
     }
 
+    /// The database has exactly the migrations this version knows (for a
+    /// store opened as it is).
+    pub(super) async fn check_schema(&self) -> anyhow::Result<()> {
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .context("not a database of this service (no schema_migrations)")?;
+        let known = MIGRATIONS.last().map(|(v, _)| *v);
+        anyhow::ensure!(
+            newest == known,
+            "the database's schema is at migration {newest:?}, this hxp-events knows {known:?}: \
+             use the hxp-events that runs against it (or start this one's service once to migrate)"
+        );
+        Ok(())
+    }
+
     async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<()> {
         use sqlx::Connection as _;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")

@@ -44,6 +44,15 @@ pub struct Store {
     path: Option<std::path::PathBuf>,
 }
 
+/// How a database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Created if missing, migrated: the service's.
+    Create,
+    /// As it is, read-only where the backend allows it.
+    ReadOnly,
+}
+
 /// How far a checkpoint goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalCheckpoint {
@@ -62,6 +71,25 @@ impl Store {
     /// Connect (creating a SQLite file and its directory if needed) and
     /// migrate.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        let store = Store::open(url, max_connections, Access::Create).await?;
+        store.migrate().await?;
+        // A log left by a crash is folded into the database now, so that
+        // neither restarts nor disk use grow with the number of crashes.
+        store.checkpoint(WalCheckpoint::Truncate).await?;
+        Ok(store)
+    }
+
+    /// A service's database as it is, to read from (what the command line's
+    /// backtests use while the service may be writing it): nothing is
+    /// created, migrated or checkpointed (a SQLite file is opened
+    /// read-only), and a schema of another version is refused.
+    pub async fn connect_existing(url: &str) -> anyhow::Result<Store> {
+        let store = Store::open(url, 2, Access::ReadOnly).await?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
+    async fn open(url: &str, max_connections: u32, access: Access) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -71,7 +99,11 @@ impl Store {
         let (url, path) = match backend {
             Backend::Sqlite => {
                 let path = sqlite_path(url)?;
-                (format!("sqlite://{path}?mode=rwc"), Some(path.into()))
+                let mode = match access {
+                    Access::Create => "rwc",
+                    Access::ReadOnly => "ro",
+                };
+                (format!("sqlite://{path}?mode={mode}"), Some(path.into()))
             }
             Backend::Postgres => (url.to_string(), None),
         };
@@ -120,17 +152,12 @@ impl Store {
                 (p.clone(), p)
             }
         };
-        let store = Store {
+        Ok(Store {
             pool,
             writer,
             backend,
             path,
-        };
-        store.migrate().await?;
-        // A log left by a crash is folded into the database now, so that
-        // neither restarts nor disk use grow with the number of crashes.
-        store.checkpoint(WalCheckpoint::Truncate).await?;
-        Ok(store)
+        })
     }
 
     pub fn backend(&self) -> Backend {

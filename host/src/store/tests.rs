@@ -212,3 +212,31 @@ fn stored_names_are_stable() {
     assert_eq!(Trigger::parse("watch"), Some(Trigger::Watch));
     assert_eq!(Outcome::parse("nonsense"), None);
 }
+
+/// Opened as it is: a missing file is not created, what the service wrote
+/// is read, nothing can be written, and a schema of another version is
+/// refused with what to do.
+#[tokio::test]
+async fn an_existing_database_is_opened_read_only_and_its_schema_checked() {
+    let dir = std::env::temp_dir().join(format!("hxp-unit-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}/events.db", dir.display());
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(Store::connect_existing(&url).await.is_err());
+    assert!(!dir.join("events.db").exists(), "not created");
+
+    let service = Store::connect(&url, 1).await.unwrap();
+    service.write_batches(&[batch_write()]).await.unwrap();
+    let reader = Store::connect_existing(&url).await.unwrap();
+    assert_eq!(reader.max_seq().await.unwrap(), 7);
+    let write = sqlx::query("DELETE FROM events")
+        .execute(&reader.writer)
+        .await;
+    assert!(write.is_err(), "a read-only store wrote");
+
+    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (999999, 0)")
+        .execute(&service.writer)
+        .await
+        .unwrap();
+    let e = Store::connect_existing(&url).await.err().unwrap();
+    assert!(format!("{e:#}").contains("999999"), "{e:#}");
+}
