@@ -356,6 +356,24 @@ async fn backtests_of_the_live_version_and_of_a_changed_one() {
     assert_eq!(diff["difference"], json!({"slowish": 1}), "{diff:#}");
     let one_more_page = json!({"page_on_alert: page": 1});
     assert_eq!(diff["action_difference"], one_more_page, "{diff:#}");
+
+    // A responses plugin alone is never called (no window without an
+    // analytics plugin): an error, not an empty report.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hxp-events"))
+        .args([
+            "plugin",
+            "backtest",
+            dir.join("responses.wasm").to_str().unwrap(),
+        ])
+        .args(["--database", &db_url])
+        .args(["--from", &range.0.to_string(), "--to", &range.1.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("never called"),
+        "{stderr}"
+    );
 }
 
 /// POST /plugins/backtest with `query`; the answer, still streaming.
@@ -554,8 +572,10 @@ async fn until_status(svc: &Service, path: &str, status: u16) {
 /// `name: correlation, mode: shadow` runs in the shadow of the live
 /// correlation plugin (its own file name deploys nothing) and reports as
 /// one deployed through the API; it stops when its file goes. Dropped in
-/// again and promoted, it is written over the live plugin's file (its
-/// manifest without `mode`) and its own files are removed.
+/// again, its file cannot be taken by an upload, and a broken version of
+/// it stops it. Dropped in once more and promoted, it is written over the
+/// live plugin's file (its manifest without `mode`) and its own files are
+/// removed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_file_runs_beside_the_live_version_until_its_file_goes() {
     let (svc, dir, _) = service(CONFIG).await;
@@ -587,6 +607,17 @@ async fn a_shadow_file_runs_beside_the_live_version_until_its_file_goes() {
     assert_eq!(last["result"], "shadow_dropped", "{last}");
     let reason = last["reason"].as_str().unwrap();
     assert!(reason.contains("its file was removed"), "{reason}");
+
+    drop_in();
+    until_status(&svc, "/plugins/correlation/shadow", 200).await;
+    // The shadow's file cannot be taken by an upload of its file name.
+    let live = std::fs::read(dir.join("correlation.wasm")).unwrap();
+    let (status, body) = admin(reqwest::Method::PUT, &svc, "/plugins/next", live).await;
+    assert_eq!(status, 409, "{body:#}");
+    // A changed file that is refused stops the shadow of the old one.
+    std::fs::write(dir.join("next.wasm"), b"not a component").unwrap();
+    until_status(&svc, "/plugins/correlation/shadow", 404).await;
+    shadow_dropped(&svc, "its file changed and the new version was refused").await;
 
     drop_in();
     until_status(&svc, "/plugins/correlation/shadow", 200).await;
@@ -646,5 +677,9 @@ async fn a_new_live_version_ends_the_shadow_and_reserved_names_are_refused() {
         let (status, body) = admin(reqwest::Method::PUT, &svc, &path, wasm.clone()).await;
         assert_eq!(status, 400, "{body:#}");
         assert!(body.to_string().contains("reserved"), "{body:#}");
+        let anonymous = reqwest::Client::new()
+            .put(svc.url(&path))
+            .body(wasm.clone());
+        assert_eq!(anonymous.send().await.unwrap().status(), 401);
     }
 }

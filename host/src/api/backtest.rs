@@ -21,6 +21,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Events per batch unless asked otherwise (the CLI's default).
 const DEFAULT_BATCH: usize = 1_000;
 const MAX_BATCH: usize = 100_000;
+/// The longest warm-up, in seconds (a day: longer than any rule window).
+pub const MAX_WARMUP_SECS: u32 = 86_400;
 
 /// Parameters of POST /plugins/backtest.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -41,8 +43,8 @@ pub(super) struct BacktestQuery {
     /// Events per batch (default 1,000; at most 100,000).
     batch_size: Option<usize>,
     /// Seconds of events before `from` the plugins warm up on, not
-    /// counted (default 0: they start fresh at `from`); the window length
-    /// gives them the state the live versions had.
+    /// counted (default 0: they start fresh at `from`; at most 86,400); the
+    /// window length gives them the state the live versions had.
     warmup: Option<u32>,
 }
 
@@ -57,6 +59,18 @@ impl BacktestQuery {
             )));
         }
         Ok((from, to))
+    }
+
+    /// The warm-up in milliseconds.
+    fn warmup_ms(&self) -> ApiResult<i64> {
+        match self.warmup.unwrap_or(0) {
+            s @ 0..=MAX_WARMUP_SECS => Ok(i64::from(s) * 1000),
+            s => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("warmup {s}: use 0 to {MAX_WARMUP_SECS} seconds"),
+            )),
+        }
     }
 
     fn batch_size(&self) -> ApiResult<usize> {
@@ -116,7 +130,7 @@ pub(super) async fn backtest(
     require_admin(&state, &headers)?;
     let body = super::plugins::component(body)?;
     let range = q.range()?;
-    let sizes = (q.batch_size()?, i64::from(q.warmup.unwrap_or(0)) * 1000);
+    let sizes = (q.batch_size()?, q.warmup_ms()?);
     let Some(hold) = state.deployer.backtest_slot() else {
         let msg = "a backtest is running; one runs at a time";
         return Err(ApiError::new(StatusCode::CONFLICT, "backtest_running", msg));
@@ -128,7 +142,8 @@ pub(super) async fn backtest(
             plugin: q.plugin.as_deref(),
             section: q.config.as_deref(),
         };
-        deployer.backtest_bench(&c, range.0)
+        // The clock starts where the warm-up does.
+        deployer.backtest_bench(&c, range.0 - sizes.1)
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?

@@ -82,11 +82,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/plugins", get(plugins::plugins))
         .route(
             "/plugins/reload",
-            post(plugins::reload).put(|| plugins::reserved("reload")),
+            post(plugins::reload).put(|State(s): St, h: HeaderMap| async move {
+                plugins::reserved(&s, &h, "reload").await
+            }),
         )
         .route(
             "/plugins/backtest",
-            post(backtest::backtest).put(|| plugins::reserved("backtest")),
+            post(backtest::backtest).put(|State(s): St, h: HeaderMap| async move {
+                plugins::reserved(&s, &h, "backtest").await
+            }),
         )
         .route(
             "/plugins/{name}",

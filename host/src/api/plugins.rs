@@ -283,9 +283,12 @@ pub(super) async fn deploy(
         .map_err(upload_error)
 }
 
-/// PUT of a plugin under a name the API's own paths take: refused, as a
-/// file of that name is.
-pub(super) async fn reserved(name: &'static str) -> ApiError {
+/// PUT of a plugin under a name the API's own paths take (for an admin):
+/// refused, as a file of that name is.
+pub(super) async fn reserved(state: &AppState, headers: &HeaderMap, name: &str) -> ApiError {
+    if let Err(e) = require_admin(state, headers) {
+        return e;
+    }
     let e = crate::deploy::check_name(name).err().unwrap_or_default();
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e)
 }

@@ -318,8 +318,8 @@ pub struct BacktestOptions {
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
     /// Seconds of events before --from the plugins warm up on (not
-    /// counted).
-    #[arg(long, default_value_t = 0)]
+    /// counted; at most a day).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_400))]
     pub warmup: u32,
 }
 
@@ -327,7 +327,9 @@ pub struct BacktestOptions {
 /// of a service's database (fresh or warmed up, clock following the
 /// events); the report.
 pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::Result<Value> {
-    let clock = Clock::manual(opts.from_ms);
+    let warmup_ms = i64::from(opts.warmup) * 1000;
+    // The clock starts where the warm-up does.
+    let clock = Clock::manual(opts.from_ms - warmup_ms);
     let config = opts.config.as_deref();
     let named = |path: &Path| -> anyhow::Result<Box<dyn crate::pipeline::Stage>> {
         let mut p = load(engine, Source::File(path), &clock, config)?;
@@ -336,17 +338,23 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
         Ok(Box::new(p))
     };
     let candidate = named(&opts.file)?;
-    let others = opts
+    let others: Vec<_> = opts
         .with
         .iter()
         .map(|p| named(p))
         .collect::<Result<_, _>>()?;
+    if let Some(twin) = others.iter().find(|o| o.name() == candidate.name()) {
+        bail!(
+            "--with names a plugin `{}` like the candidate's file: rename one",
+            twin.name()
+        );
+    }
     let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect_existing(&opts.database).await?;
         let range = (opts.from_ms, opts.until_ms);
-        let sizes = (opts.batch_size, i64::from(opts.warmup) * 1000);
+        let sizes = (opts.batch_size, warmup_ms);
         let (progress, _following) = tokio::sync::watch::channel(Default::default());
         let watch = crate::pipeline::backtest::Watch {
             progress,

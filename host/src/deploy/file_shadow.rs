@@ -9,7 +9,7 @@
 use super::Deployer;
 use super::candidate::{Candidate, plugin_files, read_candidate, sha256_hex, stem};
 use super::shadow::ShadowFile;
-use crate::store::{DeploymentRow, Trigger};
+use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,14 +47,28 @@ impl Deployer {
                 done.push(self.reject(row, reason, Some(&c.fingerprint)).await);
                 continue;
             }
-            let unchanged = self.shadows().get(&c.name).is_some_and(|e| {
-                (e.source.as_ref())
-                    .is_some_and(|s| s.file == c.file && s.fingerprint == c.fingerprint)
-            });
-            if unchanged || (!force && self.rejected_as(&c.file, &c.fingerprint)) {
+            // An uploaded shadow of that name runs until it ends; then
+            // this file's starts (at the next rescan).
+            let (uploaded, unchanged) = match self.shadows().get(&c.name) {
+                Some(e) => match &e.source {
+                    None => (true, false),
+                    Some(s) => (false, s.file == c.file && s.fingerprint == c.fingerprint),
+                },
+                None => (false, false),
+            };
+            if uploaded || unchanged || (!force && self.rejected_as(&c.file, &c.fingerprint)) {
                 continue;
             }
-            done.push(self.start_file_shadow(c, cause).await);
+            let (name, file) = (c.name.clone(), c.file.clone());
+            let row = self.start_file_shadow(c, cause).await;
+            if row.result != DeploymentResult::Shadow {
+                // The file changed and the new version was refused: the
+                // old one must not run on (nor be promoted) as if it were
+                // the file's.
+                let why = "its file changed and the new version was refused";
+                done.extend(self.stop_file_shadow(&name, &file, cause, why).await);
+            }
+            done.push(row);
         }
         for name in self.file_shadows_gone(&files) {
             let why = "its file was removed";
@@ -72,8 +86,9 @@ impl Deployer {
         let row = self.row(&c.name, &c.file, cause);
         let live_file = self.running().get(&c.name).map(|r| r.file.clone());
         let Some(live_file) = live_file else {
+            // Tried again at every rescan: the live plugin may come.
             let reason = format!("a shadow needs a live plugin named {}", c.name);
-            return self.reject(row, reason, Some(&source.fingerprint)).await;
+            return self.reject(row, reason, None).await;
         };
         let as_live = match as_live_file(c, &live_file) {
             Ok(c) => c,
@@ -87,6 +102,22 @@ impl Deployer {
                 reason: e.to_string(),
                 ..row
             },
+        }
+    }
+
+    /// Stop the shadow of `name` if it came from `file`.
+    async fn stop_file_shadow(
+        &self,
+        name: &str,
+        file: &Path,
+        cause: Trigger,
+        why: &str,
+    ) -> Option<DeploymentRow> {
+        let from_file = (self.shadows().get(name))
+            .is_some_and(|e| e.source.as_ref().is_some_and(|s| s.file == file));
+        match from_file {
+            true => self.stop_shadow(name, (cause, None), why).await,
+            false => None,
         }
     }
 

@@ -270,9 +270,16 @@ fn summary(r: &ShadowReport) -> String {
 }
 
 /// A promoted or dropped shadow's file (and manifest) leave the directory:
-/// it would start again from them. (An upload's shadow has none.)
+/// it would start again from them. Only as they were when it started: a
+/// file changed since is not the one that ran, and stays. (An upload's
+/// shadow has none.)
 fn remove_source(source: Option<&ShadowFile>) {
     let Some(s) = source else { return };
+    let now = super::candidate::read_candidate(&s.file).map(|c| c.fingerprint);
+    if now.as_ref() != Ok(&s.fingerprint) {
+        tracing::warn!(file = %s.file.display(), "the shadow's file changed since it started: left in place");
+        return;
+    }
     for f in [super::candidate::manifest_path(&s.file), s.file.clone()] {
         if let Err(e) = std::fs::remove_file(&f)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -139,17 +139,30 @@ impl Deployer {
     }
 
     /// The file an upload of `name` goes to: the running plugin's, else
-    /// NAME.wasm, unless that file deploys another plugin.
+    /// NAME.wasm, unless that file deploys another plugin (or runs as the
+    /// shadow of one).
     fn file_for(&self, name: &str) -> Result<PathBuf, UploadError> {
-        let running = self.running();
-        if let Some(r) = running.get(name) {
-            return Ok(r.file.clone());
-        }
         let file = self.dir.join(format!("{name}.wasm"));
-        match running.iter().find(|(_, r)| r.file == file) {
-            Some((other, _)) => Err(UploadError::FileTaken {
+        let live = {
+            let running = self.running();
+            if let Some(r) = running.get(name) {
+                return Ok(r.file.clone());
+            }
+            let other = running.iter().find(|(_, r)| r.file == file);
+            other.map(|(other, _)| other.clone())
+        };
+        // One map locked at a time.
+        let taken = live.or_else(|| {
+            let shadows = self.shadows();
+            let from_file =
+                |e: &super::shadow::ShadowEntry| e.source.as_ref().is_some_and(|s| s.file == file);
+            let shadow = shadows.iter().find(|(_, e)| from_file(e));
+            shadow.map(|(other, _)| format!("{other} (as its shadow)"))
+        });
+        match taken {
+            Some(other) => Err(UploadError::FileTaken {
                 file: file.display().to_string(),
-                other: other.clone(),
+                other,
             }),
             None => Ok(file),
         }

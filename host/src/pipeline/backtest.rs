@@ -34,6 +34,7 @@ pub struct BacktestReport {
     /// Events before the range the plugins warmed up on (not counted).
     pub warmup_events: u64,
     pub seconds: f64,
+    /// Events folded per second, the warm-up's included.
     pub events_per_second: f64,
     /// Alerts raised in the run, per rule.
     pub alerts: BTreeMap<String, u64>,
@@ -50,11 +51,14 @@ pub struct BacktestReport {
     pub recorded_actions: BTreeMap<String, u64>,
     /// Per `rule: action` where they differ.
     pub action_difference: BTreeMap<String, i64>,
-    /// Batches the candidate failed on (trap, deadline, bad output), and
-    /// the first failure. Their events count as seen, the candidate's
-    /// output for them is lost, as it would be live.
+    /// Batches the candidate failed on (trap, deadline, bad output; the
+    /// warm-up's too), and the first failure. Their events count as seen,
+    /// the candidate's output for them is lost, as it would be live.
     pub failed_batches: u64,
     pub first_failure: Option<String>,
+    /// Failed calls of the other plugins (their output is lost too, and
+    /// what depends on it: a failed analytics call asks no responses).
+    pub other_failures: u64,
 }
 
 /// How far a running backtest is (what `POST /plugins/backtest` streams).
@@ -90,6 +94,8 @@ pub struct Bench {
     /// The candidate's slot.
     candidate: usize,
     switches: Switches,
+    /// The candidate's calls before the run (metadata, configure).
+    calls_before: u64,
 }
 
 impl Bench {
@@ -100,10 +106,12 @@ impl Bench {
         slots.push(candidate);
         let stages = Stages::new(slots, clock);
         let candidate = stages.position(&name).unwrap_or_default();
+        let calls_before = stages.slots[candidate].plugin.calls();
         Bench {
             stages,
             candidate,
             switches,
+            calls_before,
         }
     }
 
@@ -137,6 +145,25 @@ impl Bench {
         self.stages.slots[self.candidate].plugin.as_ref()
     }
 
+    /// Failed calls of every plugin but the candidate.
+    fn other_errors(&self) -> u64 {
+        let others = (self.stages.slots.iter().enumerate()).filter(|(i, _)| *i != self.candidate);
+        others.map(|(_, s)| s.plugin.errors()).sum()
+    }
+
+    /// A candidate that was never called says nothing (its stage is
+    /// switched off, or a responses plugin had no analytics plugin beside
+    /// it to give it a window).
+    fn check_called(&self, r: &BacktestReport) -> anyhow::Result<()> {
+        let folded = r.events + r.warmup_events;
+        anyhow::ensure!(
+            folded == 0 || self.candidate().calls() > self.calls_before,
+            "the candidate was never called over {folded} events: its stage is switched off, \
+             or (a responses plugin) no analytics plugin runs beside it"
+        );
+        Ok(())
+    }
+
     /// Who ran, for the report.
     fn describe(&self, r: &mut BacktestReport) {
         r.candidate = self.stages.slots[self.candidate].name.to_string();
@@ -165,6 +192,7 @@ pub async fn run(
     let folding = tokio::task::spawn_blocking(move || {
         let mut fold = Fold::new(from_ms, batch_size.max(1));
         let r = fold.pages(&mut bench, rx, &watch.progress);
+        let r = r.and_then(|()| bench.check_called(&fold.report));
         bench.describe(&mut fold.report);
         drop(watch.hold);
         r.map(|()| (fold.report, fold.batch_seqs))
@@ -187,7 +215,7 @@ pub async fn run(
     r.difference = difference(&r.alerts, &r.recorded_alerts);
     r.action_difference = difference(&r.actions, &r.recorded_actions);
     r.seconds = started.elapsed().as_secs_f64();
-    r.events_per_second = r.events as f64 / r.seconds.max(1e-9);
+    r.events_per_second = (r.events + r.warmup_events) as f64 / r.seconds.max(1e-9);
     Ok(r)
 }
 
@@ -292,10 +320,15 @@ impl Fold {
         let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
         self.newest = self.newest.max(Some(t));
         bench.stages.clock.set_ms(t);
-        let failures = bench.candidate().failures();
+        let (failures, others) = (bench.candidate().errors(), bench.other_errors());
         let wit = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(batch));
         let results = bench.stages.run(&wit, t, bench.switches, &self.metrics);
         let r = &mut self.report;
+        r.other_failures += bench.other_errors() - others;
+        if bench.candidate().errors() > failures {
+            let e = bench.candidate().stats().last_error.unwrap_or_default();
+            failed(r, t, &e)?;
+        }
         if !count {
             r.warmup_events += batch.len() as u64;
             return Ok(());
@@ -309,10 +342,6 @@ impl Fold {
         }
         r.events += batch.len() as u64;
         r.batches += 1;
-        if bench.candidate().failures() > failures {
-            let e = bench.candidate().stats().last_error.unwrap_or_default();
-            failed(r, t, &e)?;
-        }
         Ok(())
     }
 }

@@ -137,6 +137,12 @@ impl Stage for Fake {
     fn failures(&self) -> u64 {
         self.traps.load(std::sync::atomic::Ordering::Relaxed)
     }
+    fn errors(&self) -> u64 {
+        self.failures()
+    }
+    fn calls(&self) -> u64 {
+        self.seen.lock().unwrap().len() as u64 + self.failures()
+    }
     fn stats(&self) -> CallStats {
         CallStats {
             traps: self.traps.load(std::sync::atomic::Ordering::Relaxed),

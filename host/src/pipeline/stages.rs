@@ -25,6 +25,11 @@ pub trait Stage: Send {
     /// Traps, timeouts and memory-limit hits so far: what quarantine
     /// counts, read after every batch (cheaper than `stats`).
     fn failures(&self) -> u64;
+    /// Failed calls of any kind so far (bad output too): what a backtest
+    /// counts.
+    fn errors(&self) -> u64;
+    /// Calls so far.
+    fn calls(&self) -> u64;
     fn configure(&mut self, config_json: &str) -> Result<(), PluginError>;
     fn save_state(&mut self) -> Result<(u32, Vec<u8>), PluginError>;
     fn load_state(&mut self, version: u32, state: &[u8]) -> Result<(), PluginError>;
@@ -66,6 +71,12 @@ impl Stage for Plugin {
     }
     fn failures(&self) -> u64 {
         Plugin::failures(self)
+    }
+    fn errors(&self) -> u64 {
+        Plugin::errors(self)
+    }
+    fn calls(&self) -> u64 {
+        Plugin::calls(self)
     }
     fn configure(&mut self, config_json: &str) -> Result<(), PluginError> {
         Plugin::configure(self, config_json)

@@ -237,6 +237,16 @@ impl Plugin {
         self.stats.traps + self.stats.timeouts + self.stats.memory_limits
     }
 
+    /// Calls so far.
+    pub fn calls(&self) -> u64 {
+        self.stats.calls
+    }
+
+    /// Failed calls of any kind so far (bad output and refusals too).
+    pub fn errors(&self) -> u64 {
+        self.stats.errors
+    }
+
     /// Counters, with the percentile of the recent calls filled in.
     pub fn stats(&self) -> CallStats {
         CallStats {
