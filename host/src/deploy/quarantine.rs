@@ -41,7 +41,7 @@ impl Deployer {
         // deployed meanwhile is not the one taken out.
         let _serial = self.serial.lock().await;
         if n.shadow {
-            self.shadow_quarantined(&n.plugin, &n.sha256, n.reason)
+            self.shadow_quarantined(&n.plugin, (&n.sha256, n.since_ms), n.reason)
                 .await;
             return;
         }

@@ -238,11 +238,20 @@ impl Deployer {
     }
 
     /// A shadow the processor took out for failing: recorded, forgotten.
-    pub(super) async fn shadow_quarantined(&self, name: &str, sha256: &str, reason: String) {
+    pub(super) async fn shadow_quarantined(
+        &self,
+        name: &str,
+        (sha256, since_ms): (&str, i64),
+        reason: String,
+    ) {
         let entry = {
             let mut shadows = self.shadows();
+            let this_one = |e: &ShadowEntry| {
+                let since = e.report.lock().unwrap_or_else(|e| e.into_inner()).since_ms;
+                e.running.sha256 == sha256 && since == since_ms
+            };
             match shadows.get(name) {
-                Some(e) if e.running.sha256 == sha256 => shadows.remove(name),
+                Some(e) if this_one(e) => shadows.remove(name),
                 // Gone, or a shadow deployed since (it has its own count).
                 _ => None,
             }

@@ -22,6 +22,10 @@ pub struct Notice {
     pub reason: String,
     /// A shadow was taken out (the live version runs on, untouched).
     pub shadow: bool,
+    /// The shadow's start (ms since the epoch; 0 for a live version): with
+    /// the hash, which shadow it was (another of the same component may
+    /// have started since).
+    pub since_ms: i64,
 }
 
 /// Failures of one running version.
@@ -66,19 +70,20 @@ impl Tracker {
             .slots
             .iter()
             .filter(|s| !stages.quarantined.contains(&s.name))
-            .map(|s| (&s.name, Role::Live, s.plugin.as_ref()));
-        let shadows = stages
-            .shadows
-            .iter()
-            .map(|(name, s)| (name, Role::Shadow, s.slot.plugin.as_ref()));
+            .map(|s| (&s.name, Role::Live, s.plugin.as_ref(), 0));
+        let shadows = stages.shadows.iter().map(|(name, s)| {
+            let since = s.report.lock().unwrap_or_else(|e| e.into_inner()).since_ms;
+            (name, Role::Shadow, s.slot.plugin.as_ref(), since)
+        });
         let mut out = Vec::new();
-        for (name, role, plugin) in live.chain(shadows) {
+        for (name, role, plugin, since_ms) in live.chain(shadows) {
             if let Some(reason) = self.over_limit((name.clone(), role), plugin, now) {
                 out.push(Notice {
                     plugin: name.to_string(),
                     sha256: plugin.sha256().to_string(),
                     reason,
                     shadow: role == Role::Shadow,
+                    since_ms,
                 });
             }
         }
