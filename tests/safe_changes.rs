@@ -651,7 +651,8 @@ async fn shadow_dropped(svc: &Service, why: &str) {
 
 /// A new live version ends the shadow of its name (it was compared with,
 /// and started from, the version before); replacing a shadow records the
-/// one replaced; `backtest` and `reload` cannot be plugin names.
+/// one replaced, removing the live plugin records its shadow's end;
+/// `backtest` and `reload` cannot be plugin names.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_live_version_ends_the_shadow_and_reserved_names_are_refused() {
     let (svc, dir, _) = service(CONFIG).await;
@@ -671,6 +672,17 @@ async fn a_new_live_version_ends_the_shadow_and_reserved_names_are_refused() {
         admin(reqwest::Method::POST, &svc, promote, vec![]).await.0,
         404
     );
+    // Removing the live plugin ends its shadow, recorded too.
+    assert_eq!(put(shadow).await.0, 200);
+    let (status, body) = admin(
+        reqwest::Method::DELETE,
+        &svc,
+        "/plugins/correlation",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    shadow_dropped(&svc, "its live plugin was unloaded").await;
 
     for name in ["backtest", "reload"] {
         let path = format!("/plugins/{name}");

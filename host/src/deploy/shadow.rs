@@ -220,7 +220,7 @@ impl Deployer {
     }
 
     /// Record that a shadow stopped, and why, with what it did.
-    async fn record_shadow_end(
+    pub(super) async fn record_shadow_end(
         &self,
         name: &str,
         entry: &ShadowEntry,

@@ -108,7 +108,12 @@ impl Deployer {
         let swapped = self.ask(remove).await.flatten();
         self.running().remove(&name);
         // The processor dropped its shadow with it.
-        self.shadows().remove(&name);
+        let shadow = self.shadows().remove(&name);
+        if let Some(entry) = shadow {
+            let cause = (row.trigger, row.actor.clone());
+            let why = "its live plugin was unloaded";
+            self.record_shadow_end(&name, &entry, cause, why).await;
+        }
         row.result = DeploymentResult::Unloaded;
         if let Some(s) = swapped {
             row.after_seq = Some(s.after_seq as i64);
