@@ -37,12 +37,16 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
 
 /// Read a service config file (YAML) and return one section as JSON text.
 pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
-    // Loaded and checked as the service loads it, so the plugin sees what
-    // it would see there (its section only, defaults filled in).
+    let config = config_from_file(path)?;
+    config.section_json(section).map_err(anyhow::Error::msg)
+}
+
+/// A config file loaded and checked as the service loads it, so a plugin
+/// sees what it would see there (its section only, defaults filled in).
+fn config_from_file(path: &Path) -> anyhow::Result<crate::config::Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = crate::config::Config::from_yaml(&text, &path.display().to_string(), &[])?;
-    config.section_json(section).map_err(anyhow::Error::msg)
+    crate::config::Config::from_yaml(&text, &path.display().to_string(), &[])
 }
 
 /// Options of `plugin test`.
@@ -349,7 +353,13 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
             twin.name()
         );
     }
-    let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock);
+    // The stages switched on as in the config, every one without it.
+    let config = match config {
+        Some(path) => config_from_file(path)?,
+        None => crate::config::Config::default(),
+    };
+    let switches = crate::pipeline::stages::Switches::of(&config);
+    let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock, switches);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect_existing(&opts.database).await?;

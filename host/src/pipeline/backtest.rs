@@ -115,30 +115,30 @@ impl Bench {
         }
     }
 
-    /// `candidate` among `others`, under their own names, every stage
-    /// switched on (the CLI's: there is no service to take the live
-    /// plugins and switches from).
+    /// `candidate` among `others`, under their own names, first in its
+    /// stage (an analytics candidate serves the window), the others in the
+    /// order given (the CLI's: there is no service to take the live plugins
+    /// from).
     pub fn of_plugins(
         candidate: Box<dyn Stage>,
         others: Vec<Box<dyn Stage>>,
         clock: Clock,
+        switches: Switches,
     ) -> Bench {
-        let slot = |plugin: Box<dyn Stage>| Slot {
+        let slot = |(order, plugin): (usize, Box<dyn Stage>)| Slot {
             name: Arc::from(plugin.name()),
             plugin,
-            order: 0,
+            order: order as i32,
             file: String::new(),
             section: String::new(),
             section_json: String::new(),
             loaded_at: String::new(),
         };
-        let on = Switches {
-            analytics: true,
-            correlation: true,
-            responses: true,
-        };
-        let others = others.into_iter().map(slot).collect();
-        Bench::new(slot(candidate), others, clock, on)
+        let others = others
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| slot((i + 1, p)));
+        Bench::new(slot((0, candidate)), others.collect(), clock, switches)
     }
 
     fn candidate(&self) -> &dyn Stage {
