@@ -8,11 +8,11 @@
 
 use super::stages::{Slot, Stage, Stages, Switches};
 use crate::plugin::{Clock, PluginKind, convert};
-use crate::store::Store;
+use crate::store::{Recorded, Store};
 use crate::telemetry::Metrics;
 use crate::util::task::AbortOnDrop;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
@@ -70,11 +70,11 @@ pub struct Progress {
     pub event_time_ms: Option<i64>,
 }
 
-/// One page of events as the plugins get them, and the span of the stored
-/// batches of the range's events among them (not the warm-up's).
+/// One page of events as the plugins get them, and the stored batches the
+/// range's events among them (not the warm-up's) came from.
 struct Page {
     events: Vec<hxp_plugin_sdk::Event>,
-    batch_seqs: (u64, u64),
+    batch_seqs: Vec<u64>,
 }
 
 /// How a caller follows and stops a backtest.
@@ -203,13 +203,9 @@ pub async fn run(
     r.from_ms = from_ms;
     r.until_ms = until_ms;
     if r.events > 0 {
-        let (first, last) = batch_seqs;
-        r.recorded_alerts = store.alerts_per_rule_in_batches(first, last).await?;
+        r.recorded_alerts = recorded(store, Recorded::Alerts, &batch_seqs).await?;
         if r.responses {
-            let recorded = store.actions_per_rule_in_batches(first, last).await?;
-            r.recorded_actions = (recorded.into_iter())
-                .map(|(rule, action, n)| (action_key(&rule, &action), n))
-                .collect();
+            r.recorded_actions = recorded(store, Recorded::Actions, &batch_seqs).await?;
         }
     }
     r.difference = difference(&r.alerts, &r.recorded_alerts);
@@ -243,27 +239,40 @@ async fn read(
 }
 
 fn parse(rows: &[crate::store::StoredEvent], from_ms: i64) -> Page {
-    let batch_seqs = (rows.iter())
+    let mut batch_seqs: Vec<u64> = (rows.iter())
         .filter(|row| row.event_time >= from_ms)
-        .fold(NO_BATCHES, |span, row| {
-            widen(span, (row.batch_seq, row.batch_seq))
-        });
+        .map(|row| row.batch_seq)
+        .collect();
+    batch_seqs.dedup();
     let events = rows.iter().filter_map(|e| e.typed()).collect();
     Page { events, batch_seqs }
 }
 
-/// The span of no batches (`widen` makes it the other).
-const NO_BATCHES: (u64, u64) = (u64::MAX, 0);
-
-/// The span of batch sequence numbers covering both.
-fn widen(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
-    (a.0.min(b.0), a.1.max(b.1))
+/// What the batches `seen` recorded, per rule (or `rule: action`): read
+/// over their span, counted for those batches only (a late event in the
+/// range must not bring in the batches stored between).
+async fn recorded(
+    store: &Store,
+    kind: Recorded,
+    seen: &HashSet<u64>,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let (Some(&first), Some(&last)) = (seen.iter().min(), seen.iter().max()) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut counts = BTreeMap::new();
+    for (batch, key, n) in store.recorded_in_batches(kind, (first, last)).await? {
+        if seen.contains(&batch) {
+            *counts.entry(key).or_default() += n;
+        }
+    }
+    Ok(counts)
 }
 
 /// The run so far (on a blocking thread).
 struct Fold {
     report: BacktestReport,
-    batch_seqs: (u64, u64),
+    /// The stored batches of the range's events.
+    batch_seqs: HashSet<u64>,
     from_ms: i64,
     batch_size: usize,
     newest: Option<i64>,
@@ -275,7 +284,7 @@ impl Fold {
     fn new(from_ms: i64, batch_size: usize) -> Fold {
         Fold {
             report: BacktestReport::default(),
-            batch_seqs: NO_BATCHES,
+            batch_seqs: HashSet::new(),
             from_ms,
             batch_size,
             newest: None,
@@ -292,7 +301,7 @@ impl Fold {
         progress: &watch::Sender<Progress>,
     ) -> anyhow::Result<()> {
         while let Some(page) = pages.blocking_recv() {
-            self.batch_seqs = widen(self.batch_seqs, page.batch_seqs);
+            self.batch_seqs.extend(page.batch_seqs);
             let range = page.events.partition_point(|e| e.time_ms < self.from_ms);
             let (warmup, counted) = page.events.split_at(range);
             for (events, count) in [(warmup, false), (counted, true)] {
@@ -379,6 +388,48 @@ fn difference(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Batches 1, 5 and 9 each recorded one alert; a backtest whose
+    /// events came from batches 1 and 9 (a late event of batch 9 in the
+    /// range, batch 5 outside it) compares with two, not with the span's
+    /// three.
+    #[tokio::test]
+    async fn only_the_batches_of_the_events_seen_are_compared() {
+        use crate::store::{AlertRow, BatchRow, BatchWrite};
+        let store = crate::store::temp_store().await;
+        let write = |batch_seq: u64| BatchWrite {
+            batch: Some(BatchRow {
+                batch_seq,
+                processed_at: 0,
+                size: 1,
+                analytics: None,
+                correlation: None,
+                response: None,
+                plugins: None,
+                watermark: None,
+            }),
+            alerts: vec![AlertRow {
+                raised_at: 0,
+                rule: "x".into(),
+                source: "rule".into(),
+                subject: String::new(),
+                occurrences: 5,
+                score: 0.5,
+                message: String::new(),
+                evidence: "[]".into(),
+            }],
+            ..BatchWrite::default()
+        };
+        store
+            .write_batches(&[write(1), write(5), write(9)])
+            .await
+            .unwrap();
+        let seen = HashSet::from([1, 9]);
+        let counts = recorded(&store, Recorded::Alerts, &seen).await.unwrap();
+        assert_eq!(counts, BTreeMap::from([("x".to_string(), 2)]));
+        let none = recorded(&store, Recorded::Actions, &seen).await.unwrap();
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn the_difference_names_only_the_rules_that_differ() {

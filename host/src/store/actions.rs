@@ -4,41 +4,41 @@ use super::rows::{ActionRow, ActionUpdate, AlertRow, Outcome, parse_stored};
 use super::{Store, now_ms};
 use sqlx::Row;
 
-impl Store {
-    /// Alerts recorded by the batches `first..=last`, counted per rule.
-    pub async fn alerts_per_rule_in_batches(
-        &self,
-        first: u64,
-        last: u64,
-    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-        let rows = sqlx::query(
-            "SELECT rule, COUNT(*) FROM correlation_alerts WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY rule",
-        )
-        .bind(first as i64)
-        .bind(last as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u64)))
-            .collect()
-    }
+/// What a backtest compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Alerts, per rule.
+    Alerts,
+    /// Action requests, per `rule: action`.
+    Actions,
+}
 
-    /// Action requests recorded by the batches `first..=last`, counted per
-    /// (rule, action).
-    pub async fn actions_per_rule_in_batches(
+impl Store {
+    /// What the batches `first..=last` recorded, counted per batch and
+    /// rule (alerts) or per batch and `rule: action` (action requests).
+    pub async fn recorded_in_batches(
         &self,
-        first: u64,
-        last: u64,
-    ) -> anyhow::Result<Vec<(String, String, u64)>> {
-        let rows = sqlx::query(
-            "SELECT rule, action, COUNT(*) FROM action_requests WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY rule, action",
-        )
-        .bind(first as i64)
-        .bind(last as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        kind: Recorded,
+        (first, last): (u64, u64),
+    ) -> anyhow::Result<Vec<(u64, String, u64)>> {
+        let (key, table) = match kind {
+            Recorded::Alerts => ("rule", "correlation_alerts"),
+            Recorded::Actions => ("rule || ': ' || action", "action_requests"),
+        };
+        let sql = format!(
+            "SELECT batch_seq, {key}, COUNT(*) FROM {table} \
+             WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY batch_seq, {key}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(first as i64)
+            .bind(last as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? as u64)))
+            .map(|r| {
+                let batch = r.try_get::<i64, _>(0)? as u64;
+                Ok((batch, r.try_get(1)?, r.try_get::<i64, _>(2)? as u64))
+            })
             .collect()
     }
 

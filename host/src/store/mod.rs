@@ -9,6 +9,7 @@
 //! action requests, analytics history and plugin checkpoints.
 
 mod actions;
+pub use actions::Recorded;
 mod analytics;
 mod events;
 mod migrations;
