@@ -18,8 +18,6 @@ use tokio::time::Instant;
 
 /// How often a running backtest reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Events per batch unless asked otherwise (the CLI's default).
-const DEFAULT_BATCH: usize = 1_000;
 const MAX_BATCH: usize = 100_000;
 /// The longest warm-up, in seconds (a day: longer than any rule window).
 pub const MAX_WARMUP_SECS: u32 = 86_400;
@@ -40,7 +38,9 @@ pub(super) struct BacktestQuery {
     /// The config section it is configured with (default: that plugin's,
     /// else its stage's; `plugin_config.NAME` for a section of its own).
     config: Option<String>,
-    /// Events per batch (default 1,000; at most 100,000).
+    /// Events per batch (default: the service's
+    /// `stream_processing.batch_size`, so that the windows responses decide
+    /// on are those the live service had; at most 100,000).
     batch_size: Option<usize>,
     /// Seconds of events before `from` the plugins warm up on, not
     /// counted (default 0: they start fresh at `from`; at most 86,400); the
@@ -73,8 +73,8 @@ impl BacktestQuery {
         }
     }
 
-    fn batch_size(&self) -> ApiResult<usize> {
-        match self.batch_size.unwrap_or(DEFAULT_BATCH) {
+    fn batch_size(&self, service: usize) -> ApiResult<usize> {
+        match self.batch_size.unwrap_or(service) {
             n @ 1..=MAX_BATCH => Ok(n),
             n => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -130,7 +130,8 @@ pub(super) async fn backtest(
     require_admin(&state, &headers)?;
     let body = super::plugins::component(body)?;
     let range = q.range()?;
-    let sizes = (q.batch_size()?, q.warmup_ms()?);
+    let service_batch = state.config.stream_processing.batch_size;
+    let sizes = (q.batch_size(service_batch)?, q.warmup_ms()?);
     let Some(hold) = state.deployer.backtest_slot() else {
         let msg = "a backtest is running; one runs at a time";
         return Err(ApiError::new(StatusCode::CONFLICT, "backtest_running", msg));

@@ -319,8 +319,11 @@ pub struct BacktestOptions {
     /// requests); repeatable.
     #[arg(long = "with", value_name = "FILE")]
     pub with: Vec<PathBuf>,
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
+    /// Events per batch (default: `stream_processing.batch_size` of
+    /// --config, so that the windows responses decide on are the
+    /// service's).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Seconds of events before --from the plugins warm up on (not
     /// counted; at most a day).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_400))]
@@ -359,12 +362,13 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
         None => crate::config::Config::default(),
     };
     let switches = crate::pipeline::stages::Switches::of(&config);
+    let batch_size = (opts.batch_size).unwrap_or(config.stream_processing.batch_size);
     let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock, switches);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect_existing(&opts.database).await?;
         let range = (opts.from_ms, opts.until_ms);
-        let sizes = (opts.batch_size, warmup_ms);
+        let sizes = (batch_size, warmup_ms);
         let (progress, _following) = tokio::sync::watch::channel(Default::default());
         let watch = crate::pipeline::backtest::Watch {
             progress,
