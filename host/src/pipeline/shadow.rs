@@ -240,15 +240,23 @@ impl Default for ShadowReport {
     }
 }
 
-/// A batch's alerts by (name, subject); several of one key stay apart.
-fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), Vec<&types::Finding>> {
-    let mut m: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for f in findings.iter().filter(|f| f.alert) {
-        m.entry((f.name.as_str(), f.subject.as_str()))
-            .or_default()
-            .push(f);
+/// `items` by `key`; several of one key stay apart (they are compared one
+/// by one).
+fn grouped<'a, K: Ord, T>(
+    items: impl Iterator<Item = &'a T>,
+    key: impl Fn(&'a T) -> K,
+) -> BTreeMap<K, Vec<&'a T>> {
+    let mut m: BTreeMap<K, Vec<&T>> = BTreeMap::new();
+    for t in items {
+        m.entry(key(t)).or_default().push(t);
     }
     m
+}
+
+/// A batch's alerts by (name, subject).
+fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), Vec<&types::Finding>> {
+    let alerts = findings.iter().filter(|f| f.alert);
+    grouped(alerts, |f| (f.name.as_str(), f.subject.as_str()))
 }
 
 /// A batch's action requests by what makes two the same one: rule,
@@ -256,13 +264,9 @@ fn alerts(findings: &[types::Finding]) -> BTreeMap<(&str, &str), Vec<&types::Fin
 fn actions(
     requests: &[types::ActionRequest],
 ) -> BTreeMap<(&str, &str, &str), Vec<&types::ActionRequest>> {
-    let mut m: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for a in requests {
-        m.entry((a.rule.as_str(), a.action.as_str(), a.target.as_str()))
-            .or_default()
-            .push(a);
-    }
-    m
+    grouped(requests.iter(), |a| {
+        (a.rule.as_str(), a.action.as_str(), a.target.as_str())
+    })
 }
 
 /// What `only` has beyond `other`, key by key: two alerts of one rule and
