@@ -8,7 +8,7 @@
 
 use super::stages::{Slot, Stage, Stages, Switches};
 use crate::plugin::{Clock, PluginKind, convert};
-use crate::store::{Recorded, Store};
+use crate::store::{Recorded, Store, action_key};
 use crate::telemetry::Metrics;
 use crate::util::task::AbortOnDrop;
 use serde::Serialize;
@@ -96,6 +96,8 @@ pub struct Bench {
     switches: Switches,
     /// The candidate's calls before the run (metadata, configure).
     calls_before: u64,
+    /// The other plugins' failed calls before the run.
+    other_errors_before: u64,
 }
 
 impl Bench {
@@ -107,12 +109,15 @@ impl Bench {
         let stages = Stages::new(slots, clock);
         let candidate = stages.position(&name).unwrap_or_default();
         let calls_before = stages.slots[candidate].plugin.calls();
-        Bench {
+        let mut bench = Bench {
             stages,
             candidate,
             switches,
             calls_before,
-        }
+            other_errors_before: 0,
+        };
+        bench.other_errors_before = bench.other_errors();
+        bench
     }
 
     /// `candidate` among `others`, under their own names, first in its
@@ -164,8 +169,9 @@ impl Bench {
         Ok(())
     }
 
-    /// Who ran, for the report.
+    /// Who ran, and how the others fared, for the report.
     fn describe(&self, r: &mut BacktestReport) {
+        r.other_failures = self.other_errors() - self.other_errors_before;
         r.candidate = self.stages.slots[self.candidate].name.to_string();
         r.plugins = (self.stages.slots.iter())
             .map(|s| format!("{} {}", s.name, s.plugin.metadata().version))
@@ -329,11 +335,10 @@ impl Fold {
         let t = batch.iter().map(|e| e.time_ms).max().unwrap_or_default();
         self.newest = self.newest.max(Some(t));
         bench.stages.clock.set_ms(t);
-        let (failures, others) = (bench.candidate().errors(), bench.other_errors());
+        let failures = bench.candidate().errors();
         let wit = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(batch));
         let results = bench.stages.run(&wit, t, bench.switches, &self.metrics);
         let r = &mut self.report;
-        r.other_failures += bench.other_errors() - others;
         if bench.candidate().errors() > failures {
             let e = bench.candidate().stats().last_error.unwrap_or_default();
             failed(r, t, &e)?;
@@ -353,11 +358,6 @@ impl Fold {
         r.batches += 1;
         Ok(())
     }
-}
-
-/// How action requests are counted: per rule and action.
-pub fn action_key(rule: &str, action: &str) -> String {
-    format!("{rule}: {action}")
 }
 
 /// Count a failed batch; past [`MAX_FAILED_BATCHES`] the backtest stops

@@ -4,6 +4,12 @@ use super::rows::{ActionRow, ActionUpdate, AlertRow, Outcome, parse_stored};
 use super::{Store, now_ms};
 use sqlx::Row;
 
+/// How action requests are counted and compared (backtests): per rule and
+/// action.
+pub fn action_key(rule: &str, action: &str) -> String {
+    format!("{rule}: {action}")
+}
+
 /// What a backtest compares with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -21,13 +27,13 @@ impl Store {
         kind: Recorded,
         (first, last): (u64, u64),
     ) -> anyhow::Result<Vec<(u64, String, u64)>> {
-        let (key, table) = match kind {
+        let (columns, table) = match kind {
             Recorded::Alerts => ("rule", "correlation_alerts"),
-            Recorded::Actions => ("rule || ': ' || action", "action_requests"),
+            Recorded::Actions => ("rule, action", "action_requests"),
         };
         let sql = format!(
-            "SELECT batch_seq, {key}, COUNT(*) FROM {table} \
-             WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY batch_seq, {key}"
+            "SELECT batch_seq, COUNT(*), {columns} FROM {table} \
+             WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY batch_seq, {columns}"
         );
         let rows = sqlx::query(&sql)
             .bind(first as i64)
@@ -36,8 +42,13 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let batch = r.try_get::<i64, _>(0)? as u64;
-                Ok((batch, r.try_get(1)?, r.try_get::<i64, _>(2)? as u64))
+                let (batch, n) = (r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?);
+                let rule: String = r.try_get(2)?;
+                let key = match kind {
+                    Recorded::Alerts => rule,
+                    Recorded::Actions => action_key(&rule, &r.try_get::<String, _>(3)?),
+                };
+                Ok((batch as u64, key, n as u64))
             })
             .collect()
     }

@@ -9,7 +9,7 @@
 //! action requests, analytics history and plugin checkpoints.
 
 mod actions;
-pub use actions::Recorded;
+pub use actions::{Recorded, action_key};
 mod analytics;
 mod events;
 mod migrations;
