@@ -1,7 +1,7 @@
 //! The archive of accepted versions (by hash), and rollback to the version
 //! before the current one.
 
-use super::candidate::{Candidate, manifest_path, sha256_hex, stem};
+use super::candidate::{Candidate, fingerprint, manifest_path, stem};
 use super::{DeployError, Deployer};
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::sync::Arc;
@@ -62,7 +62,7 @@ impl Deployer {
             name: name.to_string(),
             manifest: current.manifest.clone(),
             sha256: previous.clone(),
-            fingerprint: format!("{previous}:{}", sha256_hex(manifest_text.as_bytes())),
+            fingerprint: fingerprint(&previous, &manifest_text),
             bytes,
             actor: None,
         };

@@ -73,6 +73,11 @@ pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A plugin file's fingerprint: its component's hash and its manifest's.
+pub(super) fn fingerprint(sha256: &str, manifest_text: &str) -> String {
+    format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes()))
+}
+
 /// Names the API's own paths take (`/plugins/backtest`,
 /// `/plugins/reload`): a plugin of that name could not be managed there.
 const RESERVED_NAMES: [&str; 2] = ["backtest", "reload"];
@@ -146,7 +151,7 @@ pub(super) fn read_candidate(file: &Path) -> Result<Candidate, (String, String)>
     let bytes = std::fs::read(file)
         .map_err(|e| (name.clone(), format!("reading {}: {e}", file.display())))?;
     let sha256 = sha256_hex(&bytes);
-    let fingerprint = format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes()));
+    let fingerprint = fingerprint(&sha256, &manifest_text);
     Ok(Candidate {
         file: file.to_path_buf(),
         name,

@@ -7,7 +7,7 @@
 //! live plugin's and removes the shadow's files.
 
 use super::Deployer;
-use super::candidate::{Candidate, plugin_files, read_candidate, sha256_hex, stem};
+use super::candidate::{Candidate, fingerprint, plugin_files, read_candidate, stem};
 use super::shadow::ShadowFile;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
 use std::collections::BTreeSet;
@@ -113,20 +113,18 @@ impl Deployer {
         cause: Trigger,
         why: &str,
     ) -> Option<DeploymentRow> {
-        let from_file = (self.shadows().get(name))
-            .is_some_and(|e| e.source.as_ref().is_some_and(|s| s.file == file));
-        match from_file {
-            true => self.stop_shadow(name, (cause, None), why).await,
-            false => None,
+        let from_file = self.shadows().get(name).is_some_and(|e| e.from_file(file));
+        if !from_file {
+            return None;
         }
+        self.stop_shadow(name, (cause, None), why).await
     }
 
     /// Shadows started from files that are no longer there.
     fn file_shadows_gone(&self, files: &[PathBuf]) -> Vec<String> {
         let shadows = self.shadows();
-        let gone = shadows
-            .iter()
-            .filter(|(_, e)| (e.source.as_ref()).is_some_and(|s| !files.contains(&s.file)));
+        let gone = (shadows.iter())
+            .filter(|(_, e)| e.source.is_some() && !files.iter().any(|f| e.from_file(f)));
         gone.map(|(name, _)| name.clone()).collect()
     }
 }
@@ -139,7 +137,7 @@ fn as_live_file(mut c: Candidate, live_file: &Path) -> Result<(Candidate, String
     c.manifest.mode = None;
     c.manifest.name = (stem(live_file) != c.name).then(|| c.name.clone());
     let text = c.manifest.text()?;
-    c.fingerprint = format!("{}:{}", c.sha256, sha256_hex(text.as_bytes()));
+    c.fingerprint = fingerprint(&c.sha256, &text);
     c.file = live_file.to_path_buf();
     Ok((c, text))
 }

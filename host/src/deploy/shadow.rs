@@ -33,6 +33,11 @@ pub(super) struct ShadowFile {
 }
 
 impl ShadowEntry {
+    /// Whether it came from the shadow file `file`.
+    pub(super) fn from_file(&self, file: &std::path::Path) -> bool {
+        self.source.as_ref().is_some_and(|s| s.file == file)
+    }
+
     /// The report as it is now.
     fn report(&self) -> ShadowReport {
         self.report

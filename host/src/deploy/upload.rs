@@ -3,7 +3,9 @@
 //! file and its manifest are written there, so a restart (and the watcher)
 //! find what runs.
 
-use super::candidate::{Candidate, Manifest, check_name, manifest_path, sha256_hex, stem};
+use super::candidate::{
+    Candidate, Manifest, check_name, fingerprint, manifest_path, sha256_hex, stem,
+};
 use super::{DeployError, Deployer};
 use crate::plugin::PluginKind;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
@@ -86,7 +88,7 @@ impl Deployer {
         let manifest_text = manifest.text().map_err(UploadError::BadManifest)?;
         let sha256 = sha256_hex(&up.bytes);
         let candidate = Candidate {
-            fingerprint: format!("{sha256}:{}", sha256_hex(manifest_text.as_bytes())),
+            fingerprint: fingerprint(&sha256, &manifest_text),
             file,
             name: up.name,
             manifest,
@@ -154,9 +156,7 @@ impl Deployer {
         // One map locked at a time.
         let taken = live.or_else(|| {
             let shadows = self.shadows();
-            let from_file =
-                |e: &super::shadow::ShadowEntry| e.source.as_ref().is_some_and(|s| s.file == file);
-            let shadow = shadows.iter().find(|(_, e)| from_file(e));
+            let shadow = shadows.iter().find(|(_, e)| e.from_file(&file));
             shadow.map(|(other, _)| format!("{other} (as its shadow)"))
         });
         match taken {
