@@ -105,9 +105,10 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Run a correlation plugin over the events a service stored for an
-    /// event-time range (fresh, clock following the events) and compare its
-    /// alerts with those the live versions recorded. Prints JSON.
+    /// Run a plugin (beside the `--with` ones) over the events a service
+    /// stored for an event-time range (fresh or warmed up, clock following
+    /// the events) and compare its alerts and action requests with those
+    /// the live versions recorded. Prints JSON.
     Backtest(plugin::BacktestOptions),
     /// Deploy a plugin to a running service (PUT /plugins/{name}): the same
     /// checks and swap as a file in its plugin directory, kept across

@@ -1,6 +1,7 @@
 //! `hxp-events plugin inspect` and `hxp-events plugin test`: tools for
 //! plugin authors that run a component offline with the real runtime.
 
+use crate::config::Config;
 use crate::event;
 use crate::plugin::{Clock, Limits, Plugin, PluginEngine, PluginKind, convert, types};
 use anyhow::{Context, bail};
@@ -35,18 +36,14 @@ pub fn inspect(engine: &Arc<PluginEngine>, file: &Path) -> anyhow::Result<Value>
     }))
 }
 
-/// Read a service config file (YAML) and return one section as JSON text.
-pub fn section_from_file(path: &Path, section: &str) -> anyhow::Result<String> {
-    let config = config_from_file(path)?;
-    config.section_json(section).map_err(anyhow::Error::msg)
-}
-
-/// A config file loaded and checked as the service loads it, so a plugin
-/// sees what it would see there (its section only, defaults filled in).
-fn config_from_file(path: &Path) -> anyhow::Result<crate::config::Config> {
+/// A config file (`--config`) loaded and checked as the service loads it,
+/// so a plugin sees what it would see there (its section only, defaults
+/// filled in).
+fn config_from_file(path: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    let Some(path) = path else { return Ok(None) };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    crate::config::Config::from_yaml(&text, &path.display().to_string(), &[])
+    Config::from_yaml(&text, &path.display().to_string(), &[]).map(Some)
 }
 
 /// Options of `plugin test`.
@@ -107,15 +104,15 @@ fn load(
     engine: &Arc<PluginEngine>,
     source: Source<'_>,
     clock: &Clock,
-    config: Option<&Path>,
+    config: Option<&Config>,
 ) -> anyhow::Result<Plugin> {
     let loaded = source
         .load(engine)
         .with_context(|| format!("loading {}", source.describe()))?;
     let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone())?;
-    if let Some(path) = config {
-        let section = section_from_file(path, p.kind().config_section())?;
-        p.configure(&section)?;
+    if let Some(config) = config {
+        let section = config.section_json(p.kind().config_section());
+        p.configure(&section.map_err(anyhow::Error::msg)?)?;
     }
     Ok(p)
 }
@@ -124,7 +121,8 @@ fn load(
 /// times: one JSON value per batch.
 pub fn test(engine: &Arc<PluginEngine>, opts: &TestOptions) -> anyhow::Result<Vec<Value>> {
     let clock = Clock::manual(0);
-    let config = opts.config.as_deref();
+    let config = config_from_file(opts.config.as_deref())?;
+    let config = config.as_ref();
     let mut main = load(engine, Source::File(&opts.file), &clock, config)?;
     let mut upstream = None;
     if main.kind() == PluginKind::Responses {
@@ -337,7 +335,8 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
     let warmup_ms = i64::from(opts.warmup) * 1000;
     // The clock starts where the warm-up does.
     let clock = Clock::manual(opts.from_ms - warmup_ms);
-    let config = opts.config.as_deref();
+    let config = config_from_file(opts.config.as_deref())?;
+    let config = config.as_ref();
     let named = |path: &Path| -> anyhow::Result<Box<dyn crate::pipeline::Stage>> {
         let mut p = load(engine, Source::File(path), &clock, config)?;
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
@@ -356,12 +355,11 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
             twin.name()
         );
     }
-    // The stages switched on as in the config, every one without it.
-    let config = match config {
-        Some(path) => config_from_file(path)?,
-        None => crate::config::Config::default(),
-    };
-    let switches = crate::pipeline::stages::Switches::of(&config);
+    // The stages switched on, and the batch size, as in the config (its
+    // defaults without one).
+    let defaults = Config::default();
+    let config = config.unwrap_or(&defaults);
+    let switches = crate::pipeline::stages::Switches::of(config);
     let batch_size = (opts.batch_size).unwrap_or(config.stream_processing.batch_size);
     let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock, switches);
     let runtime = tokio::runtime::Runtime::new()?;
