@@ -82,15 +82,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/plugins", get(plugins::plugins))
         .route(
             "/plugins/reload",
-            post(plugins::reload).put(|State(s): St, h: HeaderMap| async move {
-                plugins::reserved(&s, &h, "reload").await
-            }),
+            post(plugins::reload).put(plugins::reserved),
         )
         .route(
             "/plugins/backtest",
-            post(backtest::backtest).put(|State(s): St, h: HeaderMap| async move {
-                plugins::reserved(&s, &h, "backtest").await
-            }),
+            post(backtest::backtest).put(plugins::reserved),
         )
         .route(
             "/plugins/{name}",

@@ -285,10 +285,15 @@ pub(super) async fn deploy(
 
 /// PUT of a plugin under a name the API's own paths take (for an admin):
 /// refused, as a file of that name is.
-pub(super) async fn reserved(state: &AppState, headers: &HeaderMap, name: &str) -> ApiError {
-    if let Err(e) = require_admin(state, headers) {
+pub(super) async fn reserved(
+    State(state): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiError {
+    if let Err(e) = require_admin(&state, &headers) {
         return e;
     }
+    let name = uri.path().rsplit('/').next().unwrap_or_default();
     let e = crate::deploy::check_name(name).err().unwrap_or_default();
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e)
 }
