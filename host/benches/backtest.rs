@@ -128,15 +128,8 @@ fn scan(rt: &tokio::runtime::Runtime, store: &Store, range: (i64, i64), typed: b
 
 fn main() {
     println!("machine: {}", common::machine());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let n = std::env::var("HXP_BENCH_BACKTEST_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rt = common::bench_runtime(2);
+    let n = common::env_or("HXP_BENCH_BACKTEST_EVENTS", 1_000_000);
     let dir = common::tempdir();
     let db_url = format!("sqlite://{}/events.db", dir.display());
     let t = Instant::now();

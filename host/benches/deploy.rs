@@ -229,11 +229,7 @@ fn main() {
         .expect("target/test-plugins/analytics-b.wasm: run `make build`");
     println!("{}", common::machine());
     compile_times(&a);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::bench_runtime(2);
     let mut p99_gap = Vec::new();
     let mut p99_pause = Vec::new();
     for run in 0..RUNS {

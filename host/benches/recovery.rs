@@ -168,26 +168,16 @@ fn steady(rt: &tokio::runtime::Runtime, rate: u64, secs: u64) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     println!("machine: {}", common::machine());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sizes: String = env_or("HXP_BENCH_RECOVERY_SIZES", "0,1000000,10000000".to_string());
+    let rt = common::bench_runtime(2);
+    let sizes: String =
+        common::env_or("HXP_BENCH_RECOVERY_SIZES", "0,1000000,10000000".to_string());
     for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
         restarts(&rt, n);
     }
-    let secs = env_or("HXP_BENCH_STEADY_SECS", 600);
+    let secs = common::env_or("HXP_BENCH_STEADY_SECS", 600);
     if secs > 0 {
-        steady(&rt, env_or("HXP_BENCH_STEADY_RATE", 50_000), secs);
+        steady(&rt, common::env_or("HXP_BENCH_STEADY_RATE", 50_000), secs);
     }
 }

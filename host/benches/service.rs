@@ -285,11 +285,7 @@ fn alternate(rt: &tokio::runtime::Runtime, a: Side, b: Side) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::bench_runtime(1);
     println!("machine: {}", common::machine());
     if let Ok(baseline) = std::env::var("HXP_BENCH_BASELINE_BIN") {
         let before = (
