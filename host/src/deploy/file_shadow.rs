@@ -113,7 +113,7 @@ impl Deployer {
         cause: Trigger,
         why: &str,
     ) -> Option<DeploymentRow> {
-        let from_file = self.shadows().get(name).is_some_and(|e| e.from_file(file));
+        let from_file = self.shadows().get(name).is_some_and(|e| e.came_from(file));
         if !from_file {
             return None;
         }
@@ -124,7 +124,7 @@ impl Deployer {
     fn file_shadows_gone(&self, files: &[PathBuf]) -> Vec<String> {
         let shadows = self.shadows();
         let gone = (shadows.iter())
-            .filter(|(_, e)| e.source.is_some() && !files.iter().any(|f| e.from_file(f)));
+            .filter(|(_, e)| e.source.is_some() && !files.iter().any(|f| e.came_from(f)));
         gone.map(|(name, _)| name.clone()).collect()
     }
 }

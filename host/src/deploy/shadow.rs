@@ -34,7 +34,7 @@ pub(super) struct ShadowFile {
 
 impl ShadowEntry {
     /// Whether it came from the shadow file `file`.
-    pub(super) fn from_file(&self, file: &std::path::Path) -> bool {
+    pub(super) fn came_from(&self, file: &std::path::Path) -> bool {
         self.source.as_ref().is_some_and(|s| s.file == file)
     }
 

@@ -156,7 +156,7 @@ impl Deployer {
         // One map locked at a time.
         let taken = live.or_else(|| {
             let shadows = self.shadows();
-            let shadow = shadows.iter().find(|(_, e)| e.from_file(&file));
+            let shadow = shadows.iter().find(|(_, e)| e.came_from(&file));
             shadow.map(|(other, _)| format!("{other} (as its shadow)"))
         });
         match taken {
