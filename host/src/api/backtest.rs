@@ -6,7 +6,7 @@
 use super::extract::ApiQuery;
 use super::{ApiError, ApiResult, ErrorBody, St, require_admin};
 use crate::deploy::BacktestCandidate;
-use crate::pipeline::backtest::{self, BacktestReport, Progress};
+use crate::pipeline::backtest::{self, BacktestReport, MAX_WARMUP_SECS, Progress};
 use crate::util::task::AbortOnDrop;
 use crate::util::time::parse_time;
 use axum::extract::State;
@@ -19,8 +19,6 @@ use tokio::time::Instant;
 /// How often a running backtest reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 100_000;
-/// The longest warm-up, in seconds (a day: longer than any rule window).
-pub const MAX_WARMUP_SECS: u32 = 86_400;
 
 /// Parameters of POST /plugins/backtest.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

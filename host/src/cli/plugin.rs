@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::event;
+use crate::pipeline::backtest::MAX_WARMUP_SECS;
 use crate::plugin::{Clock, Limits, Plugin, PluginEngine, PluginKind, convert, types};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -324,7 +325,7 @@ pub struct BacktestOptions {
     pub batch_size: Option<usize>,
     /// Seconds of events before --from the plugins warm up on (not
     /// counted; at most a day).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_WARMUP_SECS as i64))]
     pub warmup: u32,
 }
 

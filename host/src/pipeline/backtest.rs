@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Failed batches after which a backtest stops.
 const MAX_FAILED_BATCHES: u64 = 10;
+/// The longest warm-up, in seconds (a day: longer than any rule window).
+pub const MAX_WARMUP_SECS: u32 = 86_400;
 
 /// What a backtest found.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
