@@ -70,20 +70,21 @@ impl Tracker {
             .slots
             .iter()
             .filter(|s| !stages.quarantined.contains(&s.name))
-            .map(|s| (&s.name, Role::Live, s.plugin.as_ref(), 0));
-        let shadows = stages.shadows.iter().map(|(name, s)| {
-            let since = s.report.lock().unwrap_or_else(|e| e.into_inner()).since_ms;
-            (name, Role::Shadow, s.slot.plugin.as_ref(), since)
-        });
+            .map(|s| (&s.name, Role::Live, s.plugin.as_ref(), None));
+        let shadows = (stages.shadows.iter())
+            .map(|(name, s)| (name, Role::Shadow, s.slot.plugin.as_ref(), Some(&s.report)));
         let mut out = Vec::new();
-        for (name, role, plugin, since_ms) in live.chain(shadows) {
+        for (name, role, plugin, report) in live.chain(shadows) {
             if let Some(reason) = self.over_limit((name.clone(), role), plugin, now) {
+                // Read only for a notice: the report's lock stays off the
+                // per-batch check.
+                let since = report.map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).since_ms);
                 out.push(Notice {
                     plugin: name.to_string(),
                     sha256: plugin.sha256().to_string(),
                     reason,
                     shadow: role == Role::Shadow,
-                    since_ms,
+                    since_ms: since.unwrap_or(0),
                 });
             }
         }
