@@ -42,6 +42,10 @@ pub struct EventCorrelation {
     /// plugin's documentation); absent keys keep their defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patterns: Option<serde_json::Value>,
+    /// Findings that hold back others (applied by the host, not given to
+    /// the plugin).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inhibit_rules: Vec<super::InhibitRule>,
 }
 
 impl Default for EventCorrelation {
@@ -57,12 +61,14 @@ impl Default for EventCorrelation {
                 rule("high_latency", "latency > 2000", "alert"),
             ],
             patterns: None,
+            inhibit_rules: Vec::new(),
         }
     }
 }
 
 impl EventCorrelation {
     pub(super) fn check(&self) -> Result<(), String> {
+        super::inhibit::check(&self.inhibit_rules)?;
         if self.window_size == 0 || self.window_size > 86_400 {
             return Err(
                 "event_correlation.window_size: must be between 1 and 86400 seconds".into(),

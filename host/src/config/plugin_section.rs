@@ -43,7 +43,16 @@ impl PluginSection {
     pub fn json(&self, config: &Config) -> String {
         let value = match self {
             PluginSection::Analytics => serde_json::to_value(&config.real_time_analytics),
-            PluginSection::Correlation => serde_json::to_value(&config.event_correlation),
+            // Inhibition is the host's (pipeline::suppress): a change to it
+            // must not reconfigure the plugin.
+            PluginSection::Correlation => {
+                serde_json::to_value(&config.event_correlation).map(|mut v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("inhibit_rules");
+                    }
+                    v
+                })
+            }
             PluginSection::Responses => {
                 serde_json::to_value(ResponsesView::of(&config.automated_response))
             }
