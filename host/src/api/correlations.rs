@@ -2,7 +2,8 @@
 //! GET /correlations/stats.
 
 use super::views::{
-    AlertView, CorrelationStatsView, CorrelationTestView, CorrelationsView, RuleCountView,
+    ActiveFindingView, AlertView, CorrelationStatsView, CorrelationTestView, CorrelationsView,
+    RuleCountView,
 };
 use super::{ApiError, ApiResult, ErrorBody, St, require_json, rfc3339};
 use crate::event::{EventError, EventErrorKind};
@@ -34,9 +35,13 @@ fn pattern_names(findings: &[hxp_plugin_sdk::Finding]) -> Vec<String> {
     )
 )]
 pub(super) async fn correlations(State(state): St) -> ApiResult<Json<CorrelationsView>> {
-    let (findings, score) = {
+    let (findings, holds, score) = {
         let live = state.live.read().expect("live lock");
-        (live.findings.clone(), live.correlation_score)
+        (
+            live.findings.clone(),
+            live.holds.clone(),
+            live.correlation_score,
+        )
     };
     let window_ms = state.config.event_correlation.window_size as i64 * 1000;
     let recent = state
@@ -46,10 +51,12 @@ pub(super) async fn correlations(State(state): St) -> ApiResult<Json<Correlation
         .map_err(ApiError::internal)?;
     Ok(Json(CorrelationsView {
         patterns_detected: pattern_names(&findings),
-        alert_triggered: !recent.is_empty(),
+        alert_triggered: recent.iter().any(|a| a.suppressed_by.is_none()),
         correlation_score: score,
         window_seconds: state.config.event_correlation.window_size,
-        active_findings: findings,
+        active_findings: (findings.into_iter().enumerate())
+            .map(|(i, f)| ActiveFindingView::new(f, holds.get(i)))
+            .collect(),
         recent_alerts: recent
             .into_iter()
             .map(|a| AlertView {
@@ -61,6 +68,7 @@ pub(super) async fn correlations(State(state): St) -> ApiResult<Json<Correlation
                 occurrences: a.occurrences,
                 score: a.score,
                 message: a.message,
+                suppressed_by: a.suppressed_by,
             })
             .collect(),
         timestamp: rfc3339(crate::store::now_ms()),

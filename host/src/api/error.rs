@@ -61,6 +61,12 @@ impl ApiError {
         }
     }
 
+    /// Where in the request the problem is (a JSON pointer).
+    pub(super) fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
     pub(super) fn with_details(mut self, details: Value) -> ApiError {
         self.details = Some(details);
         self

@@ -15,6 +15,7 @@ mod page;
 mod plugins;
 mod processing;
 mod responses;
+mod silences;
 pub mod views;
 
 use error::body_error;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub validators: Arc<rayon::ThreadPool>,
     /// The Kafka consumer's status, when Kafka is configured.
     pub kafka: Option<Arc<crate::sources::kafka::KafkaStatus>>,
+    /// The silences the processor applies: the API puts each change on it
+    /// once it is stored.
+    pub silences: crate::pipeline::suppress::SilenceBoard,
     /// Processing ids are UUIDs that carry this namespace and the event's
     /// sequence number.
     pub namespace: u64,
@@ -99,6 +103,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(plugins::shadow).delete(plugins::drop_shadow),
         )
         .route("/plugins/{name}/promote", post(plugins::promote))
+        .route("/silences", get(silences::list).post(silences::create))
+        .route(
+            "/silences/{id}",
+            get(silences::one).delete(silences::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // read_body_first has read every body within its limit already.

@@ -2,7 +2,9 @@
 //! `#[utoipa::path]` annotations and the view types; served at
 //! GET /openapi.json.
 
-use super::{analytics, backtest, correlations, health, ingest, plugins, processing, responses};
+use super::{
+    analytics, backtest, correlations, health, ingest, plugins, processing, responses, silences,
+};
 use axum::Json;
 use std::sync::OnceLock;
 use utoipa::OpenApi;
@@ -41,6 +43,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         plugins::promote,
         plugins::drop_shadow,
         backtest::backtest,
+        silences::create,
+        silences::list,
+        silences::one,
+        silences::delete,
     ),
     components(schemas(super::ErrorBody)),
     modifiers(&AdminToken),

@@ -263,6 +263,40 @@ pub struct FindingSchema {
     pub evidence: Vec<u64>,
 }
 
+/// An active finding, and what held it back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveFindingView {
+    pub name: String,
+    pub source: String,
+    pub subject: String,
+    /// False when held back, whatever the plugin said.
+    pub alert: bool,
+    pub occurrences: u32,
+    pub score: f64,
+    pub message: String,
+    /// Sequence numbers of the events behind it.
+    pub evidence: Vec<u64>,
+    /// `silence:<id>` or `inhibited:<rule>`: it raised no alert and
+    /// reached no responses plugin. `null` otherwise.
+    pub suppressed_by: Option<String>,
+}
+
+impl ActiveFindingView {
+    pub fn new(f: Finding, held: Option<&crate::pipeline::suppress::Held>) -> Self {
+        ActiveFindingView {
+            name: f.name,
+            source: f.source,
+            subject: f.subject,
+            alert: f.alert,
+            occurrences: f.occurrences,
+            score: f.score,
+            message: f.message,
+            evidence: f.evidence,
+            suppressed_by: held.map(|h| h.reason.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertView {
     pub raised_at: String,
@@ -274,17 +308,22 @@ pub struct AlertView {
     pub message: String,
     /// As the correlation plugin recorded it (free-form).
     pub evidence: Value,
+    /// `silence:<id>` or `inhibited:<rule>`: the finding would have
+    /// alerted and was held back (no alert, no action request). `null` for
+    /// an alert raised.
+    pub suppressed_by: Option<String>,
 }
 
 /// GET /correlations.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CorrelationsView {
     pub patterns_detected: Vec<String>,
+    /// An alert was raised (not held back) within the window.
     pub alert_triggered: bool,
     pub correlation_score: f64,
     pub window_seconds: u32,
-    #[schema(value_type = Vec<FindingSchema>)]
-    pub active_findings: Vec<Finding>,
+    pub active_findings: Vec<ActiveFindingView>,
+    /// Alerts of the window, newest first, those held back included.
     pub recent_alerts: Vec<AlertView>,
     pub timestamp: String,
 }
@@ -595,4 +634,36 @@ pub struct HealthView {
     pub uptime_seconds: u64,
     pub checks: HealthChecksView,
     pub event_time: EventTimeView,
+}
+
+// ---- silences ----
+
+/// A silence.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceView {
+    /// A UUID.
+    pub id: String,
+    /// At the time of the answer (the wall clock; the processor judges
+    /// each batch at its event time).
+    pub state: crate::pipeline::suppress::SilenceState,
+    /// All must match a finding for the silence to hold it back.
+    pub matchers: Vec<crate::pipeline::suppress::matcher::MatcherSpec>,
+    pub starts_at: String,
+    pub ends_at: String,
+    /// Recurring: the window [starts_at, ends_at) again every this many
+    /// seconds.
+    pub repeat_every_secs: Option<i64>,
+    pub creator: String,
+    pub comment: String,
+    pub created_at: String,
+    pub deleted_at: Option<String>,
+}
+
+/// GET /silences.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilencesView {
+    /// The time the states are given at.
+    pub at: String,
+    /// Oldest first.
+    pub silences: Vec<SilenceView>,
 }

@@ -362,7 +362,8 @@ pub fn backtest(engine: &Arc<PluginEngine>, opts: &BacktestOptions) -> anyhow::R
     let config = config.unwrap_or(&defaults);
     let switches = crate::pipeline::stages::Switches::of(config);
     let batch_size = (opts.batch_size).unwrap_or(config.stream_processing.batch_size);
-    let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock, switches);
+    let bench = crate::pipeline::backtest::Bench::of_plugins(candidate, others, clock, switches)
+        .inhibiting(config.event_correlation.inhibit_rules.clone());
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = crate::store::Store::connect_existing(&opts.database).await?;

@@ -5,6 +5,7 @@ use crate::actions::Executors;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::deploy::Deployer;
+use crate::pipeline::suppress::{SilenceBoard, Suppressor};
 use crate::pipeline::{self, Parts, Pipeline, Stages, StateCache};
 use crate::plugin::{Clock, PluginEngine};
 use crate::sources::kafka::{self, KafkaSource};
@@ -97,7 +98,11 @@ async fn start(
         config_path,
         control_tx,
     )?;
-    let stages = Stages::new(deployer.initial().await?, clock);
+    // Silences from the store; inhibit rules from the config.
+    let silences = SilenceBoard::load(&store).await?;
+    let inhibit = config.event_correlation.inhibit_rules.clone();
+    let mut stages = Stages::new(deployer.initial().await?, clock);
+    stages.suppressor = Suppressor::new(silences.clone(), inhibit);
     // Executors: record the previous run's interrupted requests, then wait
     // for jobs from the pipeline's writer.
     let (executors, executor) = Executors::start(&config, store.clone(), metrics.clone()).await?;
@@ -142,6 +147,7 @@ async fn start(
         deployer,
         validators,
         kafka: kafka.as_ref().map(|k| k.status.clone()),
+        silences,
         namespace,
         started,
     });

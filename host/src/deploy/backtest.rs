@@ -62,7 +62,8 @@ impl Deployer {
         let others = (live.iter().filter(|(n, _)| **n != name))
             .map(|(n, r)| self.bench_slot(n, r.loaded.clone(), Part::of(r), &clock))
             .collect::<Result<_, _>>()?;
-        Ok(Bench::new(slot, others, clock, Switches::of(&config)))
+        let inhibit = config.event_correlation.inhibit_rules.clone();
+        Ok(Bench::new(slot, others, clock, Switches::of(&config)).inhibiting(inhibit))
     }
 
     /// A fresh, configured instance of `loaded` under `name`, on `clock`.

@@ -7,6 +7,8 @@
 //! events just before the range (not counted).
 
 use super::stages::{Slot, Stage, Stages, Switches};
+use super::suppress::SilenceBoard;
+use crate::config::InhibitRule;
 use crate::plugin::{Clock, PluginKind, convert};
 use crate::store::{Recorded, Store, action_key};
 use crate::telemetry::Metrics;
@@ -38,9 +40,11 @@ pub struct BacktestReport {
     pub seconds: f64,
     /// Events folded per second, the warm-up's included.
     pub events_per_second: f64,
-    /// Alerts raised in the run, per rule.
+    /// Alerts raised in the run, per rule (not those the silences of the
+    /// store and the inhibit rules held back, as live).
     pub alerts: BTreeMap<String, u64>,
-    /// Alerts the live versions recorded for the batches of these events.
+    /// Alerts the live versions recorded (raised, not held back) for the
+    /// batches of these events.
     pub recorded_alerts: BTreeMap<String, u64>,
     /// Per rule where they differ: the run's count minus the recorded.
     pub difference: BTreeMap<String, i64>,
@@ -122,6 +126,13 @@ impl Bench {
         bench
     }
 
+    /// Hold findings back by `rules` as the service does (the silences
+    /// come from the store the backtest reads).
+    pub fn inhibiting(mut self, rules: Vec<InhibitRule>) -> Bench {
+        self.stages.suppressor.inhibit = rules;
+        self
+    }
+
     /// `candidate` among `others`, under their own names, first in its
     /// stage (an analytics candidate serves the window), the others in the
     /// order given (the CLI's: there is no service to take the live plugins
@@ -194,6 +205,9 @@ pub async fn run(
     watch: Watch,
 ) -> anyhow::Result<BacktestReport> {
     let started = Instant::now();
+    // The silences of the store's own history: a backtest holds back what
+    // the service held back at those event times.
+    bench.stages.suppressor.silences = SilenceBoard::load(store).await?;
     let (tx, rx) = mpsc::channel(2);
     let scanned = (from_ms.saturating_sub(warmup_ms.max(0)), until_ms);
     let reader = AbortOnDrop(tokio::spawn(read(store.clone(), scanned, from_ms, tx)));
@@ -419,6 +433,7 @@ mod tests {
                 score: 0.5,
                 message: String::new(),
                 evidence: "[]".into(),
+                suppressed_by: None,
             }],
             ..BatchWrite::default()
         };

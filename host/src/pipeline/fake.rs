@@ -20,6 +20,8 @@ pub struct Fake {
     pub score: f64,
     /// Responses: its requests.
     pub actions: Vec<ActionRequest>,
+    /// Responses: the names of the findings each decision was given.
+    pub given: Arc<Mutex<Vec<Vec<String>>>>,
     /// Every process/decide call fails (a trap).
     pub fails: bool,
     /// Traps so far, as its stats report them (tests may add to it).
@@ -43,6 +45,7 @@ impl Fake {
             findings: Vec::new(),
             score: 0.0,
             actions: Vec::new(),
+            given: Arc::default(),
             fails: false,
             traps: Arc::default(),
         }
@@ -191,11 +194,13 @@ impl Stage for Fake {
     }
     fn responses_decide(
         &mut self,
-        _input: &types::ResponseInput,
+        input: &types::ResponseInput,
     ) -> Result<Vec<types::ActionRequest>, PluginError> {
         if self.fails {
             return Err(self.trap("decide"));
         }
+        let names = input.findings.iter().map(|f| f.name.clone()).collect();
+        self.given.lock().unwrap().push(names);
         Ok(self
             .actions
             .iter()

@@ -2,6 +2,7 @@
 //! the dashboard read, written by the processor after each batch.
 
 use super::stages::{StageResults, Stages};
+use super::suppress::Holds;
 use crate::plugin::{CallStats, Limits, PluginKind};
 use crate::telemetry::Metrics;
 use hxp_plugin_sdk::{ActionRequest, Finding, Snapshot};
@@ -14,6 +15,8 @@ use std::time::Duration;
 pub struct LiveView {
     pub snapshot: Option<Snapshot>,
     pub findings: Vec<Finding>,
+    /// What held back which of `findings` (silences, inhibition).
+    pub holds: Holds,
     pub correlation_score: f64,
     pub last_actions: Vec<ActionRequest>,
     pub batches: u64,
@@ -87,6 +90,7 @@ impl LiveView {
         }
         if let Some(c) = r.correlation {
             self.findings = c.findings;
+            self.holds = c.holds;
             self.correlation_score = c.score;
         }
         if !r.actions.is_empty() {

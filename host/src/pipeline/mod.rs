@@ -17,6 +17,8 @@
 //! - [`processor`] with [`stages`], [`record`], [`swap`], [`checkpoint`]:
 //!   the plugin calls, the stored record, hot swaps between batches, and
 //!   checkpoints; [`live`] is what the API reads.
+//! - [`suppress`]: silences and inhibition, between correlation and
+//!   responses.
 //! - [`writer`]: stores each batch in one transaction, retrying while the
 //!   database is away; only then are the events acknowledged.
 //! - [`replay`] at start, and [`recalc`] (batch analytics from the store)
@@ -34,6 +36,7 @@ pub mod record;
 pub mod replay;
 pub mod shadow;
 pub mod stages;
+pub mod suppress;
 pub mod swap;
 pub mod watermark;
 pub mod writer;

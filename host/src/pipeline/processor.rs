@@ -238,7 +238,7 @@ impl Processor {
                 self.guardrails.plan(&results.actions, &ctx, &self.metrics)
             }
         };
-        let alerts = record::alerts(record::findings(&results), now);
+        let alerts = record::alerts(&results, now);
         let events = record::event_rows(items, now, batch_seq);
         let counts = BatchCounts {
             at: now,
@@ -617,6 +617,70 @@ mod tests {
             "webhook executors act after the batch is stored"
         );
         assert_eq!((jobs[0].batch_seq, jobs[1].n), (3, 1));
+    }
+
+    /// A silence on `slow` (2024-01-01, one hour) and `burst` inhibiting
+    /// `flaky`: at event time within the hour, `slow` and `flaky` are held
+    /// back (alert rows with why for the one that alerted; the responses
+    /// plugin sees only `burst`; counted by reason); an hour later only
+    /// the inhibition holds.
+    #[test]
+    fn held_back_findings_alert_nothing_and_reach_no_responses_plugin() {
+        use crate::pipeline::suppress::silence::tests::{DAY0, new};
+        use crate::pipeline::suppress::{Silence, SilenceBoard, Suppressor};
+        let mut rules = Fake::new("rules", PluginKind::Correlation);
+        // `burst` is global (empty subject): it holds `flaky` back on "api".
+        let mut burst = finding("burst", true, 0.9);
+        burst.subject = String::new();
+        let mut flaky = finding("flaky", true, 0.1);
+        flaky.subject = "api".into();
+        rules.findings = vec![finding("slow", true, 0.5), burst, flaky];
+        let mut responder = Fake::new("responder", PluginKind::Responses);
+        responder.actions = vec![action("notify_admin", "send_notification")];
+        let given = responder.given.clone();
+        let (mut p, _rx) = processor(vec![
+            Fake::new("analytics", PluginKind::Analytics).slot(1),
+            rules.slot(1),
+            responder.slot(1),
+        ]);
+        let mut on_slow = new(DAY0, DAY0 + 3_600_000, None);
+        on_slow.matchers = crate::pipeline::suppress::silence::tests::on_rule("slow");
+        let silence = Silence::new("quiet".into(), 1, on_slow).unwrap();
+        let burst = crate::config::InhibitRule {
+            source: "burst".into(),
+            targets: vec!["flaky".into()],
+        };
+        p.stages.suppressor = Suppressor::new(SilenceBoard::new(vec![silence]), vec![burst]);
+        let (write, _) = p.process_batch(&mut items(&[(1, 1, false)]), at(DAY0 + 10));
+        let rows: Vec<(&str, Option<&str>)> = (write.alerts.iter())
+            .map(|a| (a.rule.as_str(), a.suppressed_by.as_deref()))
+            .collect();
+        let want = [
+            ("slow", Some("silence:quiet")),
+            ("burst", None),
+            ("flaky", Some("inhibited:burst")),
+        ];
+        assert_eq!(rows, want);
+        assert_eq!(*given.lock().unwrap(), vec![vec!["burst".to_string()]]);
+        let suppressed = |r: &str| p.metrics.findings_suppressed.with_label_values(&[r]).get();
+        assert_eq!((suppressed("silence"), suppressed("inhibition")), (1, 1));
+        assert_eq!(p.metrics.alerts.with_label_values(&["slow"]).get(), 0);
+        let live = p.live.read().unwrap();
+        let alerting: Vec<bool> = live.findings.iter().map(|f| f.alert).collect();
+        assert_eq!(alerting, vec![false, true, false]);
+        assert_eq!(
+            live.holds.get(0).unwrap().reason.to_string(),
+            "silence:quiet"
+        );
+        drop(live);
+        // An hour later: the silence is over.
+        let (write, _) = p.process_batch(&mut items(&[(2, 2, false)]), at(DAY0 + 3_600_000));
+        let held: Vec<Option<&str>> = write
+            .alerts
+            .iter()
+            .map(|a| a.suppressed_by.as_deref())
+            .collect();
+        assert_eq!(held, vec![None, None, Some("inhibited:burst")]);
     }
 
     #[test]

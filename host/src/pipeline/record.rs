@@ -13,7 +13,8 @@ pub(super) struct BatchRecord {
     pub analytics: Option<String>,
     pub correlation: Option<String>,
     pub response: Option<String>,
-    /// The active findings (what action requests store as their context).
+    /// The active findings the responses plugins saw, those held back
+    /// left out (what action requests store as their context).
     pub findings: String,
 }
 
@@ -23,7 +24,7 @@ impl BatchRecord {
             analytics: r.snapshot.as_ref().map(analytics_json),
             correlation: r.correlation.as_ref().map(correlation_json),
             response: r.responding.then(|| response_json(&r.actions)),
-            findings: serde_json::to_string(findings(r)).unwrap_or_else(|_| "[]".into()),
+            findings: unheld_json(r),
         }
     }
 
@@ -46,6 +47,11 @@ impl BatchRecord {
             watermark: Some(watermark),
         })
     }
+}
+
+fn unheld_json(r: &StageResults) -> String {
+    let unheld: Vec<&Finding> = r.correlation.iter().flat_map(|c| c.unheld()).collect();
+    serde_json::to_string(&unheld).unwrap_or_else(|_| "[]".into())
 }
 
 /// The findings of the batch (none when correlation did not run).
@@ -107,12 +113,16 @@ pub fn pattern_names(findings: &[Finding]) -> Vec<&str> {
     names
 }
 
-/// One alert row per finding that alerts.
-pub(super) fn alerts(findings: &[Finding], raised_at: i64) -> Vec<AlertRow> {
-    findings
-        .iter()
-        .filter(|f| f.alert)
-        .map(|f| AlertRow {
+/// One alert row per finding that alerts, and per finding that would
+/// have had a silence or an inhibit rule not held it back (with what did:
+/// the record shows what was held back).
+pub(super) fn alerts(r: &StageResults, raised_at: i64) -> Vec<AlertRow> {
+    let Some(c) = &r.correlation else {
+        return Vec::new();
+    };
+    let row = |(i, f): (usize, &Finding)| {
+        let held = c.holds.get(i).filter(|h| h.alerted);
+        (f.alert || held.is_some()).then(|| AlertRow {
             raised_at,
             rule: f.name.clone(),
             source: f.source.clone(),
@@ -121,8 +131,10 @@ pub(super) fn alerts(findings: &[Finding], raised_at: i64) -> Vec<AlertRow> {
             score: f.score,
             message: f.message.clone(),
             evidence: json!(f.evidence).to_string(),
+            suppressed_by: held.map(|h| h.reason.to_string()),
         })
-        .collect()
+    };
+    c.findings.iter().enumerate().filter_map(row).collect()
 }
 
 /// A row per new event (duplicates store nothing). The stored text moves
@@ -148,6 +160,7 @@ pub(super) fn event_rows(items: &mut [Item], processed_at: i64, batch_seq: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::suppress::Holds;
 
     fn finding(name: &str, alert: bool) -> Finding {
         Finding {
@@ -168,13 +181,65 @@ mod tests {
         assert_eq!(pattern_names(&f), vec!["b", "a"]);
     }
 
+    fn correlated(findings: Vec<Finding>) -> StageResults {
+        StageResults {
+            correlation: Some(Correlated {
+                findings,
+                score: 0.5,
+                holds: Holds::default(),
+            }),
+            ..StageResults::default()
+        }
+    }
+
     #[test]
     fn only_alerting_findings_become_alert_rows() {
-        let rows = alerts(&[finding("x", true), finding("y", false)], 77);
+        let rows = alerts(
+            &correlated(vec![finding("x", true), finding("y", false)]),
+            77,
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].rule, "x");
         assert_eq!(rows[0].raised_at, 77);
         assert_eq!(rows[0].evidence, "[1,2]");
+        assert_eq!(rows[0].suppressed_by, None);
+    }
+
+    /// Held back by a silence (x, alerting), by inhibition (y, not
+    /// alerting): x is an alert row with why, y none; neither is in the
+    /// responses' context, and the batch triggered no alert.
+    #[test]
+    fn a_held_back_alert_is_recorded_with_why_and_triggers_nothing() {
+        use crate::pipeline::suppress::{Held, Reason};
+        let mut x = finding("x", false);
+        x.subject = "api".into();
+        let mut r = correlated(vec![x, finding("y", false), finding("z", false)]);
+        let holds = [
+            Some(Held {
+                reason: Reason::Silence("id-1".into()),
+                alerted: true,
+            }),
+            Some(Held {
+                reason: Reason::Inhibited("x".into()),
+                alerted: false,
+            }),
+            None,
+        ];
+        r.correlation.as_mut().unwrap().holds = holds.into_iter().collect();
+        let rows = alerts(&r, 5);
+        let got: Vec<(&str, Option<&str>)> = rows
+            .iter()
+            .map(|a| (a.rule.as_str(), a.suppressed_by.as_deref()))
+            .collect();
+        assert_eq!(got, vec![("x", Some("silence:id-1"))]);
+        let rec = BatchRecord::new(&r);
+        let c: serde_json::Value =
+            serde_json::from_str(rec.correlation.as_deref().unwrap()).unwrap();
+        assert_eq!(c["alert_triggered"], json!(false));
+        assert_eq!(c["patterns_detected"], json!(["x", "y", "z"]));
+        let context: Vec<serde_json::Value> = serde_json::from_str(&rec.findings).unwrap();
+        assert_eq!(context.len(), 1);
+        assert_eq!(context[0]["name"], "z");
     }
 
     #[test]
@@ -183,6 +248,7 @@ mod tests {
             correlation: Some(Correlated {
                 findings: vec![finding("burst", true)],
                 score: 0.9,
+                holds: Holds::default(),
             }),
             actions: vec![ActionRequest {
                 rule: "r".into(),

@@ -113,14 +113,20 @@ impl Shadow {
         self.observe(batch, m, call, compare);
     }
 
-    /// The same for a correlation plugin: the alerts.
+    /// The same for a correlation plugin: the alerts, after `suppress`
+    /// (the silences and inhibit rules the live side had too).
     pub fn correlation(
         &mut self,
         batch: &types::EventBatch,
         live: Option<&types::CorrelationResult>,
         m: &Metrics,
+        suppress: impl FnOnce(&mut types::CorrelationResult),
     ) {
-        let call = |p: &mut dyn Stage| p.correlation_process(batch);
+        let call = |p: &mut dyn Stage| {
+            let mut r = p.correlation_process(batch)?;
+            suppress(&mut r);
+            Ok(r)
+        };
         let compare = live.map(|l| move |r: &mut ShadowReport, seq, s| r.correlation(seq, l, &s));
         self.observe(batch, m, call, compare);
     }
@@ -474,7 +480,7 @@ mod tests {
         };
         let events = [Event::new(1, EventKind::ErrorEvent, 0)];
         let batch = convert::batch_to_wit(EventBatch::from_events(&events));
-        shadow.correlation(&batch, Some(&result(vec![], 0.0)), &Metrics::new());
+        shadow.correlation(&batch, Some(&result(vec![], 0.0)), &Metrics::new(), |_| {});
         let r = shadow.report.lock().unwrap();
         assert_eq!((r.batches, r.failures, r.disagreeing_batches), (1, 1, 1));
         assert_eq!(r.agreement, 0.0);
@@ -504,13 +510,64 @@ mod tests {
         };
         let events = [Event::new(1, EventKind::ErrorEvent, 0)];
         let batch = convert::batch_to_wit(EventBatch::from_events(&events));
-        shadow.correlation(&batch, None, &Metrics::new());
+        shadow.correlation(&batch, None, &Metrics::new(), |_| {});
         let r = shadow.report.lock().unwrap();
         assert_eq!(
             (r.batches, r.events, r.failures, r.live_failures),
             (1, 1, 0, 1)
         );
         assert_eq!(r.disagreeing_batches, 1);
+    }
+
+    /// A shadow raises `slow`, which the live version does not: a
+    /// disagreement, unless a silence holds `slow` back (it would not
+    /// alert live either); the live side is judged after the silence too.
+    #[test]
+    fn a_shadow_is_compared_after_the_same_suppression() {
+        use crate::pipeline::fake::{Fake, finding};
+        use crate::pipeline::stages::{Stages, Switches};
+        use crate::pipeline::suppress::silence::tests::{DAY0, new, on_rule};
+        use crate::pipeline::suppress::{Silence, SilenceBoard, Suppressor};
+        use crate::plugin::{Clock, PluginKind, convert};
+        use hxp_plugin_sdk::{Event, EventBatch, EventKind};
+        let disagreements = |silenced: bool, live_alerts: bool| {
+            let mut live = Fake::new("rules", PluginKind::Correlation);
+            live.findings = vec![finding("slow", live_alerts, 0.5)];
+            live.findings.truncate(usize::from(live_alerts));
+            let mut candidate = Fake::new("rules", PluginKind::Correlation);
+            candidate.findings = vec![finding("slow", true, 0.5)];
+            let mut stages = Stages::new(vec![live.slot(1)], Clock::manual(DAY0));
+            if silenced {
+                let mut n = new(DAY0, DAY0 + 1_000, None);
+                n.matchers = on_rule("slow");
+                let s = Silence::new("s".into(), 0, n).unwrap();
+                stages.suppressor = Suppressor::new(SilenceBoard::new(vec![s]), Vec::new());
+            }
+            let report = Arc::new(Mutex::new(ShadowReport::default()));
+            let shadow = Shadow {
+                slot: candidate.slot(1),
+                report: report.clone(),
+            };
+            assert!(install(&mut stages, Box::new(shadow)).is_ok());
+            let events = [Event::new(1, EventKind::ErrorEvent, DAY0)];
+            let batch = convert::batch_to_wit(EventBatch::from_events(&events));
+            let on = Switches {
+                analytics: false,
+                correlation: true,
+                responses: false,
+            };
+            stages.run(&batch, DAY0, on, &Metrics::new());
+            let r = report.lock().unwrap();
+            r.disagreements.clone()
+        };
+        let only_shadow = disagreements(false, false);
+        assert_eq!(only_shadow[&Disagreement::AlertOnlyShadow]["slow"], 1);
+        assert!(
+            disagreements(true, false).is_empty(),
+            "silenced on both sides"
+        );
+        assert!(disagreements(true, true).is_empty());
+        assert!(disagreements(false, true).is_empty());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The deployed plugins of the three stages and one batch's run through
 //! them: every analytics plugin sees the batch (the first in order serves
 //! the window), correlation findings merge (the score is the highest),
-//! response requests concatenate. A failing plugin costs its own result,
-//! never the batch.
+//! silences and inhibition hold some back ([`super::suppress`]), response
+//! requests concatenate. A failing plugin costs its own result, never the
+//! batch.
 
+use super::suppress::{Holds, Key, Suppressor};
 use crate::plugin::{CallStats, Clock, Limits, Plugin, PluginError, PluginKind, convert, types};
 use crate::telemetry::Metrics;
 use hxp_plugin_sdk::{ActionRequest, Finding, Metadata, Snapshot};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -160,8 +163,31 @@ pub struct StageResults {
 /// The merged correlation result.
 #[derive(Debug, Default)]
 pub struct Correlated {
+    /// Every finding; those held back have `alert` false.
     pub findings: Vec<Finding>,
     pub score: f64,
+    /// What held back which of `findings` (by position).
+    pub holds: Holds,
+}
+
+impl Correlated {
+    /// The findings not held back: what the responses plugins saw.
+    pub fn unheld(&self) -> impl Iterator<Item = &Finding> {
+        let holds = &self.holds;
+        (self.findings.iter().enumerate())
+            .filter(move |(i, _)| holds.get(*i).is_none())
+            .map(|(_, f)| f)
+    }
+}
+
+/// One live plugin's part of the merged result: where its findings are,
+/// and its score (`None`: its call failed).
+type Part = Option<(Range<usize>, f64)>;
+
+/// The merged correlation result of the live plugins, before conversion.
+struct Merged {
+    result: types::CorrelationResult,
+    holds: Holds,
 }
 
 /// The deployed plugins, by stage then order.
@@ -176,6 +202,9 @@ pub struct Stages {
     pub(super) quarantined: std::collections::BTreeSet<Arc<str>>,
     /// Candidates running in the shadow of the live plugin of their name.
     pub(super) shadows: std::collections::BTreeMap<Arc<str>, super::shadow::Shadow>,
+    /// Silences and inhibit rules, applied between correlation and
+    /// responses.
+    pub suppressor: Suppressor,
 }
 
 impl Stages {
@@ -186,6 +215,7 @@ impl Stages {
             versions: String::new(),
             quarantined: Default::default(),
             shadows: Default::default(),
+            suppressor: Suppressor::default(),
         };
         s.sort();
         s
@@ -234,7 +264,8 @@ impl Stages {
     }
 
     /// Run a batch through the stages that are switched on; `now` is the
-    /// batch's time (what the responses plugin sees).
+    /// batch's time (what the responses plugin sees, and the event time
+    /// silences are judged at).
     pub(super) fn run(
         &mut self,
         batch: &types::EventBatch,
@@ -249,20 +280,24 @@ impl Stages {
             None
         };
         let correlation = if on.correlation {
-            self.correlation(batch, metrics, &mut ns[1])
+            self.correlation(batch, now, metrics, &mut ns[1])
         } else {
             None
         };
+        for held in correlation.iter().flat_map(|c| c.holds.iter()) {
+            let reason = held.reason.label();
+            metrics
+                .findings_suppressed
+                .with_label_values(&[reason])
+                .inc();
+        }
         let responding = on.responses && self.has(PluginKind::Responses);
         let actions = match (responding, &snapshot) {
             (true, Some(s)) => {
                 let input = types::ResponseInput {
                     time_ms: now,
                     analytics: s.clone(),
-                    findings: correlation
-                        .as_ref()
-                        .map(|c| c.findings.clone())
-                        .unwrap_or_default(),
+                    findings: correlation.as_ref().map(unheld).unwrap_or_default(),
                 };
                 self.responses(batch, &input, metrics, &mut ns[2])
             }
@@ -271,12 +306,11 @@ impl Stages {
         StageResults {
             snapshot: snapshot.map(convert::snapshot_to_sdk),
             correlation: correlation.map(|c| Correlated {
-                findings: c
-                    .findings
-                    .into_iter()
+                findings: (c.result.findings.into_iter())
                     .map(convert::finding_to_sdk)
                     .collect(),
-                score: c.correlation_score,
+                score: c.result.correlation_score,
+                holds: c.holds,
             }),
             actions,
             responding,
@@ -309,20 +343,30 @@ impl Stages {
         snapshot
     }
 
-    /// Findings of every correlation plugin, in order; the highest score.
+    /// Findings of every correlation plugin, in order; the highest score;
+    /// then what the silences and inhibit rules hold back at `now`. A
+    /// shadow runs once the live plugins have (inhibition looks at the
+    /// whole batch), and is compared after the same suppression.
     fn correlation(
         &mut self,
         batch: &types::EventBatch,
+        now: i64,
         metrics: &Metrics,
         ns: &mut u64,
-    ) -> Option<types::CorrelationResult> {
+    ) -> Option<Merged> {
         let mut all: Option<types::CorrelationResult> = None;
+        // Shadowed plugins: where their findings are in `all`, and score.
+        let mut shadowed: Vec<(Arc<str>, Part)> = Vec::new();
         for slot in live_slots(&mut self.slots, &self.quarantined, PluginKind::Correlation) {
             let r = timed(metrics, slot.plugin.as_mut(), "process", ns, |c| {
                 c.correlation_process(batch)
             });
-            if let Some(shadow) = self.shadows.get_mut(&slot.name) {
-                shadow.correlation(batch, r.as_ref(), metrics);
+            let start = all.as_ref().map_or(0, |a| a.findings.len());
+            let span = r
+                .as_ref()
+                .map(|r| (start..start + r.findings.len(), r.correlation_score));
+            if self.shadows.contains_key(&slot.name) {
+                shadowed.push((slot.name.clone(), span));
             }
             let Some(r) = r else { continue };
             match &mut all {
@@ -333,7 +377,44 @@ impl Stages {
                 }
             }
         }
-        all
+        let merged = all.map(|mut result| {
+            let holds = self.suppressor.apply(&mut result.findings, &[], now);
+            Merged { result, holds }
+        });
+        for (name, span) in shadowed {
+            let findings = merged.as_ref().map_or(&[][..], |m| &m.result.findings[..]);
+            self.shadow_correlation(batch, (&name, span), findings, now, metrics);
+        }
+        merged
+    }
+
+    /// The shadow of `name` on the batch, against its live version's part
+    /// (`span` of the batch's `findings`, as held back there): both sides
+    /// after suppression, the shadow's inhibited by the others' findings
+    /// too.
+    fn shadow_correlation(
+        &mut self,
+        batch: &types::EventBatch,
+        (name, span): (&Arc<str>, Part),
+        findings: &[types::Finding],
+        now: i64,
+        metrics: &Metrics,
+    ) {
+        let Some(shadow) = self.shadows.get_mut(name) else {
+            return;
+        };
+        let range = span.as_ref().map_or(0..0, |(r, _)| r.clone());
+        let live = span.map(|(r, score)| types::CorrelationResult {
+            findings: findings[r].to_vec(),
+            correlation_score: score,
+        });
+        let others = findings[..range.start].iter().chain(&findings[range.end..]);
+        let context: Vec<Key> = others.map(Key::of).collect();
+        let suppressor = &self.suppressor;
+        let suppress = |r: &mut types::CorrelationResult| {
+            suppressor.apply(&mut r.findings, &context, now);
+        };
+        shadow.correlation(batch, live.as_ref(), metrics, suppress);
     }
 
     /// Each responses plugin decides on the window and all findings; their
@@ -371,6 +452,14 @@ impl Stages {
             }
         }
     }
+}
+
+/// The findings the responses plugins are given: those not held back.
+fn unheld(m: &Merged) -> Vec<types::Finding> {
+    let all = m.result.findings.iter().enumerate();
+    all.filter(|(i, _)| m.holds.get(*i).is_none())
+        .map(|(_, f)| f.clone())
+        .collect()
 }
 
 /// The slots of one stage, in order, without quarantined ones. (A

@@ -21,19 +21,20 @@ pub enum Recorded {
 
 impl Store {
     /// What the batches `first..=last` recorded, counted per batch and
-    /// rule (alerts) or per batch and `rule: action` (action requests).
+    /// rule (alerts raised: not those a silence or inhibition held back)
+    /// or per batch and `rule: action` (action requests).
     pub async fn recorded_in_batches(
         &self,
         kind: Recorded,
         (first, last): (u64, u64),
     ) -> anyhow::Result<Vec<(u64, String, u64)>> {
-        let (columns, table) = match kind {
-            Recorded::Alerts => ("rule", "correlation_alerts"),
-            Recorded::Actions => ("rule, action", "action_requests"),
+        let (columns, table, raised) = match kind {
+            Recorded::Alerts => ("rule", "correlation_alerts", "AND suppressed_by IS NULL"),
+            Recorded::Actions => ("rule, action", "action_requests", ""),
         };
         let sql = format!(
             "SELECT batch_seq, COUNT(*), {columns} FROM {table} \
-             WHERE batch_seq >= $1 AND batch_seq <= $2 GROUP BY batch_seq, {columns}"
+             WHERE batch_seq >= $1 AND batch_seq <= $2 {raised} GROUP BY batch_seq, {columns}"
         );
         let rows = sqlx::query(&sql)
             .bind(first as i64)
@@ -56,7 +57,7 @@ impl Store {
     /// Recent alerts, newest first.
     pub async fn alerts(&self, since_ms: i64, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         let rows = sqlx::query(
-            "SELECT raised_at, rule, source, subject, occurrences, score, message, evidence FROM correlation_alerts \
+            "SELECT raised_at, rule, source, subject, occurrences, score, message, evidence, suppressed_by FROM correlation_alerts \
              WHERE raised_at >= $1 ORDER BY raised_at DESC, batch_seq DESC, n DESC LIMIT $2",
         )
         .bind(since_ms)
@@ -74,15 +75,18 @@ impl Store {
                     score: r.try_get(5)?,
                     message: r.try_get(6)?,
                     evidence: r.try_get(7)?,
+                    suppressed_by: r.try_get(8)?,
                 })
             })
             .collect()
     }
 
-    /// Alert counts per rule: (rule, total, since `since_ms`).
+    /// Alert counts per rule: (rule, total, since `since_ms`); alerts
+    /// raised, not those held back.
     pub async fn alert_counts(&self, since_ms: i64) -> anyhow::Result<Vec<(String, i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT rule, COUNT(*), SUM(CASE WHEN raised_at >= $1 THEN 1 ELSE 0 END) FROM correlation_alerts GROUP BY rule ORDER BY rule",
+            "SELECT rule, COUNT(*), SUM(CASE WHEN raised_at >= $1 THEN 1 ELSE 0 END) FROM correlation_alerts \
+             WHERE suppressed_by IS NULL GROUP BY rule ORDER BY rule",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)

@@ -246,7 +246,7 @@ async fn insert_batch(tx: &mut Tx<'_>, b: &BatchRow, w: &BatchWrite) -> anyhow::
     .await?;
     for (n, a) in w.alerts.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO correlation_alerts (batch_seq, n, raised_at, rule, source, subject, occurrences, score, message, evidence) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (batch_seq, n) DO NOTHING",
+            "INSERT INTO correlation_alerts (batch_seq, n, raised_at, rule, source, subject, occurrences, score, message, evidence, suppressed_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (batch_seq, n) DO NOTHING",
         )
         .bind(b.batch_seq as i64)
         .bind(n as i64)
@@ -258,6 +258,7 @@ async fn insert_batch(tx: &mut Tx<'_>, b: &BatchRow, w: &BatchWrite) -> anyhow::
         .bind(a.score)
         .bind(a.message.as_str())
         .bind(a.evidence.as_str())
+        .bind(a.suppressed_by.clone())
         .execute(&mut **tx)
         .await?;
     }

@@ -122,6 +122,23 @@ CREATE INDEX events_event_time ON events (event_time)
 ALTER TABLE plugin_deployments ADD COLUMN actor TEXT
 "#,
     ),
+    (
+        6,
+        r#"
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    repeat_every_secs BIGINT,
+    creator TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    matchers TEXT NOT NULL,
+    deleted_at BIGINT
+);
+ALTER TABLE correlation_alerts ADD COLUMN suppressed_by TEXT
+"#,
+    ),
 ];
 
 /// The PostgreSQL advisory lock that migrations run under, so that

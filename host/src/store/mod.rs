@@ -6,7 +6,7 @@
 //! Layout: one row per event (`events`, keyed by its sequence number, unique
 //! on event_id), one per batch (`batches`: the analytics, correlation and
 //! response results every processing record of the batch shares), alerts,
-//! action requests, analytics history and plugin checkpoints.
+//! action requests, analytics history, plugin checkpoints and silences.
 
 mod actions;
 pub use actions::{Recorded, action_key};
@@ -17,10 +17,11 @@ mod plugins;
 pub mod retention;
 mod rows;
 mod scan;
+mod silences;
 
 pub use rows::{
     ActionRow, ActionUpdate, AlertRow, BatchRow, BatchWrite, DeploymentResult, DeploymentRow,
-    EventRow, Outcome, RecordRow, StoredEvent, Trigger,
+    EventRow, Outcome, RecordRow, SilenceRow, StoredEvent, Trigger,
 };
 
 use anyhow::Context;

@@ -156,6 +156,27 @@ pub struct AlertRow {
     pub score: f64,
     pub message: String,
     pub evidence: String,
+    /// What held it back (`silence:<id>`, `inhibited:<rule>`): the finding
+    /// would have alerted and did not. `None` for an alert raised.
+    pub suppressed_by: Option<String>,
+}
+
+/// A stored silence (`pipeline::suppress` gives it meaning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilenceRow {
+    /// A UUID.
+    pub id: String,
+    /// Milliseconds since the epoch, like every time here.
+    pub created_at: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    /// Recurring: the period the window [starts_at, ends_at) repeats with.
+    pub repeat_every_secs: Option<i64>,
+    pub creator: String,
+    pub comment: String,
+    /// JSON array of `{name, op, value}`.
+    pub matchers: String,
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

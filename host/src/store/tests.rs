@@ -58,6 +58,7 @@ fn batch_write() -> BatchWrite {
             score: 0.75,
             message: "5 errors".into(),
             evidence: "[7]".into(),
+            suppressed_by: None,
         }],
         actions: vec![action_row(Outcome::Pending), action_row(Outcome::DryRun)],
     }
@@ -239,4 +240,30 @@ async fn an_existing_database_is_opened_read_only_and_its_schema_checked() {
         .unwrap();
     let e = Store::connect_existing(&url).await.err().unwrap();
     assert!(format!("{e:#}").contains("999999"), "{e:#}");
+}
+
+/// An alert a silence held back is stored with why, and is not counted as
+/// raised (GET /correlations/stats, backtests).
+#[tokio::test]
+async fn a_held_back_alert_keeps_why_and_is_not_counted_as_raised() {
+    let store = temp_store().await;
+    let mut w = batch_write();
+    let mut held = w.alerts[0].clone();
+    held.rule = "slow".into();
+    held.suppressed_by = Some("silence:0f1e".into());
+    w.alerts.push(held);
+    store.write_batches(&[w]).await.unwrap();
+    let alerts = store.alerts(0, 10).await.unwrap();
+    let why: Vec<(&str, Option<&str>)> = alerts
+        .iter()
+        .map(|a| (a.rule.as_str(), a.suppressed_by.as_deref()))
+        .collect();
+    assert_eq!(why, vec![("slow", Some("silence:0f1e")), ("burst", None)]);
+    let counts = store.alert_counts(0).await.unwrap();
+    assert_eq!(counts, vec![("burst".to_string(), 1, 1)]);
+    let recorded = store
+        .recorded_in_batches(Recorded::Alerts, (7, 7))
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![(7, "burst".to_string(), 1)]);
 }

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Events processed per second over the last few seconds.
     pub throughput: Gauge,
     pub alerts: IntCounterVec,
+    /// correlation_findings_suppressed_total{reason}: silence | inhibition.
+    pub findings_suppressed: IntCounterVec,
     pub patterns: GaugeVec,
     pub correlation_score: Gauge,
     /// real_time_analytics_*: the overall figures of the last snapshot.
@@ -307,6 +309,18 @@ impl Metrics {
                 "Correlation alerts raised, by rule or pattern",
                 &["rule"],
             ),
+            findings_suppressed: {
+                let c = r.counter_vec(
+                    "correlation_findings_suppressed_total",
+                    "Findings held back from alerting and the responses stage, per batch, by reason (silence, inhibition)",
+                    &["reason"],
+                );
+                // Both series from the start, at 0.
+                for reason in ["silence", "inhibition"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             patterns: r.gauge_vec(
                 "event_correlation_patterns",
                 "Active correlation findings, by pattern",
