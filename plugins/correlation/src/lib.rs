@@ -40,15 +40,23 @@
 //! `correlation_score` combines the active findings as a noisy-OR:
 //! `1 - Π(1 - score)`.
 
-use hxp_plugin_sdk::expr::{self, Expr, Value, ValueType};
-use hxp_plugin_sdk::patterns::PatternConfig;
+mod config;
+mod flap;
+mod keyed;
+mod metrics;
+
+pub use config::{AbsenceConfig, Config, FlapConfig, RuleConfig, Within};
+use config::{Detect, Rule};
+use flap::Flaps;
 use hxp_plugin_sdk::{CorrelationResult, Event, EventBatch, EventRef, Finding, Metadata};
+use keyed::{KeyedRule, KeyedState};
+use metrics::{Metric, Totals, feeds, value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Layout of [`Correlation::save_state`] (2: events ahead of the
-/// watermark; 1 is still read).
-pub const STATE_VERSION: u32 = 2;
+/// Layout of [`Correlation::save_state`] (3: keyed rules and flap
+/// damping; 2: events ahead of the watermark; both older ones are read).
+pub const STATE_VERSION: u32 = 3;
 /// Events held ahead of the watermark; beyond this the oldest are folded
 /// early (the window then runs ahead of the watermark).
 pub const MAX_PENDING: usize = 100_000;
@@ -57,163 +65,6 @@ const EVIDENCE: usize = 10;
 /// Models and services tracked per slot beyond which new names are folded
 /// into "(other)", bounding memory under hostile cardinality.
 pub const MAX_KEYS_PER_SLOT: usize = 1000;
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub window_size: u32,
-    pub pattern_detection_enabled: bool,
-    pub alert_threshold: u32,
-    pub correlation_rules: Vec<RuleConfig>,
-    pub patterns: PatternConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let rule = |name: &str, condition: &str| RuleConfig {
-            name: name.into(),
-            condition: condition.into(),
-            action: "alert".into(),
-        };
-        Config {
-            window_size: 60,
-            pattern_detection_enabled: true,
-            alert_threshold: 5,
-            correlation_rules: vec![
-                rule("high_error_rate", "error_rate > 0.1"),
-                rule("low_satisfaction", "user_satisfaction < 7.0"),
-                rule("high_latency", "latency > 2000"),
-            ],
-            patterns: PatternConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct RuleConfig {
-    pub name: String,
-    pub condition: String,
-    /// `alert` raises alerts; `record` only reports the finding.
-    #[serde(default = "default_action")]
-    pub action: String,
-}
-
-fn default_action() -> String {
-    "alert".into()
-}
-
-/// Metrics a correlation rule can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Metric {
-    Latency,
-    Satisfaction,
-    BusinessValue,
-    Cost,
-    Success,
-    Model,
-    Service,
-    User,
-    EventType,
-    Health,
-    ErrorRate,
-    ErrorCount,
-    AvgLatency,
-    AvgSatisfaction,
-    Throughput,
-    EventCount,
-}
-
-fn resolve(name: &str) -> Option<(Metric, ValueType)> {
-    use Metric::*;
-    use ValueType::*;
-    Some(match name {
-        "latency" | "latency_ms" => (Latency, Num),
-        "user_satisfaction" | "satisfaction" => (Satisfaction, Num),
-        "business_value" => (BusinessValue, Num),
-        "cost" => (Cost, Num),
-        "success" => (Success, Bool),
-        "model" => (Model, Str),
-        "service" => (Service, Str),
-        "user_id" => (User, Str),
-        "event_type" => (EventType, Str),
-        "health" | "service_health" => (Health, Str),
-        "error_rate" => (ErrorRate, Num),
-        "error_count" => (ErrorCount, Num),
-        "avg_latency" => (AvgLatency, Num),
-        "avg_user_satisfaction" => (AvgSatisfaction, Num),
-        "throughput" => (Throughput, Num),
-        "event_count" => (EventCount, Num),
-        _ => return None,
-    })
-}
-
-/// Whether event `e` feeds `m` (and so can be an occurrence of a rule on it).
-fn feeds(m: Metric, e: &EventRef) -> bool {
-    use Metric::*;
-    match m {
-        Latency | AvgLatency => e.latency_ms.is_some(),
-        Satisfaction | AvgSatisfaction => e.satisfaction.is_some(),
-        BusinessValue => e.business_value.is_some(),
-        Cost => e.cost.is_some(),
-        Success | ErrorRate | ErrorCount => e.success.is_some(),
-        Model => e.model.is_some(),
-        Service => e.service.is_some(),
-        User => e.user.is_some(),
-        Health => e.health.is_some(),
-        EventType | Throughput | EventCount => true,
-    }
-}
-
-struct Rule {
-    name: String,
-    alerts: bool,
-    expr: Expr<Metric>,
-    metrics: Vec<Metric>,
-}
-
-/// Running sums over the window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Totals {
-    count: u64,
-    outcome: u64,
-    errors: u64,
-    lat_count: u64,
-    lat_sum: f64,
-    lat_sumsq: f64,
-    sat_count: u64,
-    sat_sum: f64,
-}
-
-impl Totals {
-    fn add(&mut self, o: &Totals) {
-        self.count += o.count;
-        self.outcome += o.outcome;
-        self.errors += o.errors;
-        self.lat_count += o.lat_count;
-        self.lat_sum += o.lat_sum;
-        self.lat_sumsq += o.lat_sumsq;
-        self.sat_count += o.sat_count;
-        self.sat_sum += o.sat_sum;
-    }
-
-    fn sub(&mut self, o: &Totals) {
-        self.count -= o.count;
-        self.outcome -= o.outcome;
-        self.errors -= o.errors;
-        self.lat_count -= o.lat_count;
-        self.lat_sum -= o.lat_sum;
-        self.lat_sumsq -= o.lat_sumsq;
-        self.sat_count -= o.sat_count;
-        self.sat_sum -= o.sat_sum;
-        if self.lat_count == 0 {
-            self.lat_sum = 0.0;
-            self.lat_sumsq = 0.0;
-        }
-        if self.sat_count == 0 {
-            self.sat_sum = 0.0;
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Slot {
@@ -249,6 +100,15 @@ struct State {
     pending: Vec<Event>,
 }
 
+/// Version 3: version 2's, then the keyed rules and the flap tracks.
+#[derive(Serialize, Deserialize)]
+struct StateV3 {
+    window: WindowState,
+    pending: Vec<Event>,
+    keyed: Vec<KeyedState>,
+    flaps: Vec<flap::Track>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct WindowState {
     head_sec: i64,
@@ -263,7 +123,11 @@ type PendingKey = (i64, u128, u64);
 
 pub struct Correlation {
     config: Config,
+    /// Rules over the whole window (no `group_by`, a condition).
     rules: Vec<Rule>,
+    /// Rules per key, sequences and absences.
+    keyed: Vec<KeyedRule>,
+    flaps: Flaps,
     ring: Vec<Slot>,
     head_sec: i64,
     first_sec: Option<i64>,
@@ -296,38 +160,24 @@ impl Correlation {
             return Err("event_correlation.alert_threshold must be at least 1".into());
         }
         let mut rules = Vec::new();
+        let mut keyed = Vec::new();
         let mut names = BTreeSet::new();
         for r in &config.correlation_rules {
             if !names.insert(r.name.clone()) {
                 return Err(format!("rule '{}' is defined twice", r.name));
             }
-            let alerts = match r.action.as_str() {
-                "alert" => true,
-                "record" => false,
-                other => {
-                    return Err(format!(
-                        "rule '{}': action '{other}' is not known (use alert or record)",
-                        r.name
-                    ));
-                }
-            };
-            let expr = expr::parse_rule(&r.name, &r.condition, resolve)?;
-            let mut metrics: Vec<Metric> = Vec::new();
-            for &m in expr.metrics() {
-                if !metrics.contains(&m) {
-                    metrics.push(m);
-                }
+            let rule = Rule::compile(r, config.alert_threshold)?;
+            if rule.keyed() {
+                keyed.push(KeyedRule::new(rule, config.window_size));
+            } else {
+                rules.push(rule);
             }
-            rules.push(Rule {
-                name: r.name.clone(),
-                alerts,
-                expr,
-                metrics,
-            });
         }
         Ok(Correlation {
             rule_totals: vec![0; rules.len()],
             rules,
+            keyed,
+            flaps: Flaps::new(config.flap_damping.clone()),
             ring: vec![Slot::default(); config.window_size as usize],
             config,
             head_sec: i64::MIN,
@@ -337,6 +187,11 @@ impl Correlation {
             evidence: BTreeMap::new(),
             pending: BTreeMap::new(),
         })
+    }
+
+    /// Keys the keyed rules track, summed over the rules.
+    pub fn keys_tracked(&self) -> usize {
+        self.keyed.iter().map(KeyedRule::len).sum()
     }
 
     pub fn metadata() -> Metadata {
@@ -391,39 +246,15 @@ impl Correlation {
             }
         }
         self.head_sec = now_sec;
+        for k in &mut self.keyed {
+            k.advance(now_sec);
+        }
     }
 
     fn covered(&self) -> f64 {
         match self.first_sec {
             Some(f) => (self.head_sec - f + 1).clamp(1, self.window()) as f64,
             None => 0.0,
-        }
-    }
-
-    fn value<'e>(&self, m: Metric, e: &EventRef<'e>) -> Option<Value<'e>> {
-        use Metric::*;
-        let t = &self.totals;
-        let mean = |s: f64, n: u64| (n > 0).then(|| Value::Num(s / n as f64));
-        match m {
-            Latency => e.latency_ms.map(Value::Num),
-            Satisfaction => e.satisfaction.map(Value::Num),
-            BusinessValue => e.business_value.map(Value::Num),
-            Cost => e.cost.map(Value::Num),
-            Success => e.success.map(Value::Bool),
-            Model => e.model.map(Value::Str),
-            Service => e.service.map(Value::Str),
-            User => e.user.map(Value::Str),
-            EventType => Some(Value::Str(e.kind.as_str())),
-            Health => e.health.map(|h| Value::Str(h.as_str())),
-            ErrorRate => (t.outcome > 0).then(|| Value::Num(t.errors as f64 / t.outcome as f64)),
-            ErrorCount => Some(Value::Num(t.errors as f64)),
-            AvgLatency => mean(t.lat_sum, t.lat_count),
-            AvgSatisfaction => mean(t.sat_sum, t.sat_count),
-            Throughput => {
-                let c = self.covered();
-                (c > 0.0).then(|| Value::Num(t.count as f64 / c))
-            }
-            EventCount => Some(Value::Num(t.count as f64)),
         }
     }
 
@@ -449,6 +280,10 @@ impl Correlation {
         let raised = self.release(now_sec, changed);
         if self.head_sec != i64::MIN {
             self.advance(now_sec);
+            // Absences whose time ran out before the watermark.
+            for k in &mut self.keyed {
+                k.fire_due(now_ms, self.head_sec);
+            }
         }
         self.findings(now_sec, raised)
     }
@@ -489,6 +324,9 @@ impl Correlation {
     /// One event into the slot of second `sec` (in the window), then the
     /// rules it feeds.
     fn fold(&mut self, e: &EventRef, sec: i64) {
+        for k in &mut self.keyed {
+            k.fire_due(e.time_ms, self.head_sec);
+        }
         self.first_sec = Some(self.first_sec.map_or(sec, |f| f.min(sec)));
         let idx = sec.rem_euclid(self.window()) as usize;
         if !self.ring[idx].live || self.ring[idx].sec != sec {
@@ -499,17 +337,9 @@ impl Correlation {
             };
         }
         let e = *e;
-        let mut d = Totals {
-            count: 1,
-            ..Totals::default()
-        };
         if let Some(ok) = e.success {
-            d.outcome = 1;
-            if !ok {
-                d.errors = 1;
-                if let Some(s) = e.service {
-                    *bump(&mut self.ring[idx].service_errors, s) += 1;
-                }
+            if let Some(s) = e.service.filter(|_| !ok) {
+                *bump(&mut self.ring[idx].service_errors, s) += 1;
             }
             if let Some(m) = e.model {
                 let entry = bump(&mut self.ring[idx].models, m);
@@ -519,29 +349,29 @@ impl Correlation {
                 }
             }
         }
-        if let Some(l) = e.latency_ms.filter(|l| l.is_finite()) {
-            d.lat_count = 1;
-            d.lat_sum = l;
-            d.lat_sumsq = l * l;
-        }
-        if let Some(s) = e.satisfaction.filter(|s| s.is_finite()) {
-            d.sat_count = 1;
-            d.sat_sum = s;
-        }
+        let d = Totals::of(&e);
         self.ring[idx].totals.add(&d);
         self.totals.add(&d);
         self.match_rules(&e, idx);
+        let covered = self.covered();
+        for k in &mut self.keyed {
+            k.on_event(&e, sec, covered);
+        }
     }
 
     /// The rules `e` feeds, evaluated with `e` in the window (slot `idx`),
     /// and the evidence it adds.
     fn match_rules(&mut self, e: &EventRef, idx: usize) {
+        let covered = self.covered();
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
+            let Detect::Count(expr) = &rule.detect else {
+                continue;
+            };
             if !rule.metrics.iter().any(|&m| feeds(m, e)) {
                 continue;
             }
-            if rule.expr.eval(&|m: &Metric| self.value(*m, e)) {
+            if expr.eval(&|m: &Metric| value(*m, e, &self.totals, covered)) {
                 let name = &self.rules[i].name;
                 let hits = &mut self.ring[idx].rule_hits;
                 match hits.get_mut(name) {
@@ -569,9 +399,9 @@ impl Correlation {
 
     /// Findings active at `now_sec`; `alert` says whether each may alert.
     fn evaluate(&self, now_sec: i64) -> Vec<Finding> {
-        let threshold = self.config.alert_threshold as u64;
         let mut found: Vec<Finding> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
+            let threshold = rule.threshold;
             let occ = self.rule_totals[i];
             if occ >= threshold {
                 found.push(Finding {
@@ -582,15 +412,15 @@ impl Correlation {
                     occurrences: occ.min(u32::MAX as u64) as u32,
                     score: strength(occ as f64, threshold as f64),
                     message: format!(
-                        "{} occurrences of '{}' in the last {} s (threshold {})",
-                        occ,
-                        self.config.correlation_rules[i].condition,
-                        self.config.window_size,
-                        threshold
+                        "{} occurrences of {} in the last {} s (threshold {})",
+                        occ, rule.describe, self.config.window_size, threshold
                     ),
                     evidence: Vec::new(),
                 });
             }
+        }
+        for k in &self.keyed {
+            k.findings(now_sec, &mut found);
         }
         if self.config.pattern_detection_enabled {
             self.error_bursts(now_sec, &mut found);
@@ -604,6 +434,7 @@ impl Correlation {
     /// active; they become the active set.
     fn step_findings(&mut self, now_sec: i64) -> Vec<Finding> {
         let mut found = self.evaluate(now_sec);
+        self.flaps.damp(now_sec, &mut found);
         let mut now_active = BTreeSet::new();
         for f in &mut found {
             let key = (f.name.clone(), f.subject.clone());
@@ -630,7 +461,7 @@ impl Correlation {
         }
         let correlation_score = 1.0 - found.iter().map(|f| 1.0 - f.score).product::<f64>();
         found.append(&mut raised);
-        for f in &mut found {
+        for f in found.iter_mut().filter(|f| f.evidence.is_empty()) {
             f.evidence = self
                 .evidence
                 .get(&f.name)
@@ -773,19 +604,32 @@ impl Correlation {
             active: self.active.clone(),
             evidence: self.evidence.clone(),
         };
-        let state = State {
+        let state = StateV3 {
             window,
             pending: self.pending.values().cloned().collect(),
+            keyed: self.keyed.iter().map(KeyedRule::save).collect(),
+            flaps: self.flaps.save(),
         };
         postcard::to_allocvec(&state).expect("state serializes")
     }
 
     pub fn load_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), String> {
         let state = match version {
-            1 => State {
+            1 => StateV3 {
                 window: decode(bytes)?,
                 pending: Vec::new(),
+                keyed: Vec::new(),
+                flaps: Vec::new(),
             },
+            2 => {
+                let State { window, pending } = decode(bytes)?;
+                StateV3 {
+                    window,
+                    pending,
+                    keyed: Vec::new(),
+                    flaps: Vec::new(),
+                }
+            }
             STATE_VERSION => decode(bytes)?,
             _ => {
                 return Err(format!(
@@ -793,31 +637,44 @@ impl Correlation {
                 ));
             }
         };
-        let State { window, pending } = state;
         let mut fresh = Correlation::new(self.config.clone())?;
-        fresh.head_sec = window.head_sec;
-        fresh.first_sec = window.first_sec;
-        let oldest_kept = window.head_sec.saturating_sub(fresh.window() - 1);
+        fresh.restore_window(state.window);
+        fresh.pending = state
+            .pending
+            .into_iter()
+            .map(|e| ((e.time_ms, e.id, e.seq), e))
+            .collect();
+        if fresh.head_sec != i64::MIN {
+            for saved in state.keyed {
+                if let Some(k) = fresh.keyed.iter_mut().find(|k| k.rule.name == saved.rule()) {
+                    k.load(saved, fresh.head_sec);
+                }
+            }
+        }
+        fresh.flaps.load(state.flaps);
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The window's slots, active findings and evidence from a saved state.
+    fn restore_window(&mut self, window: WindowState) {
+        self.head_sec = window.head_sec;
+        self.first_sec = window.first_sec;
+        let oldest_kept = window.head_sec.saturating_sub(self.window() - 1);
         for slot in window
             .slots
             .into_iter()
             .filter(|s| s.live && s.sec >= oldest_kept)
         {
-            fresh.totals.add(&slot.totals);
-            for (i, r) in fresh.rules.iter().enumerate() {
-                fresh.rule_totals[i] += *slot.rule_hits.get(&r.name).unwrap_or(&0) as u64;
+            self.totals.add(&slot.totals);
+            for (i, r) in self.rules.iter().enumerate() {
+                self.rule_totals[i] += *slot.rule_hits.get(&r.name).unwrap_or(&0) as u64;
             }
-            let idx = slot.sec.rem_euclid(fresh.window()) as usize;
-            fresh.ring[idx] = slot;
+            let idx = slot.sec.rem_euclid(self.window()) as usize;
+            self.ring[idx] = slot;
         }
-        fresh.active = window.active;
-        fresh.evidence = window.evidence;
-        fresh.pending = pending
-            .into_iter()
-            .map(|e| ((e.time_ms, e.id, e.seq), e))
-            .collect();
-        *self = fresh;
-        Ok(())
+        self.active = window.active;
+        self.evidence = window.evidence;
     }
 }
 
@@ -845,7 +702,7 @@ fn push_evidence(map: &mut Evidence, name: &str, subject: &str, seq: u64) {
 }
 
 /// 0.5 at the threshold, 1 at twice the threshold.
-fn strength(x: f64, threshold: f64) -> f64 {
+pub(crate) fn strength(x: f64, threshold: f64) -> f64 {
     if threshold <= 0.0 {
         return 1.0;
     }
@@ -878,6 +735,9 @@ impl hxp_plugin_sdk::Correlation for Correlation {
 }
 
 hxp_plugin_sdk::export_correlation!(Correlation);
+
+#[cfg(test)]
+mod rule_tests;
 
 #[cfg(test)]
 mod tests {
@@ -916,11 +776,7 @@ mod tests {
         Config {
             correlation_rules: rules
                 .iter()
-                .map(|(n, c)| RuleConfig {
-                    name: n.to_string(),
-                    condition: c.to_string(),
-                    action: "alert".into(),
-                })
+                .map(|(n, c)| RuleConfig::counting(n, c))
                 .collect(),
             pattern_detection_enabled: false,
             ..Config::default()
@@ -1213,7 +1069,7 @@ mod tests {
         assert!(
             d.load_state(9, &[])
                 .unwrap_err()
-                .contains("versions 1 to 2")
+                .contains("versions 1 to 3")
         );
     }
 }

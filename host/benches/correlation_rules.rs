@@ -1,0 +1,153 @@
+//! Cost per event of the correlation stage with per-key rules, sequences
+//! and an absence, against the shipped three global rules, in WebAssembly
+//! (the real host runtime) and natively, at batch 100 and 1,000.
+//!
+//! `cargo bench --profile ci -p hxp-events --bench correlation_rules`.
+//!
+//! The stream is the benches' recorded mix (100,000 events, 20,000 events
+//! per second of event time) with its users spread over 10,000 ids, so the
+//! rules grouped by user track up to 10,000 keys each. The keyed set is 10
+//! per-key rules (by user, model, service and model+user; four of them read
+//! a per-key window aggregate, so they look their key up for every event
+//! with it), 2 sequences and 1 absence. Both configurations run in this one
+//! process, one after the other, median of 7 passes each.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+#[path = "support/mix.rs"]
+mod mix;
+
+use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
+use hxp_plugin_sdk::{Event, EventBatch};
+use mix::{EVENTS, stream};
+use std::time::Instant;
+
+const RUNS: usize = 7;
+const USERS: u64 = 10_000;
+
+/// The keyed rule set: what a team tracking users, models and services
+/// would write.
+fn keyed_rules() -> serde_json::Value {
+    let count = |name: &str, cond: &str, by: &[&str], threshold: u32| serde_json::json!({"name": name, "condition": cond, "group_by": by, "threshold": threshold});
+    serde_json::json!({
+        "correlation_rules": [
+            count("slow_user", "latency > 1000", &["user_id"], 4),
+            count("user_errors", "success == false", &["user_id"], 4),
+            count("unhappy_user", "user_satisfaction < 1", &["user_id"], 3),
+            count("user_error_rate", "error_rate > 0.5", &["user_id"], 3),
+            count("costly_user", "cost > 0.009", &["user_id"], 5),
+            count("model_user_errors", "success == false", &["model", "user_id"], 2),
+            count("model_errors", "error_rate > 0.1", &["model"], 5),
+            count("model_latency", "avg_latency > 1200", &["model"], 5),
+            count("service_throughput", "throughput > 100000", &["service"], 5),
+            count("service_failed", "health == \"failed\"", &["service"], 1),
+            {"name": "failed_then_errors", "sequence": ["health == \"failed\"", "success == false"],
+             "within": "30s", "group_by": ["service"]},
+            {"name": "slow_then_unhappy", "sequence": ["latency > 1000", "user_satisfaction < 1"],
+             "within": "60s", "group_by": ["user_id"]},
+            {"name": "no_recovery", "absence": {"after": "health == \"failed\"",
+             "expect": "health == \"healthy\"", "within": "60s"}, "group_by": ["service"]},
+        ]
+    })
+}
+
+/// The mix with users over `USERS` ids.
+fn events() -> Vec<Event> {
+    let mut events = stream();
+    for e in &mut events {
+        if e.user.is_some() {
+            let h = e.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17;
+            e.user = Some(format!("user-{}", h % USERS));
+        }
+    }
+    events
+}
+
+fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
+    events
+        .chunks(size)
+        .map(|c| {
+            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
+            (convert::batch_to_wit(EventBatch::from_events(c)), now)
+        })
+        .collect()
+}
+
+fn pass(batches: &[(types::EventBatch, i64)], mut f: impl FnMut(&types::EventBatch, i64)) -> f64 {
+    let started = Instant::now();
+    for (b, now) in batches {
+        f(b, *now);
+    }
+    started.elapsed().as_nanos() as f64 / EVENTS as f64
+}
+
+/// Median ns per event in wasm and natively for one configuration.
+fn measure(
+    engine: &std::sync::Arc<PluginEngine>,
+    input: &[(types::EventBatch, i64)],
+    config: &str,
+) -> (f64, f64) {
+    let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let clock = Clock::manual(0);
+        let loaded = engine.load_file(&common::wasm("hxp_correlation")).unwrap();
+        let mut p = Plugin::new(engine.clone(), loaded, Limits::default(), clock.clone()).unwrap();
+        p.configure(config).unwrap();
+        wasm.push(pass(input, |b, now| {
+            clock.set_ms(now);
+            std::hint::black_box(p.correlation_process(b).unwrap());
+        }));
+        let mut n = hxp_correlation::Correlation::default();
+        n.configure(config).unwrap();
+        native.push(pass(input, |b, now| {
+            std::hint::black_box(n.process(&convert::batch(b.clone()), now));
+        }));
+    }
+    (common::median(wasm), common::median(native))
+}
+
+fn main() {
+    let events = events();
+    let engine = PluginEngine::new(None).unwrap();
+    let keyed = keyed_rules().to_string();
+    println!("machine: {}", common::machine());
+    println!("events per pass: {EVENTS}; median of {RUNS} passes\n");
+    println!(
+        "| rules | batch | wasm ns/event | native ns/event | wasm / native | wasm / shipped |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let sizes: Vec<usize> = common::env_or("HXP_BENCH_BATCHES", "100,1000".to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for size in sizes {
+        let input = batches(&events, size);
+        let (sw, sn) = measure(&engine, &input, "");
+        let (kw, kn) = measure(&engine, &input, &keyed);
+        println!(
+            "| shipped (3 global) | {size} | {sw:.0} | {sn:.0} | {:.2}× | 1.00× |",
+            sw / sn
+        );
+        println!(
+            "| 10 per-key + 2 sequences + 1 absence | {size} | {kw:.0} | {kn:.0} | {:.2}× | {:.2}× |",
+            kw / kn,
+            kw / sw
+        );
+    }
+    // How many keys the keyed rules track at the end (native, batch 1,000).
+    let mut n = hxp_correlation::Correlation::default();
+    n.configure(&keyed).unwrap();
+    let mut last = Default::default();
+    for (b, now) in batches(&events, 1000) {
+        last = n.process(&convert::batch(b), now);
+    }
+    let mut per_rule = std::collections::BTreeMap::<String, usize>::new();
+    for f in &last.findings {
+        *per_rule.entry(f.name.clone()).or_default() += 1;
+    }
+    println!(
+        "\nkeys tracked at the end: {}; findings active: {} {per_rule:?}",
+        n.keys_tracked(),
+        last.findings.len()
+    );
+}

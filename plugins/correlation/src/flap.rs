@@ -1,0 +1,221 @@
+//! Flap damping: a finding that turns on and off more than `max_toggles`
+//! times within `period_secs` is held active until it has not changed for
+//! `quiet_secs`. While held it is reported (without alerting), so its
+//! returns do not alert again: one alert for a flapping service instead of
+//! one per swing, as Alertmanager and Nagios users expect.
+
+use crate::config::FlapConfig;
+use hxp_plugin_sdk::Finding;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// Findings whose changes are tracked at most (beyond, new ones are not
+/// damped), bounding memory under hostile cardinality.
+pub const MAX_TRACKED: usize = 10_000;
+
+/// (finding name, subject).
+type Id = (String, String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// Whether the rule itself holds (before damping).
+    on: bool,
+    /// Seconds at which it turned on or off, within the period.
+    toggles: VecDeque<i64>,
+    held: bool,
+    /// The finding as it last turned on (what is reported while held).
+    last: Finding,
+}
+
+#[derive(Default)]
+pub struct Flaps {
+    config: FlapConfig,
+    tracks: BTreeMap<Id, Track>,
+}
+
+impl Flaps {
+    pub fn new(config: FlapConfig) -> Flaps {
+        Flaps {
+            config,
+            tracks: BTreeMap::new(),
+        }
+    }
+
+    /// Record the findings that hold at `now_sec` and add those held
+    /// active by damping (marked in their message, not alerting).
+    pub fn damp(&mut self, now_sec: i64, found: &mut Vec<Finding>) {
+        if self.config.max_toggles == 0 {
+            return;
+        }
+        let on: HashSet<(&str, &str)> = found
+            .iter()
+            .map(|f| (f.name.as_str(), f.subject.as_str()))
+            .collect();
+        for t in self.tracks.values_mut().filter(|t| t.on) {
+            if !on.contains(&(t.last.name.as_str(), t.last.subject.as_str())) {
+                t.on = false;
+                t.toggles.push_back(now_sec);
+            }
+        }
+        for f in found.iter() {
+            self.turned_on(f, now_sec);
+        }
+        let (period, quiet) = (
+            self.config.period_secs as i64,
+            self.config.quiet_secs as i64,
+        );
+        let max = self.config.max_toggles as usize;
+        self.tracks.retain(|_, t| {
+            while t.toggles.front().is_some_and(|&s| s <= now_sec - period) {
+                t.toggles.pop_front();
+            }
+            if t.toggles.len() > max {
+                t.held = true;
+            }
+            if t.held && !t.on {
+                let since = t.toggles.back().map_or(i64::MIN, |&s| now_sec - s);
+                if since >= quiet {
+                    t.held = false;
+                } else {
+                    found.push(held(&t.last, t.toggles.len(), period, quiet));
+                }
+            }
+            t.on || t.held || !t.toggles.is_empty()
+        });
+    }
+
+    fn turned_on(&mut self, f: &Finding, now_sec: i64) {
+        if let Some(t) = self.tracks.get_mut(&(f.name.clone(), f.subject.clone())) {
+            if !t.on {
+                t.on = true;
+                t.toggles.push_back(now_sec);
+                t.last = f.clone();
+            }
+        } else if self.tracks.len() < MAX_TRACKED {
+            let track = Track {
+                on: true,
+                toggles: VecDeque::from([now_sec]),
+                held: false,
+                last: f.clone(),
+            };
+            self.tracks
+                .insert((f.name.clone(), f.subject.clone()), track);
+        }
+    }
+
+    pub fn save(&self) -> Vec<Track> {
+        self.tracks.values().cloned().collect()
+    }
+
+    pub fn load(&mut self, tracks: Vec<Track>) {
+        self.tracks = tracks
+            .into_iter()
+            .take(MAX_TRACKED)
+            .map(|t| ((t.last.name.clone(), t.last.subject.clone()), t))
+            .collect();
+    }
+}
+
+/// The finding as reported while damping holds it.
+fn held(last: &Finding, toggles: usize, period: i64, quiet: i64) -> Finding {
+    Finding {
+        alert: false,
+        message: format!(
+            "flapping ({toggles} changes in {period} s): held active until quiet for {quiet} s; last: {}",
+            last.message
+        ),
+        ..last.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Finding {
+        Finding {
+            name: name.into(),
+            source: "rule".into(),
+            subject: "api".into(),
+            alert: true,
+            occurrences: 1,
+            score: 0.5,
+            message: "m".into(),
+            evidence: vec![],
+        }
+    }
+
+    /// The rule's own state per second, and what damping reports.
+    fn run(flaps: &mut Flaps, pattern: &[bool]) -> Vec<bool> {
+        pattern
+            .iter()
+            .enumerate()
+            .map(|(sec, &on)| {
+                let mut found = if on { vec![f("x")] } else { vec![] };
+                flaps.damp(sec as i64, &mut found);
+                !found.is_empty()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flapping_finding_is_held_until_quiet() {
+        let mut flaps = Flaps::new(FlapConfig {
+            max_toggles: 4,
+            period_secs: 100,
+            quiet_secs: 5,
+        });
+        // on, off, on, off (4 changes), on (5th: flapping), off: held
+        // for 5 s after its last change, then released.
+        let rule = [
+            true, false, true, false, true, false, false, false, false, false, false, false,
+        ];
+        let shown = run(&mut flaps, &rule);
+        assert_eq!(
+            shown,
+            [
+                true, false, true, false, true, true, true, true, true, true, false, false
+            ]
+        );
+        assert!(flaps.tracks.is_empty() || !flaps.tracks.values().next().unwrap().held);
+    }
+
+    #[test]
+    fn changes_older_than_the_period_do_not_count() {
+        let mut flaps = Flaps::new(FlapConfig {
+            max_toggles: 2,
+            period_secs: 3,
+            quiet_secs: 10,
+        });
+        // A change every 2 s: at most 2 within any 3 s, never flapping.
+        let rule = [true, true, false, false, true, true, false, false];
+        assert_eq!(run(&mut flaps, &rule), rule);
+    }
+
+    #[test]
+    fn held_findings_do_not_alert_and_say_so() {
+        let mut flaps = Flaps::new(FlapConfig {
+            max_toggles: 1,
+            period_secs: 100,
+            quiet_secs: 50,
+        });
+        run(&mut flaps, &[true, false]);
+        let mut found = vec![];
+        flaps.damp(2, &mut found);
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].alert);
+        assert!(
+            found[0]
+                .message
+                .starts_with("flapping (2 changes in 100 s)")
+        );
+        let mut off = Flaps::new(FlapConfig {
+            max_toggles: 0,
+            ..FlapConfig::default()
+        });
+        assert_eq!(
+            run(&mut off, &[true, false, true, false]),
+            [true, false, true, false]
+        );
+    }
+}
