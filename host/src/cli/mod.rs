@@ -1,11 +1,15 @@
 //! The command line: `serve` (the service), `loadgen` (a load generator for
-//! a running service) and `plugin` (tools for plugin authors).
+//! a running service, and its incident scenario) and `plugin` (tools for
+//! plugin authors).
 
 mod deploy;
 mod expect;
+pub mod labels;
 pub mod loadgen;
+mod loadgen_cli;
 pub mod plugin;
 pub mod scaffold;
+pub mod scenario;
 pub mod serve;
 
 use crate::config::Config;
@@ -32,28 +36,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Send a realistic mix of events to a running service.
-    Loadgen {
-        /// Events per second.
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        #[arg(long, default_value = "http://127.0.0.1:9100")]
-        target: String,
-        /// Events per request (POST /events, NDJSON).
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// No progress lines, only the summary.
-        #[arg(long)]
-        quiet: bool,
-    },
+    /// Send a realistic mix of events to a running service; with
+    /// `--scenario incidents`, a stream with planted incidents and their
+    /// labels.
+    Loadgen(loadgen_cli::LoadgenArgs),
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -170,32 +156,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve_command(config),
-        Command::Loadgen {
-            rate,
-            duration,
-            target,
-            batch,
-            concurrency,
-            seed,
-            quiet,
-        } => {
-            anyhow::ensure!(
-                rate > 0 && batch > 0 && concurrency > 0,
-                "--rate, --batch and --concurrency must be at least 1"
-            );
-            let runtime = tokio::runtime::Runtime::new()?;
-            let summary = runtime.block_on(loadgen::run(loadgen::Options {
-                target,
-                rate,
-                duration: std::time::Duration::from_secs_f64(duration),
-                batch,
-                concurrency,
-                seed,
-                quiet,
-            }))?;
-            loadgen::print_summary(&summary);
-            Ok(())
-        }
+        Command::Loadgen(args) => loadgen_cli::run(args),
         Command::Plugin(cmd) => plugin_command(cmd),
     }
 }
