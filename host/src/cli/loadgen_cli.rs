@@ -1,16 +1,29 @@
-//! The `loadgen` command line: the steady load generator and the incident
-//! scenario (`--scenario incidents`).
+//! The `loadgen` command line: the steady load generator, the incident
+//! scenario (`--scenario incidents`), and `loadgen score`, which measures
+//! a scenario's alerts against its labels.
 
-use super::{loadgen, scenario};
+use super::labels::Labels;
+use super::{loadgen, scenario, score};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `loadgen`'s arguments: a load (or scenario) run.
+/// `loadgen`'s arguments: a load (or scenario) run, or `score`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LoadgenArgs {
+    #[command(subcommand)]
+    command: Option<LoadgenCommand>,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum LoadgenCommand {
+    /// Score the alerts a service raised on a scenario against its labels:
+    /// precision, recall, time to detect, alerts per incident, raw rule
+    /// firings. Prints the JSON report, and a summary on stderr.
+    Score(ScoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -62,10 +75,29 @@ enum ScenarioKind {
     Incidents,
 }
 
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// The scenario's labels (`--labels` of the scenario run).
+    #[arg(long, value_name = "FILE")]
+    labels: PathBuf,
+    /// Alerts as JSON: an array (or `{"alerts": [...]}`) of {rule,
+    /// subject, at_ms} (event time; or raised_at, ms or RFC 3339).
+    #[arg(long, value_name = "FILE", required_unless_present = "database")]
+    alerts: Option<PathBuf>,
+    /// Or read the alerts, at their batch's watermark, and the raw firings
+    /// from the database of the service that processed the scenario.
+    #[arg(long, value_name = "URL", conflicts_with = "alerts")]
+    database: Option<String>,
+    /// Seconds after an incident's end in which an alert still counts for it.
+    #[arg(long, default_value_t = 120.0)]
+    grace: f64,
+}
+
 /// Run `loadgen` as asked.
 pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    match args.run.scenario {
-        Some(_) => scenario_command(args.run),
+    match args.command {
+        Some(LoadgenCommand::Score(s)) => score_command(s),
+        None if args.run.scenario.is_some() => scenario_command(args.run),
         None => steady_command(args.run),
     }
 }
@@ -114,5 +146,28 @@ fn scenario_command(a: RunArgs) -> anyhow::Result<()> {
         scenario::events::rfc3339(summary["end_ms"].as_i64().unwrap_or(0))
     );
     println!("{summary}");
+    Ok(())
+}
+
+fn score_command(a: ScoreArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.grace.is_finite() && a.grace >= 0.0,
+        "--grace must be at least 0"
+    );
+    let labels = Labels::read(&a.labels)?;
+    let grace_ms = (a.grace * 1000.0) as i64;
+    let (alerts, firings) = match (&a.alerts, &a.database) {
+        (Some(path), _) => (score::input::alerts_from_file(path)?, None),
+        (None, Some(url)) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let span = (labels.start_ms, labels.end_ms);
+            let (alerts, firings) = runtime.block_on(score::input::from_database(url, span))?;
+            (alerts, Some(firings))
+        }
+        (None, None) => anyhow::bail!("--alerts or --database is needed"),
+    };
+    let report = score::score(&labels, &alerts, firings, grace_ms);
+    eprintln!("{}", score::summary(&report));
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

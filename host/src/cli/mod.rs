@@ -1,6 +1,6 @@
 //! The command line: `serve` (the service), `loadgen` (a load generator for
-//! a running service, and its incident scenario) and `plugin` (tools for
-//! plugin authors).
+//! a running service, its incident scenario and the scorer of the alerts
+//! raised on it) and `plugin` (tools for plugin authors).
 
 mod deploy;
 mod expect;
@@ -10,6 +10,7 @@ mod loadgen_cli;
 pub mod plugin;
 pub mod scaffold;
 pub mod scenario;
+pub mod score;
 pub mod serve;
 
 use crate::config::Config;
@@ -38,7 +39,7 @@ enum Command {
     },
     /// Send a realistic mix of events to a running service; with
     /// `--scenario incidents`, a stream with planted incidents and their
-    /// labels.
+    /// labels; `loadgen score` measures the alerts raised on it.
     Loadgen(loadgen_cli::LoadgenArgs),
     /// Tools for plugin authors.
     #[command(subcommand)]
