@@ -1,10 +1,11 @@
 //! Live config changes: when the config file changes, each plugin whose
 //! section changed is tried with it on a scratch instance, then
 //! reconfigured between batches. A file that does not load, or a section a
-//! plugin refuses, is rejected and the old settings stay.
+//! plugin refuses, is rejected and the old settings stay. Changed inhibit
+//! rules (the host's, not a plugin's) go to the processor the same way.
 
 use super::{Deployer, Running};
-use crate::config::Config;
+use crate::config::{Config, InhibitRule};
 use crate::pipeline::Control;
 use crate::plugin::Plugin;
 use crate::store::{DeploymentResult, DeploymentRow, Trigger};
@@ -35,12 +36,16 @@ impl Deployer {
             }
         };
         *self.config_error() = None;
+        let mut done = Vec::new();
+        let inhibit = &new.event_correlation.inhibit_rules;
+        if *inhibit != self.config().event_correlation.inhibit_rules {
+            done.push(self.reinhibit(inhibit.clone(), &path, cause).await);
+        }
         let running: Vec<(String, Running)> = self
             .running()
             .iter()
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
-        let mut done = Vec::new();
         for (name, r) in running {
             // Checked when the plugin was deployed.
             let Ok(json) = new.section_json(&r.section) else {
@@ -52,6 +57,28 @@ impl Deployer {
         }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = new;
         done
+    }
+
+    /// Have the processor take new inhibit rules between batches; the row
+    /// (plugin "config") says after which event they hold.
+    async fn reinhibit(
+        &self,
+        rules: Vec<InhibitRule>,
+        path: &Path,
+        cause: Trigger,
+    ) -> DeploymentRow {
+        let mut row = self.row("config", path, cause);
+        let n = rules.len();
+        match self.ask(|reply| Control::Inhibit { rules, reply }).await {
+            Some(after_seq) => {
+                row.result = DeploymentResult::Reconfigured;
+                row.reason = format!("event_correlation.inhibit_rules changed ({n} rules)");
+                row.after_seq = Some(after_seq as i64);
+                self.record(&row).await;
+                row
+            }
+            None => (self.reject(row, "the service is stopping".into(), None)).await,
+        }
     }
 
     /// Try a plugin's new section on a scratch instance, then apply it

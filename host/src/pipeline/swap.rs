@@ -5,6 +5,7 @@
 
 use super::shadow::{self, Shadow};
 use super::stages::{Slot, Stage, Stages};
+use crate::config::InhibitRule;
 use crate::telemetry::Metrics;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -43,6 +44,13 @@ pub enum Control {
     DropShadow {
         name: String,
         reply: oneshot::Sender<Option<Box<Shadow>>>,
+    },
+    /// Hold findings back by these inhibit rules from the next batch on
+    /// (`event_correlation.inhibit_rules` changed); the reply is the
+    /// sequence number after which they hold.
+    Inhibit {
+        rules: Vec<InhibitRule>,
+        reply: oneshot::Sender<u64>,
     },
 }
 
@@ -123,6 +131,11 @@ pub(super) fn apply(stages: &mut Stages, c: Control, last_seq: u64, metrics: &Me
             let _ = reply.send(stages.shadows.remove(name.as_str()).map(Box::new));
             false
         }
+        Control::Inhibit { rules, reply } => {
+            stages.suppressor.inhibit = rules;
+            let _ = reply.send(last_seq);
+            false
+        }
     }
 }
 
@@ -193,4 +206,33 @@ fn configure(stages: &mut Stages, name: &str, json: String) -> Result<(), String
     slot.plugin.configure(&json).map_err(|e| e.to_string())?;
     slot.section_json = json;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// New inhibit rules replace the old ones between batches; the reply
+    /// names the last event before them; no plugin changed.
+    #[test]
+    fn new_inhibit_rules_replace_the_old_between_batches() {
+        let mut stages = Stages::new(Vec::new(), crate::plugin::Clock::manual(0));
+        let rule = |source: &str| InhibitRule {
+            source: source.into(),
+            targets: vec!["high_latency".into()],
+        };
+        stages.suppressor.inhibit = vec![rule("old")];
+        let (reply, mut after) = oneshot::channel();
+        let rules = vec![rule("error_burst")];
+        let c = Control::Inhibit {
+            rules: rules.clone(),
+            reply,
+        };
+        assert!(
+            !apply(&mut stages, c, 41, &Metrics::new()),
+            "no plugin changed"
+        );
+        assert_eq!(after.try_recv(), Ok(41));
+        assert_eq!(stages.suppressor.inhibit, rules);
+    }
 }
