@@ -37,11 +37,15 @@ pub struct EventCorrelation {
     pub window_size: u32,
     pub pattern_detection_enabled: bool,
     pub alert_threshold: u32,
-    pub correlation_rules: Vec<Rule>,
+    pub correlation_rules: Vec<CorrelationRule>,
     /// Thresholds of the built-in pattern detectors (see the correlation
     /// plugin's documentation); absent keys keep their defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patterns: Option<serde_json::Value>,
+    /// Flap damping (`max_toggles`, `period_secs`, `quiet_secs`; see the
+    /// correlation plugin); absent keys keep their defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flap_damping: Option<serde_json::Value>,
     /// Findings that hold back others (applied by the host, not given to
     /// the plugin).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -56,11 +60,12 @@ impl Default for EventCorrelation {
             pattern_detection_enabled: true,
             alert_threshold: 5,
             correlation_rules: vec![
-                rule("high_error_rate", "error_rate > 0.1", "alert"),
-                rule("low_satisfaction", "user_satisfaction < 7.0", "alert"),
-                rule("high_latency", "latency > 2000", "alert"),
+                CorrelationRule::counting("high_error_rate", "error_rate > 0.1"),
+                CorrelationRule::counting("low_satisfaction", "user_satisfaction < 7.0"),
+                CorrelationRule::counting("high_latency", "latency > 2000"),
             ],
             patterns: None,
+            flap_damping: None,
             inhibit_rules: Vec::new(),
         }
     }
@@ -77,10 +82,104 @@ impl EventCorrelation {
         if self.alert_threshold == 0 {
             return Err("event_correlation.alert_threshold: must be at least 1".into());
         }
-        check_rules(
-            "event_correlation.correlation_rules",
-            &self.correlation_rules,
-        )
+        for r in &self.correlation_rules {
+            r.check().map_err(|e| {
+                format!(
+                    "event_correlation.correlation_rules: rule '{}': {e}",
+                    r.name
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A correlation rule. Exactly one of `condition` (occurrences counted in
+/// the window), `sequence` or `absence` says what it detects; the
+/// correlation plugin documents and fully checks the rest (the host only
+/// checks the shape and that every condition parses, so that a broken
+/// rule stops the start with its name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationRule {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Conditions that must hold in this order, on one key, within `within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<serde_json::Value>,
+    /// `after` not followed by `expect` on the same key within `within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absence: Option<Absence>,
+    /// Event fields that make the key: occurrences, thresholds and findings
+    /// per key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+    /// Occurrences that make the rule active (default: the section's
+    /// `alert_threshold`, 1 for sequences and absences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    /// Keys tracked at most; the least recently seen is evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u32>,
+    #[serde(default = "alert")]
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Absence {
+    pub after: String,
+    pub expect: String,
+    pub within: serde_json::Value,
+}
+
+fn alert() -> String {
+    "alert".into()
+}
+
+impl CorrelationRule {
+    pub fn counting(name: &str, condition: &str) -> CorrelationRule {
+        CorrelationRule {
+            name: name.into(),
+            condition: Some(condition.into()),
+            sequence: None,
+            within: None,
+            absence: None,
+            group_by: Vec::new(),
+            threshold: None,
+            max_keys: None,
+            action: alert(),
+        }
+    }
+
+    /// The conditions it holds, each of which must parse, and exactly one
+    /// kind.
+    fn check(&self) -> Result<(), String> {
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut kinds = 0;
+        if let Some(c) = &self.condition {
+            conditions.push(c);
+            kinds += 1;
+        }
+        if let Some(s) = &self.sequence {
+            conditions.extend(s.iter().map(String::as_str));
+            kinds += 1;
+        }
+        if let Some(a) = &self.absence {
+            conditions.extend([a.after.as_str(), a.expect.as_str()]);
+            kinds += 1;
+        }
+        if kinds != 1 {
+            return Err("needs exactly one of condition, sequence or absence".into());
+        }
+        for c in conditions {
+            hxp_plugin_sdk::expr::parse(c)
+                .map_err(|e| format!("cannot parse condition {c:?}: {e}"))?;
+        }
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ mod stream;
 mod tls;
 
 pub use analytics::{PerformanceMetrics, RealTimeAnalytics};
-pub use correlation::{EventCorrelation, Rule};
+pub use correlation::{Absence, CorrelationRule, EventCorrelation, Rule};
 pub use env::ENV_OVERRIDES;
 pub use events::EventConsumers;
 pub use inhibit::InhibitRule;

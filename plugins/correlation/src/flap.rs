@@ -13,9 +13,6 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 /// damped), bounding memory under hostile cardinality.
 pub const MAX_TRACKED: usize = 10_000;
 
-/// (finding name, subject).
-type Id = (String, String);
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Track {
     /// Whether the rule itself holds (before damping).
@@ -30,7 +27,10 @@ pub struct Track {
 #[derive(Default)]
 pub struct Flaps {
     config: FlapConfig,
-    tracks: BTreeMap<Id, Track>,
+    /// By finding name, then subject (looked up by `&str`, without
+    /// allocating for the findings that stay as they are).
+    tracks: BTreeMap<String, BTreeMap<String, Track>>,
+    tracked: usize,
 }
 
 impl Flaps {
@@ -38,6 +38,7 @@ impl Flaps {
         Flaps {
             config,
             tracks: BTreeMap::new(),
+            tracked: 0,
         }
     }
 
@@ -51,7 +52,12 @@ impl Flaps {
             .iter()
             .map(|f| (f.name.as_str(), f.subject.as_str()))
             .collect();
-        for t in self.tracks.values_mut().filter(|t| t.on) {
+        for t in self
+            .tracks
+            .values_mut()
+            .flat_map(|s| s.values_mut())
+            .filter(|t| t.on)
+        {
             if !on.contains(&(t.last.name.as_str(), t.last.subject.as_str())) {
                 t.on = false;
                 t.toggles.push_back(now_sec);
@@ -65,54 +71,89 @@ impl Flaps {
             self.config.quiet_secs as i64,
         );
         let max = self.config.max_toggles as usize;
-        self.tracks.retain(|_, t| {
-            while t.toggles.front().is_some_and(|&s| s <= now_sec - period) {
-                t.toggles.pop_front();
-            }
-            if t.toggles.len() > max {
-                t.held = true;
-            }
-            if t.held && !t.on {
-                let since = t.toggles.back().map_or(i64::MIN, |&s| now_sec - s);
-                if since >= quiet {
-                    t.held = false;
-                } else {
-                    found.push(held(&t.last, t.toggles.len(), period, quiet));
-                }
-            }
-            t.on || t.held || !t.toggles.is_empty()
+        let mut tracked = 0;
+        self.tracks.retain(|_, subjects| {
+            subjects.retain(|_, t| keep(t, now_sec, max, period, quiet, found));
+            tracked += subjects.len();
+            !subjects.is_empty()
         });
+        self.tracked = tracked;
     }
 
     fn turned_on(&mut self, f: &Finding, now_sec: i64) {
-        if let Some(t) = self.tracks.get_mut(&(f.name.clone(), f.subject.clone())) {
+        let t = self
+            .tracks
+            .get_mut(&f.name)
+            .and_then(|s| s.get_mut(&f.subject));
+        if let Some(t) = t {
             if !t.on {
                 t.on = true;
                 t.toggles.push_back(now_sec);
                 t.last = f.clone();
             }
-        } else if self.tracks.len() < MAX_TRACKED {
+        } else if self.tracked < MAX_TRACKED {
             let track = Track {
                 on: true,
                 toggles: VecDeque::from([now_sec]),
                 held: false,
                 last: f.clone(),
             };
+            self.tracked += 1;
             self.tracks
-                .insert((f.name.clone(), f.subject.clone()), track);
+                .entry(f.name.clone())
+                .or_default()
+                .insert(f.subject.clone(), track);
         }
     }
 
     pub fn save(&self) -> Vec<Track> {
-        self.tracks.values().cloned().collect()
+        self.tracks
+            .values()
+            .flat_map(|s| s.values())
+            .cloned()
+            .collect()
     }
 
     pub fn load(&mut self, tracks: Vec<Track>) {
-        self.tracks = tracks
-            .into_iter()
-            .take(MAX_TRACKED)
-            .map(|t| ((t.last.name.clone(), t.last.subject.clone()), t))
-            .collect();
+        self.tracks.clear();
+        self.tracked = 0;
+        for t in tracks.into_iter().take(MAX_TRACKED) {
+            self.tracked += 1;
+            self.tracks
+                .entry(t.last.name.clone())
+                .or_default()
+                .insert(t.last.subject.clone(), t);
+        }
+    }
+}
+
+/// One track after an evaluation at `now_sec`: its old changes forgotten,
+/// held when flapping, released when quiet; the finding it holds added
+/// to `found`. False when there is nothing left to track.
+fn keep(
+    t: &mut Track,
+    now_sec: i64,
+    max: usize,
+    period: i64,
+    quiet: i64,
+    found: &mut Vec<Finding>,
+) -> bool {
+    {
+        while t.toggles.front().is_some_and(|&s| s <= now_sec - period) {
+            t.toggles.pop_front();
+        }
+        if t.toggles.len() > max {
+            t.held = true;
+        }
+        if t.held && !t.on {
+            let since = t.toggles.back().map_or(i64::MIN, |&s| now_sec - s);
+            if since >= quiet {
+                t.held = false;
+            } else {
+                found.push(held(&t.last, t.toggles.len(), period, quiet));
+            }
+        }
+        t.on || t.held || !t.toggles.is_empty()
     }
 }
 
@@ -177,7 +218,7 @@ mod tests {
                 true, false, true, false, true, true, true, true, true, true, false, false
             ]
         );
-        assert!(flaps.tracks.is_empty() || !flaps.tracks.values().next().unwrap().held);
+        assert!(flaps.save().iter().all(|t| !t.held));
     }
 
     #[test]

@@ -45,6 +45,10 @@ struct Key {
     partial: Vec<Option<(i64, i64, u64)>>,
     /// Absence: (deadline, the `after` event's time, its seq).
     deadline: Option<(i64, i64, u64)>,
+    /// Its finding as last reported, until its count changes (thousands
+    /// of keys can be over their thresholds, reported every batch).
+    #[serde(skip)]
+    shown: Option<Finding>,
 }
 
 /// A keyed rule and its keys.
@@ -336,6 +340,7 @@ impl KeyedRule {
             self.checks.insert((sec + window, id));
         }
         k.total += 1;
+        k.shown = None;
         push_evidence(&mut k.evidence, seq);
         if k.total >= threshold {
             self.over.insert(id);
@@ -367,6 +372,7 @@ impl KeyedRule {
             }
             k.hits.pop_front();
             k.total -= n as u64;
+            k.shown = None;
         }
         while let Some((sec, _)) = k.aggs.front() {
             if *sec > cutoff {
@@ -399,12 +405,21 @@ impl KeyedRule {
 
     /// The keys at or above the threshold as findings (by subject), and
     /// `key_limit` while an eviction is in the window ending at `head_sec`.
-    pub fn findings(&self, head_sec: i64, out: &mut Vec<Finding>) {
+    pub fn findings(&mut self, head_sec: i64, out: &mut Vec<Finding>) {
         let start = out.len();
         for &id in &self.over {
-            if let Some(k) = self.key(id) {
-                out.push(self.finding(k));
-            }
+            let Some(k) = self.keys.get_mut(id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let f = match &k.shown {
+                Some(f) => f.clone(),
+                None => {
+                    let f = finding(&self.rule, self.window, k);
+                    k.shown = Some(f.clone());
+                    f
+                }
+            };
+            out.push(f);
         }
         out[start..].sort_by(|a, b| a.subject.cmp(&b.subject));
         if self.evicted > 0 && self.last_eviction_sec > head_sec - self.window {
@@ -421,31 +436,6 @@ impl KeyedRule {
                 ),
                 evidence: Vec::new(),
             });
-        }
-    }
-
-    fn finding(&self, k: &Key) -> Finding {
-        let r = &self.rule;
-        let of = key_label(&r.group_by, &k.name);
-        let message = match r.detect {
-            Detect::Count(_) => format!(
-                "{} occurrences of {}{of} in the last {} s (threshold {})",
-                k.total, r.describe, self.window, r.threshold
-            ),
-            _ => format!(
-                "{}{of}: {} time(s) in the last {} s",
-                r.describe, k.total, self.window
-            ),
-        };
-        Finding {
-            name: r.name.clone(),
-            source: "rule".into(),
-            subject: k.name.clone(),
-            alert: r.alerts,
-            occurrences: k.total.min(u32::MAX as u64) as u32,
-            score: crate::strength(k.total as f64, r.threshold as f64),
-            message,
-            evidence: k.evidence.iter().copied().collect(),
         }
     }
 
@@ -525,6 +515,33 @@ impl Seen {
             Seen::Count(c) => c,
             Seen::Steps(held, _) => held != 0,
             Seen::Absence(a, x, _) => a || x,
+        }
+    }
+}
+
+/// Key `k`'s finding for rule `r` over a window of `window` seconds.
+fn finding(r: &Rule, window: i64, k: &Key) -> Finding {
+    {
+        let of = key_label(&r.group_by, &k.name);
+        let message = match r.detect {
+            Detect::Count(_) => format!(
+                "{} occurrences of {}{of} in the last {} s (threshold {})",
+                k.total, r.describe, window, r.threshold
+            ),
+            _ => format!(
+                "{}{of}: {} time(s) in the last {} s",
+                r.describe, k.total, window
+            ),
+        };
+        Finding {
+            name: r.name.clone(),
+            source: "rule".into(),
+            subject: k.name.clone(),
+            alert: r.alerts,
+            occurrences: k.total.min(u32::MAX as u64) as u32,
+            score: crate::strength(k.total as f64, r.threshold as f64),
+            message,
+            evidence: k.evidence.iter().copied().collect(),
         }
     }
 }

@@ -40,11 +40,13 @@
 //! `correlation_score` combines the active findings as a noisy-OR:
 //! `1 - Π(1 - score)`.
 
+mod active;
 mod config;
 mod flap;
 mod keyed;
 mod metrics;
 
+use active::Active;
 pub use config::{AbsenceConfig, Config, FlapConfig, RuleConfig, Within};
 use config::{Detect, Rule};
 use flap::Flaps;
@@ -135,7 +137,7 @@ pub struct Correlation {
     /// Occurrences in the window per rule (index into `rules`).
     rule_totals: Vec<u64>,
     /// Active findings, (name, subject).
-    active: BTreeSet<(String, String)>,
+    active: Active,
     /// Recent evidence per finding.
     evidence: Evidence,
     /// Events ahead of the watermark.
@@ -183,7 +185,7 @@ impl Correlation {
             head_sec: i64::MIN,
             first_sec: None,
             totals: Totals::default(),
-            active: BTreeSet::new(),
+            active: Active::default(),
             evidence: BTreeMap::new(),
             pending: BTreeMap::new(),
         })
@@ -398,7 +400,7 @@ impl Correlation {
     }
 
     /// Findings active at `now_sec`; `alert` says whether each may alert.
-    fn evaluate(&self, now_sec: i64) -> Vec<Finding> {
+    fn evaluate(&mut self, now_sec: i64) -> Vec<Finding> {
         let mut found: Vec<Finding> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let threshold = rule.threshold;
@@ -419,7 +421,7 @@ impl Correlation {
                 });
             }
         }
-        for k in &self.keyed {
+        for k in &mut self.keyed {
             k.findings(now_sec, &mut found);
         }
         if self.config.pattern_detection_enabled {
@@ -435,13 +437,12 @@ impl Correlation {
     fn step_findings(&mut self, now_sec: i64) -> Vec<Finding> {
         let mut found = self.evaluate(now_sec);
         self.flaps.damp(now_sec, &mut found);
-        let mut now_active = BTreeSet::new();
+        self.active.begin();
         for f in &mut found {
-            let key = (f.name.clone(), f.subject.clone());
-            f.alert = f.alert && !self.active.contains(&key);
-            now_active.insert(key);
+            let new = self.active.mark(&f.name, &f.subject);
+            f.alert = f.alert && new;
         }
-        self.active = now_active;
+        self.active.sweep();
         found
     }
 
@@ -473,7 +474,7 @@ impl Correlation {
         if self.evidence.values().map(BTreeMap::len).sum::<usize>() > MAX_KEYS_PER_SLOT {
             let active = &self.active;
             for (name, subjects) in &mut self.evidence {
-                subjects.retain(|s, _| active.contains(&(name.clone(), s.clone())));
+                subjects.retain(|s, _| active.contains(name, s));
             }
         }
         CorrelationResult {
@@ -601,7 +602,7 @@ impl Correlation {
             head_sec: self.head_sec,
             first_sec: self.first_sec,
             slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
-            active: self.active.clone(),
+            active: self.active.to_set(),
             evidence: self.evidence.clone(),
         };
         let state = StateV3 {
@@ -673,7 +674,7 @@ impl Correlation {
             let idx = slot.sec.rem_euclid(self.window()) as usize;
             self.ring[idx] = slot;
         }
-        self.active = window.active;
+        self.active = Active::from_set(window.active);
         self.evidence = window.evidence;
     }
 }
