@@ -59,6 +59,8 @@ bench: build
 	$(CARGO) bench -p hxp-events --bench recovery
 	$(CARGO) bench -p hxp-events --bench event_time
 	$(CARGO) bench -p hxp-events --bench backtest
+	$(CARGO) bench -p hxp-events --bench correlation_rules
+	$(CARGO) bench -p hxp-events --bench detection
 
 lint:
 	python3 tools/check-module-graph.py host/src
