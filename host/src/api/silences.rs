@@ -258,8 +258,12 @@ pub(super) async fn list(
     let now = crate::store::now_ms();
     let rows = state.store.silences().await.map_err(ApiError::internal)?;
     let mut silences = Vec::with_capacity(rows.len());
-    for row in rows {
-        let s = readable(row)?;
+    // A row that does not read back is left out, as the processor leaves
+    // it out (logged there at start).
+    let stored = rows
+        .into_iter()
+        .filter_map(|row| Silence::from_row(row).ok());
+    for s in stored {
         let current = matches!(s.state(now), SilenceState::Active | SilenceState::Pending);
         if current || matches!(q.state, Some(ListState::All)) {
             silences.push(view(&s, now));
