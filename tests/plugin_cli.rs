@@ -31,10 +31,11 @@ fn lines(out: &Output) -> Vec<Value> {
 #[test]
 fn inspect_shows_world_version_and_metadata() {
     // State versions: analytics and correlation keep events ahead of the
-    // watermark since version 2.
+    // watermark since version 2; correlation keeps keyed rules and flap
+    // tracks since version 3.
     for (file, world, name, state_version) in [
         ("hxp_analytics", "analytics-plugin", "analytics", 2),
-        ("hxp_correlation", "correlation-plugin", "correlation", 2),
+        ("hxp_correlation", "correlation-plugin", "correlation", 3),
         ("hxp_responses", "responses-plugin", "responses", 1),
     ] {
         let out = hxp(&["plugin", "inspect", "--json", wasm(file).to_str().unwrap()]);
