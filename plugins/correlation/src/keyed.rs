@@ -34,6 +34,8 @@ struct Key {
     last_sec: i64,
     /// Occurrences per second, oldest first.
     hits: VecDeque<(i64, u32)>,
+    /// The sum of `hits` (rebuilt on load).
+    #[serde(skip)]
     total: u64,
     /// Its events' sums per second, when the rule reads an aggregate.
     aggs: VecDeque<(i64, Totals)>,
@@ -110,9 +112,10 @@ impl KeyedRule {
         self.ids.len()
     }
 
-    /// One event, folded at second `sec`; `covered` is the seconds the
-    /// window covers (for `throughput`).
-    pub fn on_event(&mut self, e: &EventRef, sec: i64, covered: f64) {
+    /// One event, folded at second `sec`; `d` is its contribution to the
+    /// window sums (computed once per event, not per rule), `covered` the
+    /// seconds the window covers (for `throughput`).
+    pub fn on_event(&mut self, e: &EventRef, d: &Totals, sec: i64, covered: f64) {
         if !self.sums_needed && !self.rule.metrics.iter().any(|&m| feeds(m, e)) {
             return;
         }
@@ -120,7 +123,7 @@ impl KeyedRule {
         if let Some(key) = key_of(&self.rule.group_by, e, &mut buf) {
             if self.sums_needed {
                 let id = self.intern(key, sec);
-                self.add_sums(id, sec, &Totals::of(e));
+                self.add_sums(id, sec, d);
                 let sums = self.key(id).map(|k| k.sums.clone()).unwrap_or_default();
                 self.detect(e, sec, covered, &sums, Some(id), key);
             } else {

@@ -354,17 +354,16 @@ impl Correlation {
         let d = Totals::of(&e);
         self.ring[idx].totals.add(&d);
         self.totals.add(&d);
-        self.match_rules(&e, idx);
         let covered = self.covered();
+        self.match_rules(&e, idx, covered);
         for k in &mut self.keyed {
-            k.on_event(&e, sec, covered);
+            k.on_event(&e, &d, sec, covered);
         }
     }
 
     /// The rules `e` feeds, evaluated with `e` in the window (slot `idx`),
     /// and the evidence it adds.
-    fn match_rules(&mut self, e: &EventRef, idx: usize) {
-        let covered = self.covered();
+    fn match_rules(&mut self, e: &EventRef, idx: usize, covered: f64) {
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
             let Detect::Count(expr) = &rule.detect else {
