@@ -16,11 +16,13 @@
 mod common;
 #[path = "support/mix.rs"]
 mod mix;
+#[path = "support/passes.rs"]
+mod passes;
 
 use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
-use hxp_plugin_sdk::{Event, EventBatch};
+use hxp_plugin_sdk::Event;
 use mix::{EVENTS, stream};
-use std::time::Instant;
+use passes::{batches, pass};
 
 const RUNS: usize = 7;
 const USERS: u64 = 10_000;
@@ -67,24 +69,6 @@ fn events() -> Vec<Event> {
         }
     }
     events
-}
-
-fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
-    events
-        .chunks(size)
-        .map(|c| {
-            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
-            (convert::batch_to_wit(EventBatch::from_events(c)), now)
-        })
-        .collect()
-}
-
-fn pass(batches: &[(types::EventBatch, i64)], mut f: impl FnMut(&types::EventBatch, i64)) -> f64 {
-    let started = Instant::now();
-    for (b, now) in batches {
-        f(b, *now);
-    }
-    started.elapsed().as_nanos() as f64 / EVENTS as f64
 }
 
 /// Median ns per event in wasm and natively for one configuration.

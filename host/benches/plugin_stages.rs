@@ -21,34 +21,15 @@ mod common;
 // The recorded stream, shared with the event-time bench.
 #[path = "support/mix.rs"]
 mod mix;
+#[path = "support/passes.rs"]
+mod passes;
 
 use hxp_events::plugin::{Clock, Limits, Plugin, PluginEngine, convert, types};
-use std::time::Instant;
-
-use hxp_plugin_sdk::{Event, EventBatch};
 use mix::{EVENTS, stream};
+use passes::{batches, pass};
+
 const RUNS: usize = 7;
 const BATCHES: [usize; 3] = [1, 100, 1000];
-/// The stream cut into host-side batches, each with the time of its last
-/// event (the clock the plugins see when it is processed).
-fn batches(events: &[Event], size: usize) -> Vec<(types::EventBatch, i64)> {
-    events
-        .chunks(size)
-        .map(|c| {
-            let now = c.last().map(|e| e.time_ms).unwrap_or(0);
-            (convert::batch_to_wit(EventBatch::from_events(c)), now)
-        })
-        .collect()
-}
-
-/// Time one pass; returns ns per event.
-fn pass(batches: &[(types::EventBatch, i64)], mut f: impl FnMut(&types::EventBatch, i64)) -> f64 {
-    let started = Instant::now();
-    for (b, now) in batches {
-        f(b, *now);
-    }
-    started.elapsed().as_nanos() as f64 / EVENTS as f64
-}
 
 struct Row {
     stage: &'static str,
