@@ -12,12 +12,9 @@ use std::sync::{Arc, RwLock};
 pub struct SilenceBoard(Arc<RwLock<Arc<Vec<Silence>>>>);
 
 impl SilenceBoard {
-    pub fn new(silences: Vec<Silence>) -> SilenceBoard {
-        let board = SilenceBoard::default();
-        for s in silences {
-            board.put(s);
-        }
-        board
+    pub fn new(mut silences: Vec<Silence>) -> SilenceBoard {
+        oldest_first(&mut silences);
+        SilenceBoard(Arc::new(RwLock::new(Arc::new(silences))))
     }
 
     /// Every silence of the store, deleted ones too (they still hold at
@@ -48,9 +45,13 @@ impl SilenceBoard {
             .cloned()
             .collect();
         next.push(silence);
-        // Oldest first, so that the first silence to match a finding (the
-        // one named as the reason) is the same on every instance.
-        next.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        oldest_first(&mut next);
         *slot = Arc::new(next);
     }
+}
+
+/// Oldest first, so that the first silence to match a finding (the one
+/// named as the reason) is the same on every instance.
+fn oldest_first(silences: &mut [Silence]) {
+    silences.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
 }
