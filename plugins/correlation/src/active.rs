@@ -3,13 +3,24 @@
 //! as nested maps looked up by `&str` and marked with the evaluation's
 //! number, so that findings that stay active cost no allocation per
 //! evaluation (there can be thousands of keys over their thresholds).
+//! Hashed, not ordered: every active finding is looked up at every
+//! evaluation, and a tree lookup compares strings at every level.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::hash::{KeyMap, key_map};
+use std::collections::BTreeSet;
 
-#[derive(Default)]
 pub struct Active {
-    by_name: BTreeMap<String, BTreeMap<String, u64>>,
+    by_name: KeyMap<KeyMap<u64>>,
     evaluation: u64,
+}
+
+impl Default for Active {
+    fn default() -> Self {
+        Active {
+            by_name: key_map(),
+            evaluation: 0,
+        }
+    }
 }
 
 impl Active {
@@ -23,7 +34,7 @@ impl Active {
         let now = self.evaluation;
         let subjects = match self.by_name.get_mut(name) {
             Some(s) => s,
-            None => self.by_name.entry(name.to_string()).or_default(),
+            None => self.by_name.entry(name.to_string()).or_insert_with(key_map),
         };
         match subjects.get_mut(subject) {
             // Present: marked in the last evaluation (the sweep keeps
@@ -65,7 +76,7 @@ impl Active {
     pub fn from_set(set: BTreeSet<(String, String)>) -> Active {
         let mut a = Active::default();
         for (n, s) in set {
-            a.by_name.entry(n).or_default().insert(s, 0);
+            a.by_name.entry(n).or_insert_with(key_map).insert(s, 0);
         }
         a
     }

@@ -5,9 +5,10 @@
 //! one per swing, as Alertmanager and Nagios users expect.
 
 use crate::config::FlapConfig;
+use crate::hash::{KeyMap, key_map};
 use hxp_plugin_sdk::Finding;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Findings whose changes are tracked at most (beyond, new ones are not
 /// damped), bounding memory under hostile cardinality.
@@ -22,23 +23,28 @@ pub struct Track {
     held: bool,
     /// The finding as it last turned on (what is reported while held).
     last: Finding,
+    /// The evaluation that last found it on.
+    #[serde(skip)]
+    seen: u64,
 }
 
-#[derive(Default)]
 pub struct Flaps {
     config: FlapConfig,
     /// By finding name, then subject (looked up by `&str`, without
-    /// allocating for the findings that stay as they are).
-    tracks: BTreeMap<String, BTreeMap<String, Track>>,
+    /// allocating for the findings that stay as they are; hashed: every
+    /// active finding is looked up at every evaluation).
+    tracks: KeyMap<KeyMap<Track>>,
     tracked: usize,
+    evaluation: u64,
 }
 
 impl Flaps {
     pub fn new(config: FlapConfig) -> Flaps {
         Flaps {
             config,
-            tracks: BTreeMap::new(),
+            tracks: key_map(),
             tracked: 0,
+            evaluation: 0,
         }
     }
 
@@ -48,21 +54,7 @@ impl Flaps {
         if self.config.max_toggles == 0 {
             return;
         }
-        let on: HashSet<(&str, &str)> = found
-            .iter()
-            .map(|f| (f.name.as_str(), f.subject.as_str()))
-            .collect();
-        for t in self
-            .tracks
-            .values_mut()
-            .flat_map(|s| s.values_mut())
-            .filter(|t| t.on)
-        {
-            if !on.contains(&(t.last.name.as_str(), t.last.subject.as_str())) {
-                t.on = false;
-                t.toggles.push_back(now_sec);
-            }
-        }
+        self.evaluation += 1;
         for f in found.iter() {
             self.turned_on(f, now_sec);
         }
@@ -71,13 +63,23 @@ impl Flaps {
             self.config.quiet_secs as i64,
         );
         let max = self.config.max_toggles as usize;
-        let mut tracked = 0;
+        let (mut tracked, evaluation) = (0, self.evaluation);
+        let mut holding = Vec::new();
         self.tracks.retain(|_, subjects| {
-            subjects.retain(|_, t| keep(t, now_sec, max, period, quiet, found));
+            subjects.retain(|_, t| {
+                if t.on && t.seen != evaluation {
+                    t.on = false;
+                    t.toggles.push_back(now_sec);
+                }
+                keep(t, now_sec, max, period, quiet, &mut holding)
+            });
             tracked += subjects.len();
             !subjects.is_empty()
         });
         self.tracked = tracked;
+        // In a stable order (the maps' is random).
+        holding.sort_by(|a, b| (&a.name, &a.subject).cmp(&(&b.name, &b.subject)));
+        found.append(&mut holding);
     }
 
     fn turned_on(&mut self, f: &Finding, now_sec: i64) {
@@ -86,6 +88,7 @@ impl Flaps {
             .get_mut(&f.name)
             .and_then(|s| s.get_mut(&f.subject));
         if let Some(t) = t {
+            t.seen = self.evaluation;
             if !t.on {
                 t.on = true;
                 t.toggles.push_back(now_sec);
@@ -97,21 +100,26 @@ impl Flaps {
                 toggles: VecDeque::from([now_sec]),
                 held: false,
                 last: f.clone(),
+                seen: self.evaluation,
             };
             self.tracked += 1;
             self.tracks
                 .entry(f.name.clone())
-                .or_default()
+                .or_insert_with(key_map)
                 .insert(f.subject.clone(), track);
         }
     }
 
     pub fn save(&self) -> Vec<Track> {
-        self.tracks
+        let mut tracks: Vec<Track> = self
+            .tracks
             .values()
             .flat_map(|s| s.values())
             .cloned()
-            .collect()
+            .collect();
+        tracks
+            .sort_by(|a, b| (&a.last.name, &a.last.subject).cmp(&(&b.last.name, &b.last.subject)));
+        tracks
     }
 
     pub fn load(&mut self, tracks: Vec<Track>) {
@@ -121,7 +129,7 @@ impl Flaps {
             self.tracked += 1;
             self.tracks
                 .entry(t.last.name.clone())
-                .or_default()
+                .or_insert_with(key_map)
                 .insert(t.last.subject.clone(), t);
         }
     }

@@ -7,21 +7,26 @@
 //! absence's deadline. The work per event is one hash lookup per rule the
 //! event can match; the work per second is proportional to the keys that
 //! change:
-//! - `checks` orders (second, key) at which a key must be tidied (a second
+//! - `checks` holds per second the keys that must be tidied then (a second
 //!   of it leaves the window, a partial sequence runs out of time), so the
 //!   window slides without visiting every key;
 //! - `over` is the set of keys at or above the threshold, so the findings
 //!   cost what is active, not what is tracked;
-//! - `lru` orders keys by the second they were last seen: at `max_keys`
-//!   the least recently seen one is evicted, and evictions are counted and
+//! - `lru` holds per second the keys last seen then: at `max_keys` the
+//!   least recently seen one is evicted, and evictions are counted and
 //!   reported as a `key_limit` finding while the window holds one.
+//!
+//! Keys come from events, so an attacker chooses them: the key table's hash
+//! is seeded at random per instance ([`crate::hash`]).
 
+use crate::buckets::Buckets;
 use crate::config::{Detect, KeyField, Rule};
+use crate::hash::{KeyMap, key_map};
 use crate::metrics::{Metric, Totals, feeds, value};
 use hxp_plugin_sdk::expr::Expr;
 use hxp_plugin_sdk::{EventRef, Finding};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 /// Evidence kept per key.
 const EVIDENCE: usize = 10;
@@ -48,9 +53,20 @@ struct Key {
     /// Absence: (deadline, the `after` event's time, its seq).
     deadline: Option<(i64, i64, u64)>,
     /// Its finding as last reported, until its count changes (thousands
-    /// of keys can be over their thresholds, reported every batch).
+    /// of keys can be over their thresholds, reported every batch). Boxed:
+    /// most keys never have one, and a key's size is what the table moves.
     #[serde(skip)]
-    shown: Option<Finding>,
+    shown: Option<Box<Finding>>,
+}
+
+impl Key {
+    /// Holds nothing that a later event or the clock could act on.
+    fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+            && self.aggs.is_empty()
+            && self.deadline.is_none()
+            && self.partial.iter().all(Option::is_none)
+    }
 }
 
 /// A keyed rule and its keys.
@@ -58,13 +74,20 @@ pub struct KeyedRule {
     pub rule: Rule,
     window: i64,
     sums_needed: bool,
-    ids: HashMap<String, u32>,
+    ids: KeyMap<u32>,
     keys: Vec<Option<Key>>,
     free: Vec<u32>,
-    checks: BTreeSet<(i64, u32)>,
-    lru: BTreeSet<(i64, u32)>,
+    checks: Buckets,
+    /// Stale entries (a key seen again later, or removed) are skipped
+    /// when evicting and dropped once their second leaves the window.
+    lru: Buckets,
+    /// The second before which `lru` was compacted last.
+    lru_compacted: i64,
     deadlines: BTreeSet<(i64, u32)>,
     over: BTreeSet<u32>,
+    /// `over` in order of key name, as reported; rebuilt when `over`
+    /// changes instead of sorting the findings every batch.
+    over_by_name: Option<Vec<u32>>,
     evicted: u64,
     last_eviction_sec: i64,
     /// Reused to build multi-field keys.
@@ -94,13 +117,15 @@ impl KeyedRule {
             sums_needed: rule.reads_window(),
             rule,
             window: window_secs as i64,
-            ids: HashMap::new(),
+            ids: key_map(),
             keys: Vec::new(),
             free: Vec::new(),
-            checks: BTreeSet::new(),
-            lru: BTreeSet::new(),
+            checks: Buckets::default(),
+            lru: Buckets::default(),
+            lru_compacted: i64::MIN,
             deadlines: BTreeSet::new(),
             over: BTreeSet::new(),
+            over_by_name: None,
             evicted: 0,
             last_eviction_sec: i64::MIN,
             buf: String::new(),
@@ -121,53 +146,36 @@ impl KeyedRule {
         }
         let mut buf = std::mem::take(&mut self.buf);
         if let Some(key) = key_of(&self.rule.group_by, e, &mut buf) {
-            if self.sums_needed {
-                let id = self.intern(key, sec);
-                self.add_sums(id, sec, d);
-                let sums = self.key(id).map(|k| k.sums.clone()).unwrap_or_default();
-                self.detect(e, sec, covered, &sums, Some(id), key);
-            } else {
-                self.detect(e, sec, covered, &Totals::default(), None, key);
+            // A rule reading its key's aggregates needs the key with `e` in
+            // it; any other interns the key only if something holds.
+            let id = self.sums_needed.then(|| self.intern(key, sec));
+            let sums = match id {
+                Some(id) => {
+                    self.add_sums(id, sec, d);
+                    self.key(id).map_or(&Totals::ZERO, |k| &k.sums)
+                }
+                None => &Totals::ZERO,
+            };
+            let seen = seen(&self.rule.detect, e, sums, covered);
+            if seen.any() {
+                let id = id.unwrap_or_else(|| self.intern(key, sec));
+                self.act(id, e, sec, seen);
             }
         }
         self.buf = buf;
     }
 
-    /// The rule's conditions on `e`; `id` is the key's when it is interned
-    /// already (else it is interned only if something holds).
-    fn detect(
-        &mut self,
-        e: &EventRef,
-        sec: i64,
-        covered: f64,
-        sums: &Totals,
-        id: Option<u32>,
-        key: &str,
-    ) {
-        let holds = |x: &Expr<Metric>| x.eval(&|m: &Metric| value(*m, e, sums, covered));
-        let seen = match &self.rule.detect {
-            Detect::Count(c) => Seen::Count(holds(c)),
-            Detect::Sequence { steps, within_ms } => {
-                let held = steps
-                    .iter()
-                    .enumerate()
-                    .fold(0u8, |m, (i, s)| m | (u8::from(holds(s)) << i));
-                Seen::Steps(held, *within_ms)
-            }
-            Detect::Absence {
-                after,
-                expect,
-                within_ms,
-            } => Seen::Absence(holds(after), holds(expect), *within_ms),
-        };
-        if !seen.any() {
-            return;
-        }
-        let id = id.unwrap_or_else(|| self.intern(key, sec));
+    /// What the rule does with an event `seen` for key `id`.
+    fn act(&mut self, id: u32, e: &EventRef, sec: i64, seen: Seen) {
         match seen {
             Seen::Count(_) => self.hit(id, sec, e.seq),
             Seen::Steps(held, within_ms) => self.step_sequence(id, e, sec, held, within_ms),
             Seen::Absence(a, x, within_ms) => self.step_absence(id, e, a, x, within_ms),
+        }
+        // An event that started nothing (a later step, an `expect` with
+        // no wait) leaves no key behind.
+        if self.key(id).is_some_and(Key::is_empty) {
+            self.remove(id);
         }
     }
 
@@ -202,7 +210,7 @@ impl KeyedRule {
             // The newest start has the most time left.
             k.partial[0] = Some((e.time_ms, e.time_ms, e.seq));
             let until = (e.time_ms + within_ms).div_euclid(1000) + 1;
-            self.checks.insert((until, id));
+            self.checks.add(until, id);
         }
     }
 
@@ -230,6 +238,9 @@ impl KeyedRule {
     /// occurrence at its deadline's second (if still in the window ending
     /// at `head_sec`).
     pub fn fire_due(&mut self, before_ms: i64, head_sec: i64) {
+        if self.deadlines.is_empty() {
+            return;
+        }
         while let Some(&(d, id)) = self.deadlines.first() {
             if d >= before_ms {
                 break;
@@ -253,12 +264,28 @@ impl KeyedRule {
 
     /// The window's head moved to `head_sec`: tidy the keys due.
     pub fn advance(&mut self, head_sec: i64) {
-        while let Some(&(at, id)) = self.checks.first() {
-            if at > head_sec {
-                break;
+        while let Some((_, ids)) = self.checks.take_due(head_sec) {
+            for &id in &ids {
+                self.tidy(id, head_sec);
             }
-            self.checks.pop_first();
-            self.tidy(id, head_sec);
+            self.checks.recycle(ids);
+        }
+        let cutoff = head_sec.saturating_sub(self.window);
+        if cutoff > self.lru_compacted {
+            let keys = &self.keys;
+            self.lru
+                .compact_before(cutoff, |s, id| seen_last(keys, s, id));
+            self.lru_compacted = cutoff;
+        }
+    }
+
+    /// Remove the least recently seen key, counting it.
+    fn evict(&mut self, sec: i64) {
+        let keys = &self.keys;
+        if let Some(old) = self.lru.pop_first_valid(|s, id| seen_last(keys, s, id)) {
+            self.remove(old);
+            self.evicted += 1;
+            self.last_eviction_sec = self.last_eviction_sec.max(sec);
         }
     }
 
@@ -273,14 +300,8 @@ impl KeyedRule {
             self.touch(id, sec);
             return id;
         }
-        if let Some(&(_, old)) = self
-            .lru
-            .first()
-            .filter(|_| self.ids.len() >= self.rule.max_keys)
-        {
-            self.remove(old);
-            self.evicted += 1;
-            self.last_eviction_sec = self.last_eviction_sec.max(sec);
+        if self.ids.len() >= self.rule.max_keys {
+            self.evict(sec);
         }
         let steps = match &self.rule.detect {
             Detect::Sequence { steps, .. } => steps.len() - 1,
@@ -304,7 +325,7 @@ impl KeyedRule {
             }
         };
         self.ids.insert(key.name.clone(), id);
-        self.lru.insert((key.last_sec, id));
+        self.lru.add(key.last_sec, id);
         self.keys[id as usize] = Some(key);
         id
     }
@@ -314,8 +335,7 @@ impl KeyedRule {
             return;
         };
         if sec > k.last_sec {
-            self.lru.remove(&(k.last_sec, id));
-            self.lru.insert((sec, id));
+            self.lru.add(sec, id);
             k.last_sec = sec;
         }
     }
@@ -325,8 +345,7 @@ impl KeyedRule {
             return;
         };
         self.ids.remove(&k.name);
-        self.lru.remove(&(k.last_sec, id));
-        self.over.remove(&id);
+        self.set_over(id, false);
         if let Some((d, _, _)) = k.deadline {
             self.deadlines.remove(&(d, id));
         }
@@ -340,13 +359,13 @@ impl KeyedRule {
             return;
         };
         if add_at(&mut k.hits, sec, 1, |n, d| *n += d) {
-            self.checks.insert((sec + window, id));
+            self.checks.add(sec + window, id);
         }
         k.total += 1;
         k.shown = None;
         push_evidence(&mut k.evidence, seq);
         if k.total >= threshold {
-            self.over.insert(id);
+            self.set_over(id, true);
         }
     }
 
@@ -356,9 +375,20 @@ impl KeyedRule {
             return;
         };
         if add_at(&mut k.aggs, sec, d.clone(), |t, d| t.add(&d)) {
-            self.checks.insert((sec + window, id));
+            self.checks.add(sec + window, id);
         }
         k.sums.add(d);
+    }
+
+    fn set_over(&mut self, id: u32, over: bool) {
+        let changed = if over {
+            self.over.insert(id)
+        } else {
+            self.over.remove(&id)
+        };
+        if changed {
+            self.over_by_name = None;
+        }
     }
 
     /// Drop what of key `id` left the window ending at `head_sec` (and
@@ -394,13 +424,10 @@ impl KeyedRule {
                 *p = None;
             }
         }
-        if k.total < threshold {
-            self.over.remove(&id);
+        let (below, empty) = (k.total < threshold, k.is_empty());
+        if below {
+            self.set_over(id, false);
         }
-        let empty = k.hits.is_empty()
-            && k.aggs.is_empty()
-            && k.deadline.is_none()
-            && k.partial.iter().all(Option::is_none);
         if empty {
             self.remove(id);
         }
@@ -409,22 +436,27 @@ impl KeyedRule {
     /// The keys at or above the threshold as findings (by subject), and
     /// `key_limit` while an eviction is in the window ending at `head_sec`.
     pub fn findings(&mut self, head_sec: i64, out: &mut Vec<Finding>) {
-        let start = out.len();
-        for &id in &self.over {
+        let order = match self.over_by_name.take() {
+            Some(order) => order,
+            None => {
+                let mut ids: Vec<u32> = self.over.iter().copied().collect();
+                let keys = &self.keys;
+                ids.sort_by_key(|&id| keys[id as usize].as_ref().map(|k| &k.name));
+                ids
+            }
+        };
+        for &id in &order {
             let Some(k) = self.keys.get_mut(id as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            let f = match &k.shown {
-                Some(f) => f.clone(),
-                None => {
-                    let f = finding(&self.rule, self.window, k);
-                    k.shown = Some(f.clone());
-                    f
-                }
-            };
-            out.push(f);
+            if k.shown.is_none() {
+                k.shown = Some(Box::new(finding(&self.rule, self.window, k)));
+            }
+            if let Some(f) = &k.shown {
+                out.push(Finding::clone(f));
+            }
         }
-        out[start..].sort_by(|a, b| a.subject.cmp(&b.subject));
+        self.over_by_name = Some(order);
         if self.evicted > 0 && self.last_eviction_sec > head_sec - self.window {
             out.push(Finding {
                 name: "key_limit".into(),
@@ -482,25 +514,33 @@ impl KeyedRule {
             let (total, deadline) = (k.total, k.deadline);
             let id = self.insert(k);
             for sec in seconds {
-                self.checks.insert((sec + self.window, id));
+                self.checks.add(sec + self.window, id);
             }
-            self.checks.insert((head_sec, id));
+            self.checks.add(head_sec, id);
             if let Some((d, _, _)) = deadline {
                 self.deadlines.insert((d, id));
             }
             if total >= self.rule.threshold {
-                self.over.insert(id);
+                self.set_over(id, true);
             }
         }
         while self.ids.len() > self.rule.max_keys {
-            let Some(&(_, old)) = self.lru.first() else {
+            let before = self.ids.len();
+            self.evict(self.last_eviction_sec);
+            if self.ids.len() == before {
                 break;
-            };
-            self.remove(old);
-            self.evicted += 1;
+            }
         }
         self.advance(head_sec);
     }
+}
+
+/// Whether the key `id` is live and was last seen at second `sec` (its
+/// entry for `sec` in `lru` is not stale).
+fn seen_last(keys: &[Option<Key>], sec: i64, id: u32) -> bool {
+    keys.get(id as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|k| k.last_sec == sec)
 }
 
 /// What a rule's conditions said of one event.
@@ -510,6 +550,26 @@ enum Seen {
     Steps(u8, i64),
     /// `after` holds, `expect` holds; and the absence's `within`.
     Absence(bool, bool, i64),
+}
+
+/// The rule's conditions on `e`, aggregates read from `sums`.
+fn seen(detect: &Detect, e: &EventRef, sums: &Totals, covered: f64) -> Seen {
+    let holds = |x: &Expr<Metric>| x.eval(&|m: &Metric| value(*m, e, sums, covered));
+    match detect {
+        Detect::Count(c) => Seen::Count(holds(c)),
+        Detect::Sequence { steps, within_ms } => {
+            let held = steps
+                .iter()
+                .enumerate()
+                .fold(0u8, |m, (i, s)| m | (u8::from(holds(s)) << i));
+            Seen::Steps(held, *within_ms)
+        }
+        Detect::Absence {
+            after,
+            expect,
+            within_ms,
+        } => Seen::Absence(holds(after), holds(expect), *within_ms),
+    }
 }
 
 impl Seen {

@@ -41,20 +41,24 @@
 //! `1 - Π(1 - score)`.
 
 mod active;
+mod buckets;
 mod config;
+mod evidence;
 mod flap;
+mod hash;
 mod keyed;
 mod metrics;
 
 use active::Active;
 pub use config::{AbsenceConfig, Config, FlapConfig, RuleConfig, Within};
 use config::{Detect, Rule};
+use evidence::{Evidence, Name};
 use flap::Flaps;
 use hxp_plugin_sdk::{CorrelationResult, Event, EventBatch, EventRef, Finding, Metadata};
 use keyed::{KeyedRule, KeyedState};
 use metrics::{Metric, Totals, feeds, value};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Layout of [`Correlation::save_state`] (3: keyed rules and flap
 /// damping; 2: events ahead of the watermark; both older ones are read).
@@ -63,7 +67,7 @@ pub const STATE_VERSION: u32 = 3;
 /// early (the window then runs ahead of the watermark).
 pub const MAX_PENDING: usize = 100_000;
 /// Evidence kept per finding.
-const EVIDENCE: usize = 10;
+pub(crate) const EVIDENCE: usize = 10;
 /// Models and services tracked per slot beyond which new names are folded
 /// into "(other)", bounding memory under hostile cardinality.
 pub const MAX_KEYS_PER_SLOT: usize = 1000;
@@ -81,16 +85,19 @@ struct Slot {
     rule_hits: BTreeMap<String, u32>,
 }
 
-fn bump<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
-    let key = if map.contains_key(key) || map.len() < MAX_KEYS_PER_SLOT {
+/// Apply `f` to the entry of `key`, made if new; beyond
+/// [`MAX_KEYS_PER_SLOT`] new names go to "(other)". One lookup for a name
+/// already there (this runs for most events).
+fn bump<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
+    if let Some(v) = map.get_mut(key) {
+        return f(v);
+    }
+    let key = if map.len() < MAX_KEYS_PER_SLOT {
         key
     } else {
         "(other)"
     };
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
-    }
-    map.get_mut(key).expect("present")
+    f(map.entry(key.to_string()).or_default());
 }
 
 /// Serialized form: the window (all of state version 1), then the events
@@ -117,7 +124,7 @@ struct WindowState {
     first_sec: Option<i64>,
     slots: Vec<Slot>,
     active: BTreeSet<(String, String)>,
-    evidence: Evidence,
+    evidence: evidence::Saved,
 }
 
 /// Pending events in the order they are folded.
@@ -175,6 +182,7 @@ impl Correlation {
                 rules.push(rule);
             }
         }
+        let evidence = Evidence::new(rules.iter().map(|r| r.name.as_str()));
         Ok(Correlation {
             rule_totals: vec![0; rules.len()],
             rules,
@@ -186,7 +194,7 @@ impl Correlation {
             first_sec: None,
             totals: Totals::default(),
             active: Active::default(),
-            evidence: BTreeMap::new(),
+            evidence,
             pending: BTreeMap::new(),
         })
     }
@@ -341,14 +349,13 @@ impl Correlation {
         let e = *e;
         if let Some(ok) = e.success {
             if let Some(s) = e.service.filter(|_| !ok) {
-                *bump(&mut self.ring[idx].service_errors, s) += 1;
+                bump(&mut self.ring[idx].service_errors, s, |n| *n += 1);
             }
             if let Some(m) = e.model {
-                let entry = bump(&mut self.ring[idx].models, m);
-                entry.0 += 1;
-                if !ok {
-                    entry.1 += 1;
-                }
+                bump(&mut self.ring[idx].models, m, |(outcomes, errors)| {
+                    *outcomes += 1;
+                    *errors += u32::from(!ok);
+                });
             }
         }
         let d = Totals::of(&e);
@@ -382,19 +389,19 @@ impl Correlation {
                     }
                 }
                 self.rule_totals[i] += 1;
-                push_evidence(&mut self.evidence, name, "", e.seq);
+                self.evidence.push(Name::rule(i), "", e.seq);
             }
         }
         if e.success == Some(false) {
             if let Some(s) = e.service {
-                push_evidence(&mut self.evidence, "error_burst", s, e.seq);
+                self.evidence.push(Name::ERROR_BURST, s, e.seq);
             }
             if let Some(m) = e.model {
-                push_evidence(&mut self.evidence, "model_divergence", m, e.seq);
+                self.evidence.push(Name::MODEL_DIVERGENCE, m, e.seq);
             }
         }
         if e.latency_ms.is_some() {
-            push_evidence(&mut self.evidence, "latency_spike", "", e.seq);
+            self.evidence.push(Name::LATENCY_SPIKE, "", e.seq);
         }
     }
 
@@ -464,17 +471,14 @@ impl Correlation {
         for f in found.iter_mut().filter(|f| f.evidence.is_empty()) {
             f.evidence = self
                 .evidence
-                .get(&f.name)
-                .and_then(|m| m.get(&f.subject))
+                .get(&f.name, &f.subject)
                 .map(|d| d.iter().copied().collect())
                 .unwrap_or_default();
         }
         // Evidence of names that never became active must not pile up.
-        if self.evidence.values().map(BTreeMap::len).sum::<usize>() > MAX_KEYS_PER_SLOT {
+        if self.evidence.len() > MAX_KEYS_PER_SLOT {
             let active = &self.active;
-            for (name, subjects) in &mut self.evidence {
-                subjects.retain(|s, _| active.contains(name, s));
-            }
+            self.evidence.retain(|name, s| active.contains(name, s));
         }
         CorrelationResult {
             findings: found,
@@ -602,7 +606,7 @@ impl Correlation {
             first_sec: self.first_sec,
             slots: self.ring.iter().filter(|s| s.live).cloned().collect(),
             active: self.active.to_set(),
-            evidence: self.evidence.clone(),
+            evidence: self.evidence.save(),
         };
         let state = StateV3 {
             window,
@@ -674,31 +678,13 @@ impl Correlation {
             self.ring[idx] = slot;
         }
         self.active = Active::from_set(window.active);
-        self.evidence = window.evidence;
+        self.evidence.load(window.evidence);
     }
 }
 
 /// A saved state's bytes as `T`.
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("correlation state is unreadable: {e}"))
-}
-
-/// Evidence: finding name -> subject -> recent event sequence numbers.
-type Evidence = BTreeMap<String, BTreeMap<String, VecDeque<u64>>>;
-
-fn push_evidence(map: &mut Evidence, name: &str, subject: &str, seq: u64) {
-    if !map.contains_key(name) {
-        map.insert(name.to_string(), BTreeMap::new());
-    }
-    let subjects = map.get_mut(name).expect("present");
-    if !subjects.contains_key(subject) {
-        subjects.insert(subject.to_string(), VecDeque::new());
-    }
-    let d = subjects.get_mut(subject).expect("present");
-    if d.len() == EVIDENCE {
-        d.pop_front();
-    }
-    d.push_back(seq);
 }
 
 /// 0.5 at the threshold, 1 at twice the threshold.

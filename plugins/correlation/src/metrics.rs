@@ -82,6 +82,17 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
+    pub const ZERO: Totals = Totals {
+        count: 0,
+        outcome: 0,
+        errors: 0,
+        lat_count: 0,
+        lat_sum: 0.0,
+        lat_sumsq: 0.0,
+        sat_count: 0,
+        sat_sum: 0.0,
+    };
+
     pub fn add(&mut self, o: &Totals) {
         self.count += o.count;
         self.outcome += o.outcome;

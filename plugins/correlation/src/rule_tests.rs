@@ -347,6 +347,29 @@ fn an_absence_waits_for_events_ahead_of_the_watermark() {
 }
 
 #[test]
+fn events_that_start_nothing_leave_no_key() {
+    use Health::{Failed, Healthy};
+    // Healthy readings with no failure to answer, errors with no degraded
+    // reading before them: thousands of services, none tracked.
+    let mut c = absence_rule();
+    let healthy: Vec<Event> = (0..2000)
+        .map(|i| health(i, 1000, &format!("s{i}"), Healthy))
+        .collect();
+    batch(&mut c, &healthy, 2000);
+    assert_eq!(c.keys_tracked(), 0);
+    let mut c = sequence_rule();
+    let errors: Vec<Event> = (0..2000).map(|i| err(i, 1000, &format!("s{i}"))).collect();
+    batch(&mut c, &errors, 2000);
+    assert_eq!(c.keys_tracked(), 0);
+    // A failure is a wait (one key) until its healthy reading ends it.
+    let mut c = absence_rule();
+    batch(&mut c, &[health(1, 1000, "a", Failed)], 2000);
+    assert_eq!(c.keys_tracked(), 1);
+    batch(&mut c, &[health(2, 3000, "a", Healthy)], 4000);
+    assert_eq!(c.keys_tracked(), 0);
+}
+
+#[test]
 fn flapping_findings_are_held_and_alert_once() {
     // A 5 s window and a reading per 10 s: on for 5 s, off for 5 s.
     let rules = serde_json::json!([
