@@ -132,6 +132,7 @@ impl PluginEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.profiler(profiler_from_env());
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::<HostState>::new(&engine);
@@ -354,4 +355,17 @@ fn check_header(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
         });
     }
     Ok(())
+}
+
+/// `HXP_WASM_PROFILER=perfmap` (or `jitdump`): the JIT tells `perf` the
+/// names of the plugins' compiled functions (/tmp/perf-PID.map, or
+/// `perf inject --jit` on a jitdump), so `perf record` of the service or a
+/// bench shows where a plugin spends its time. Off otherwise: it costs a
+/// write per compiled function.
+fn profiler_from_env() -> wasmtime::ProfilingStrategy {
+    match std::env::var("HXP_WASM_PROFILER").as_deref() {
+        Ok("perfmap") => wasmtime::ProfilingStrategy::PerfMap,
+        Ok("jitdump") => wasmtime::ProfilingStrategy::JitDump,
+        _ => wasmtime::ProfilingStrategy::None,
+    }
 }
