@@ -179,7 +179,33 @@ impl CorrelationRule {
             hxp_plugin_sdk::expr::parse(c)
                 .map_err(|e| format!("cannot parse condition {c:?}: {e}"))?;
         }
+        let within = self
+            .within
+            .iter()
+            .chain(self.absence.as_ref().map(|a| &a.within));
+        for w in within {
+            check_within(w)?;
+        }
         Ok(())
+    }
+}
+
+/// A `within`: seconds as a number, or text the SDK's duration parser
+/// reads (`30s`, `5m`, `1h30m`), as the plugin will read it.
+fn check_within(w: &serde_json::Value) -> Result<(), String> {
+    let ok = match w {
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|s| s > 0.0),
+        serde_json::Value::String(t) => {
+            hxp_plugin_sdk::duration::parse_millis(t).map_err(|e| format!("within: {e}"))? > 0
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "within: {w} is not a duration (e.g. 30, \"30s\", \"5m\")"
+        ))
     }
 }
 

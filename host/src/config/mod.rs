@@ -306,6 +306,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rule 'x': cannot parse condition"), "{e}");
+        let e = load("event_correlation:\n  correlation_rules:\n    - {name: s, sequence: ['a > 1', 'b > 1'], within: 5 min}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rule 's': within: '5 min': unknown unit"), "{e}");
+        let e = load("event_correlation:\n  correlation_rules:\n    - {name: n, absence: {after: 'a > 1', expect: 'b > 1', within: [1]}}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rule 'n': within: [1] is not a duration"), "{e}");
         let e = load("service:\n  port: 70000\n", &[])
             .unwrap_err()
             .to_string();

@@ -11,43 +11,11 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("'{text}': not RFC 3339 or milliseconds ({e})"))
 }
 
-/// A duration as people write it: whole seconds ("3600"), or numbers with
-/// units `s`, `m`, `h`, `d`, `w` ("90s", "15m", "1h30m", "7d"); in seconds.
+/// A duration as people write it, in whole seconds (rounded down): the
+/// SDK's parser, the one rule authors use for `within` ("3600", "90s",
+/// "15m", "1h30m", "7d").
 pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
-    let bad = |why: &str| format!("'{text}': {why} (e.g. 3600, 90s, 15m, 1h30m, 7d)");
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(secs);
-    }
-    if t.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3_600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(bad(&format!("unknown unit '{c}'"))),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad("a unit needs a number"))?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| bad("too long"))?;
-    }
-    if !digits.is_empty() {
-        return Err(bad("a number without a unit"));
-    }
-    Ok(total)
+    hxp_plugin_sdk::duration::parse_millis(text).map(|ms| ms / 1000)
 }
 
 #[cfg(test)]

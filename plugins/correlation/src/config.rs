@@ -127,23 +127,7 @@ impl Within {
     pub fn millis(&self) -> Result<i64, String> {
         let ms = match self {
             Within::Secs(s) => s * 1000.0,
-            Within::Text(t) => {
-                let t = t.trim();
-                let split = t
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                    .unwrap_or(t.len());
-                let (n, unit) = t.split_at(split);
-                let n: f64 = n.parse().map_err(|_| format!("'{t}' is not a duration"))?;
-                let scale = match unit.trim() {
-                    "ms" => 1.0,
-                    "" | "s" => 1000.0,
-                    "m" => 60_000.0,
-                    "h" => 3_600_000.0,
-                    "d" => 86_400_000.0,
-                    u => return Err(format!("'{t}': unknown unit '{u}' (ms, s, m, h, d)")),
-                };
-                n * scale
-            }
+            Within::Text(t) => hxp_plugin_sdk::duration::parse_millis(t)? as f64,
         };
         if !(ms >= 1.0 && ms <= MAX_WITHIN_MS as f64) {
             return Err(format!("within must be between 1 ms and 1 d, not {ms} ms"));
@@ -400,9 +384,9 @@ mod tests {
         assert_eq!(ms(Within::Text("250ms".into())), Ok(250));
         assert_eq!(ms(Within::Secs(2.0)), Ok(2000));
         assert!(
-            ms(Within::Text("2w".into()))
+            ms(Within::Text("2 weeks".into()))
                 .unwrap_err()
-                .contains("unknown unit 'w'")
+                .contains("unknown unit 'weeks'")
         );
         assert!(
             ms(Within::Text("2d".into()))

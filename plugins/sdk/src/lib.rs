@@ -16,6 +16,7 @@
 //!
 //! Start with `use hxp_plugin_sdk::prelude::*;`.
 
+pub mod duration;
 pub mod expr;
 pub mod fixed;
 #[cfg(target_arch = "wasm32")]
