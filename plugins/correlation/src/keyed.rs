@@ -141,24 +141,36 @@ impl KeyedRule {
     /// window sums (computed once per event, not per rule), `covered` the
     /// seconds the window covers (for `throughput`).
     pub fn on_event(&mut self, e: &EventRef, d: &Totals, sec: i64, covered: f64) {
-        if !self.sums_needed && !self.rule.metrics.iter().any(|&m| feeds(m, e)) {
+        if self.sums_needed {
+            return self.on_event_with_sums(e, d, sec, covered);
+        }
+        if !self.rule.metrics.iter().any(|&m| feeds(m, e)) {
+            return;
+        }
+        // The conditions read the event only: the key is built and looked
+        // up only if one holds (most events match nothing).
+        let seen = seen(&self.rule.detect, e, &Totals::ZERO, covered);
+        if !seen.any() {
             return;
         }
         let mut buf = std::mem::take(&mut self.buf);
         if let Some(key) = key_of(&self.rule.group_by, e, &mut buf) {
-            // A rule reading its key's aggregates needs the key with `e` in
-            // it; any other interns the key only if something holds.
-            let id = self.sums_needed.then(|| self.intern(key, sec));
-            let sums = match id {
-                Some(id) => {
-                    self.add_sums(id, sec, d);
-                    self.key(id).map_or(&Totals::ZERO, |k| &k.sums)
-                }
-                None => &Totals::ZERO,
-            };
+            let id = self.intern(key, sec);
+            self.act(id, e, sec, seen);
+        }
+        self.buf = buf;
+    }
+
+    /// A rule reading its key's aggregates: the key's sums take every event
+    /// of the key, and the conditions read them with `e` in.
+    fn on_event_with_sums(&mut self, e: &EventRef, d: &Totals, sec: i64, covered: f64) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if let Some(key) = key_of(&self.rule.group_by, e, &mut buf) {
+            let id = self.intern(key, sec);
+            self.add_sums(id, sec, d);
+            let sums = self.key(id).map_or(&Totals::ZERO, |k| &k.sums);
             let seen = seen(&self.rule.detect, e, sums, covered);
             if seen.any() {
-                let id = id.unwrap_or_else(|| self.intern(key, sec));
                 self.act(id, e, sec, seen);
             }
         }
