@@ -185,6 +185,8 @@ async fn end_to_end(db_url: &str) {
         "real_time_analytics_error_rate",
         "event_processing_throughput",
         "event_processing_batch_size_bucket",
+        // Adaptive batching at low load: the base size.
+        "event_processing_batch_limit 100",
         "event_processing_queue_depth",
         "plugin_call_duration_seconds_bucket",
         "database_write_duration_seconds_bucket",

@@ -274,6 +274,7 @@
       ["mode", p.mode + (p.enabled === false ? " (disabled)" : "")],
       ["events processed", fmt(e.processed, 0) + " (" + fmt(e.duplicates, 0) + " duplicates)"],
       ["batches", fmt(b.batches, 0) + ", mean size " + fmt(b.average_batch_size, 1) + ", last " + fmt(b.last_batch_size, 0)],
+      ["batch size in use", fmt(b.batch_limit, 0) + " (" + fmt(b.batch_size, 0) + " at low load, up to " + fmt(b.max_batch_size, 0) + " under a backlog)"],
       ["last batch", shortTime(b.last_batch_at)],
       ["ms per batch", "analytics " + fmt(stage.analytics, 3) + " · correlation " + fmt(stage.correlation, 3) + " · responses " + fmt(stage.responses, 3)],
       ["database", (db.backend || "–") + (db.failing ? " — FAILING: " + (db.last_error || "") : " ok") + ", " + fmt(db.batches_written, 0) + " batches written"],

@@ -138,6 +138,8 @@ fn batching(state: &AppState, live: &LiveView) -> BatchingView {
     let sp = &state.config.stream_processing;
     BatchingView {
         batch_size: sp.batch_size,
+        max_batch_size: sp.max_batch_size,
+        batch_limit: live.batch_limit,
         flush_interval: sp.flush_interval,
         parallel_workers: sp.parallel_workers,
         batches: live.batches,

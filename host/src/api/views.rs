@@ -425,6 +425,10 @@ pub struct QueueView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchingView {
     pub batch_size: usize,
+    /// Under a backlog batches grow up to this (adaptive batching).
+    pub max_batch_size: usize,
+    /// The batch size in use now: `batch_size` at low load.
+    pub batch_limit: usize,
     pub flush_interval: f64,
     pub parallel_workers: usize,
     pub batches: u64,

@@ -103,6 +103,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "stream_processing.batch_size",
     ),
     (
+        "STREAM_PROCESSING_MAX_BATCH_SIZE",
+        "stream_processing.max_batch_size",
+    ),
+    (
         "STREAM_PROCESSING_FLUSH_INTERVAL",
         "stream_processing.flush_interval",
     ),

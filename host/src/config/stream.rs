@@ -6,8 +6,14 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct StreamProcessing {
     pub enabled: bool,
-    /// Largest batch handed to the plugins and written in one transaction.
+    /// Largest batch handed to the plugins and written in one transaction
+    /// at low load (the latency of a batch is bounded by its size).
     pub batch_size: usize,
+    /// STREAM_PROCESSING_MAX_BATCH_SIZE: under a backlog (a batch closes
+    /// full with more events waiting) the batch size doubles after each
+    /// batch up to this, and halves back to `batch_size` once batches close
+    /// before they are full. Equal to `batch_size`: fixed batches.
+    pub max_batch_size: usize,
     /// Longest time, in seconds, an event may wait for its batch to fill. A
     /// batch also closes as soon as no more input is waiting.
     pub flush_interval: f64,
@@ -59,6 +65,7 @@ impl Default for StreamProcessing {
         StreamProcessing {
             enabled: true,
             batch_size: 100,
+            max_batch_size: 1000,
             flush_interval: 5.0,
             parallel_workers: 4,
             processing_mode: "real_time".into(),
@@ -75,6 +82,11 @@ impl StreamProcessing {
     pub(super) fn check(&self) -> Result<(), String> {
         if self.batch_size == 0 || self.batch_size > 100_000 {
             return Err("stream_processing.batch_size: must be between 1 and 100000".into());
+        }
+        if self.max_batch_size < self.batch_size || self.max_batch_size > 100_000 {
+            return Err(
+                "stream_processing.max_batch_size: must be between batch_size and 100000".into(),
+            );
         }
         if !(self.flush_interval > 0.0 && self.flush_interval <= 3600.0) {
             return Err(

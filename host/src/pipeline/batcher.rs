@@ -1,10 +1,11 @@
 //! The batcher: takes submissions off the intake, gives each event its
 //! sequence number (reserved from the database in blocks), marks duplicates
-//! of recently seen event ids, and closes a batch at `batch_size` or as
-//! soon as no more input is waiting, so a lone event goes straight through
-//! and batches grow under load.
+//! of recently seen event ids, and closes a batch at the size in use (see
+//! `sizing`) or as soon as no more input is waiting, so a lone event goes
+//! straight through and batches grow under load.
 
 use super::intake::{Submission, Tracker};
+use super::sizing::BatchSizing;
 use crate::event::ValidEvent;
 use crate::store::Store;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,8 @@ pub(super) struct Item {
 
 pub(super) struct Batch {
     pub(super) items: Vec<Item>,
+    /// The batch size in use when it closed.
+    pub(super) limit: usize,
 }
 
 /// Recently seen event ids, for duplicate detection before the plugins.
@@ -84,9 +87,12 @@ pub(super) async fn batcher(
             }
         }
         batcher.take_waiting(&mut intake);
+        let limit = batcher.sizing.limit();
         let closed = batcher.close();
+        let waiting = !batcher.pending.is_empty() || !intake.is_empty();
+        batcher.sizing.closed(closed.len(), waiting);
         let items = batcher.number(closed).await;
-        if out.send(Batch { items }).await.is_err() {
+        if out.send(Batch { items, limit }).await.is_err() {
             return;
         }
         if batcher.drained() {
@@ -101,18 +107,23 @@ pub(super) struct Batcher {
     pending: VecDeque<Item>,
     /// False once the intake closed.
     open: bool,
-    batch_size: usize,
+    sizing: BatchSizing,
     seqs: SeqBlock,
     recent: RecentIds,
     store: Store,
 }
 
 impl Batcher {
-    pub(super) fn new(batch_size: usize, seqs: SeqBlock, recent: RecentIds, store: Store) -> Self {
+    pub(super) fn new(
+        sizing: BatchSizing,
+        seqs: SeqBlock,
+        recent: RecentIds,
+        store: Store,
+    ) -> Self {
         Batcher {
             pending: VecDeque::new(),
             open: true,
-            batch_size,
+            sizing,
             seqs,
             recent,
             store,
@@ -127,7 +138,7 @@ impl Batcher {
     /// Take whatever else is already waiting, up to one batch: the batch
     /// closes when it is full or when nothing more is waiting.
     fn take_waiting(&mut self, intake: &mut mpsc::UnboundedReceiver<Submission>) {
-        while self.open && self.pending.len() < self.batch_size {
+        while self.open && self.pending.len() < self.sizing.limit() {
             match intake.try_recv() {
                 Ok(s) => self.add(s),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -136,9 +147,9 @@ impl Batcher {
         }
     }
 
-    /// The next batch: at most `batch_size` of the pending events.
+    /// The next batch: at most the size in use of the pending events.
     fn close(&mut self) -> Vec<Item> {
-        let n = self.pending.len().min(self.batch_size);
+        let n = self.pending.len().min(self.sizing.limit());
         self.pending.drain(..n).collect()
     }
 
@@ -257,21 +268,25 @@ pub(super) mod tests {
         (s, acked)
     }
 
-    async fn batcher_over(batch_size: usize) -> Batcher {
-        let store = crate::store::temp_store().await;
-        let seqs = SeqBlock::reserve(&store).await.unwrap();
-        Batcher::new(batch_size, seqs, RecentIds::new(100), store)
-    }
-
     /// Run the batcher over what is queued, then closed; the batches' ids.
     async fn batches_of(batch_size: usize, subs: Vec<Vec<u128>>) -> Vec<Vec<(u128, u64, bool)>> {
+        batches_sized(BatchSizing::new(batch_size, batch_size), subs).await
+    }
+
+    async fn batches_sized(
+        sizing: BatchSizing,
+        subs: Vec<Vec<u128>>,
+    ) -> Vec<Vec<(u128, u64, bool)>> {
         let (tx, rx) = mpsc::unbounded_channel();
         for ids in subs {
             tx.send(submission(&ids).0).unwrap();
         }
         drop(tx);
         let (out, mut batches) = mpsc::channel(100);
-        batcher(rx, out, batcher_over(batch_size).await).await;
+        let store = crate::store::temp_store().await;
+        let seqs = SeqBlock::reserve(&store).await.unwrap();
+        let batching = Batcher::new(sizing, seqs, RecentIds::new(100), store);
+        batcher(rx, out, batching).await;
         let mut all = Vec::new();
         while let Ok(b) = batches.try_recv() {
             all.push(
@@ -296,10 +311,27 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn batches_grow_under_a_backlog_and_shrink_when_it_is_gone() {
+        // 30 events waiting at once, then the intake closes: 3 (base),
+        // 6, 12 (the maximum), then the 9 left close a batch early.
+        let ids: Vec<Vec<u128>> = (1..=30).map(|i| vec![i]).collect();
+        let batches = batches_sized(BatchSizing::new(3, 12), ids).await;
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 6, 12, 9], "{batches:?}");
+        let ids: Vec<u128> = batches.iter().flatten().map(|e| e.0).collect();
+        assert_eq!(ids, (1..=30).collect::<Vec<_>>(), "every event, in order");
+    }
+
+    #[tokio::test]
     async fn a_lone_event_goes_out_at_once() {
         let store = crate::store::temp_store().await;
         let seqs = SeqBlock::reserve(&store).await.unwrap();
-        let batching = Batcher::new(100, seqs, RecentIds::new(100), store);
+        let batching = Batcher::new(
+            BatchSizing::new(100, 1000),
+            seqs,
+            RecentIds::new(100),
+            store,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let (out, mut batches) = mpsc::channel(10);
         let task = tokio::spawn(batcher(rx, out, batching));

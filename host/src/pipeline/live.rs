@@ -24,6 +24,9 @@ pub struct LiveView {
     pub duplicates: u64,
     pub last_batch_at: Option<i64>,
     pub last_batch_size: usize,
+    /// The batch size in use when the last batch closed (adaptive
+    /// batching); 0 before the first.
+    pub batch_limit: usize,
     /// Cumulative nanoseconds per stage: analytics, correlation, responses.
     pub stage_ns: [u64; 3],
     pub plugins: Vec<PluginStatus>,

@@ -35,6 +35,7 @@ pub mod recalc;
 pub mod record;
 pub mod replay;
 pub mod shadow;
+pub mod sizing;
 pub mod stages;
 pub mod suppress;
 pub mod swap;
@@ -121,7 +122,8 @@ pub async fn start(parts: Parts) -> anyhow::Result<Pipeline> {
         sp.enabled,
         counters.clone(),
     ));
-    let batching = Batcher::new(sp.batch_size, seqs, recent, store.clone());
+    let sizing = sizing::BatchSizing::new(sp.batch_size, sp.max_batch_size);
+    let batching = Batcher::new(sizing, seqs, recent, store.clone());
     tokio::spawn(batcher::batcher(intake_rx, batch_tx, batching));
     let processor = Processor {
         stages,

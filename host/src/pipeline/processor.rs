@@ -180,6 +180,8 @@ impl Processor {
         if let Some(max) = batch.items.iter().map(|i| i.seq).max() {
             t.last_seq = t.last_seq.max(max);
         }
+        self.metrics.batch_limit.set(batch.limit as i64);
+        live::write(&self.live).batch_limit = batch.limit;
         let (write, jobs) = self.process_batch(&mut batch.items, times);
         t.rate.add(batch.items.len());
         let msg = WriterMsg::Batch {

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// real_time_analytics_*: the overall figures of the last snapshot.
     analytics: AnalyticsGauges,
     pub batch_size: Histogram,
+    /// The batch size in use (adaptive batching).
+    pub batch_limit: IntGauge,
     pub queue_depth: IntGauge,
     /// plugin_*: calls, failures, deployments and swaps.
     pub plugin: PluginMetrics,
@@ -337,6 +339,10 @@ impl Metrics {
                 vec![
                     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
                 ],
+            ),
+            batch_limit: r.int_gauge(
+                "event_processing_batch_limit",
+                "The batch size in use: stream_processing.batch_size at low load, up to max_batch_size under a backlog",
             ),
             queue_depth: r.int_gauge(
                 "event_processing_queue_depth",
