@@ -253,8 +253,12 @@ fn main() {
     type Config<'a> = (&'a str, Vec<(&'a str, &'a str)>);
     let configs: Vec<Config> = vec![
         (
-            "service, shipped config (batch_size 100, max_poll_records 500)",
+            "service, shipped config (batch_size 100 adaptive up to 1000, max_poll_records 500)",
             vec![],
+        ),
+        (
+            "service, batch_size 100 fixed (adaptive off), max_poll_records 500",
+            vec![("STREAM_PROCESSING_MAX_BATCH_SIZE", "100")],
         ),
         (
             "service, batch_size 1000, max_poll_records 2000",

@@ -177,8 +177,13 @@ fn server_quantiles(metrics: &str) -> (f64, f64) {
     (q(0.5) * 1000.0, q(0.99) * 1000.0)
 }
 
-fn latency(rt: &tokio::runtime::Runtime, rate: u64, batch: usize) -> (f64, f64, f64, f64) {
-    let svc = start(&[]);
+fn latency(
+    rt: &tokio::runtime::Runtime,
+    env: &[(&str, &str)],
+    rate: u64,
+    batch: usize,
+) -> (f64, f64, f64, f64) {
+    let svc = start(env);
     let summary = rt
         .block_on(loadgen::run(loadgen::Options {
             target: svc.base.clone(),
@@ -322,16 +327,46 @@ fn main() {
         ("AUTOMATED_RESPONSE_ENABLED", "false"),
     ];
     let default_batch: &[(&str, &str)] = &[];
+    let fixed_batch: &[(&str, &str)] = &[("STREAM_PROCESSING_MAX_BATCH_SIZE", "100")];
+    // HXP_BENCH_LATENCY_ONLY: the latency table alone.
+    if std::env::var_os("HXP_BENCH_LATENCY_ONLY").is_none() {
+        throughput_table(&rt, full, no_plugins, default_batch, fixed_batch);
+    }
+    latency_table(&rt, default_batch, fixed_batch);
+
+    let d = analytics_visibility(&rt);
+    println!(
+        "\nAnalytics reflect an event (POST /process answered, then GET /analytics shows it): max {:.2} ms, median {:.2} ms over {} events",
+        d.iter().cloned().fold(0.0, f64::max),
+        common::median(d.clone()),
+        d.len()
+    );
+}
+
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// Sustained bulk throughput per configuration, median of `RUNS`.
+fn throughput_table(
+    rt: &tokio::runtime::Runtime,
+    full: Env,
+    no_plugins: Env,
+    default_batch: Env,
+    fixed_batch: Env,
+) {
     let mut rows = Vec::new();
     for (name, env) in [
         ("all three plugins, batch_size 1000", full),
         ("baseline: no plugin stages, batch_size 1000", no_plugins),
         (
-            "all three plugins, batch_size 100 (shipped default)",
+            "all three plugins, shipped: batch_size 100, adaptive up to 1000",
             default_batch,
         ),
+        (
+            "all three plugins, batch_size 100 fixed (adaptive off)",
+            fixed_batch,
+        ),
     ] {
-        let runs: Vec<Throughput> = (0..RUNS).map(|_| throughput(&rt, env)).collect();
+        let runs: Vec<Throughput> = (0..RUNS).map(|_| throughput(rt, env)).collect();
         let rate = common::median(runs.iter().map(|r| r.rate).collect());
         rows.push((
             name,
@@ -359,26 +394,24 @@ fn main() {
         "\nplugin stages cost: {:.2}× the baseline's time per event",
         rows[1].1 / rows[0].1
     );
+}
 
+/// Ingest-to-stored latency with adaptive batching (shipped) and without,
+/// alternating per row.
+fn latency_table(rt: &tokio::runtime::Runtime, adaptive: Env, fixed: Env) {
     println!(
         "\nIngest-to-stored latency (POST /events, NDJSON), 10 s each; the client figure includes HTTP:\n"
     );
     println!(
-        "| events/s | events per request | client p50 | client p99 | service p50 (bucket bound) | service p99 (bucket bound) |"
+        "| batching | events/s | events per request | client p50 | client p99 | service p50 (bucket bound) | service p99 (bucket bound) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (rate, batch) in [(1_000, 1), (10_000, 10), (10_000, 1)] {
-        let (c50, c99, s50, s99) = latency(&rt, rate, batch);
-        println!(
-            "| {rate} | {batch} | {c50:.2} ms | {c99:.2} ms | ≤ {s50:.1} ms | ≤ {s99:.1} ms |"
-        );
+        for (name, env) in [("adaptive (shipped)", adaptive), ("fixed 100", fixed)] {
+            let (c50, c99, s50, s99) = latency(rt, env, rate, batch);
+            println!(
+                "| {name} | {rate} | {batch} | {c50:.2} ms | {c99:.2} ms | ≤ {s50:.1} ms | ≤ {s99:.1} ms |"
+            );
+        }
     }
-
-    let d = analytics_visibility(&rt);
-    println!(
-        "\nAnalytics reflect an event (POST /process answered, then GET /analytics shows it): max {:.2} ms, median {:.2} ms over {} events",
-        d.iter().cloned().fold(0.0, f64::max),
-        common::median(d.clone()),
-        d.len()
-    );
 }
