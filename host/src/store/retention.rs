@@ -6,9 +6,12 @@
 //! Events go by when they were stored (`ingested_at`), not by their own
 //! timestamp: a replayed old event is kept like any other. Batches, alerts
 //! and action requests go by when they were processed, raised or
-//! requested. Analytics snapshots follow `performance_metrics.history_retention`
-//! (pruned as they are written); plugin checkpoints and the deployment
-//! history are small and kept.
+//! requested. Silences go once they are over (deleted, or a one-off past
+//! its end) before the cutoff: a backtest covers only stored events, so it
+//! can no longer need them; recurring ones stay until deleted. Analytics
+//! snapshots follow `performance_metrics.history_retention` (pruned as they
+//! are written); plugin checkpoints and the deployment history are small
+//! and kept.
 
 use super::Store;
 use crate::telemetry::Metrics;
@@ -25,10 +28,17 @@ pub enum Table {
     Batches,
     Alerts,
     Actions,
+    Silences,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Events, Table::Batches, Table::Alerts, Table::Actions];
+    pub const ALL: [Table; 5] = [
+        Table::Events,
+        Table::Batches,
+        Table::Alerts,
+        Table::Actions,
+        Table::Silences,
+    ];
 
     /// The `table` label of `database_retention_deleted_total`.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +47,7 @@ impl Table {
             Table::Batches => "batches",
             Table::Alerts => "correlation_alerts",
             Table::Actions => "action_requests",
+            Table::Silences => "silences",
         }
     }
 
@@ -61,6 +72,11 @@ impl Table {
             Table::Actions => {
                 "DELETE FROM action_requests WHERE (batch_seq, n) IN \
                  (SELECT batch_seq, n FROM action_requests WHERE requested_at < $1 ORDER BY requested_at LIMIT $2)"
+            }
+            Table::Silences => {
+                "DELETE FROM silences WHERE id IN (SELECT id FROM silences \
+                 WHERE deleted_at < $1 OR (repeat_every_secs IS NULL AND ends_at < $1) \
+                 ORDER BY created_at LIMIT $2)"
             }
         }
     }
@@ -203,5 +219,46 @@ mod tests {
         for t in Table::ALL {
             assert_eq!(store.delete_expired(t, 5_000, CHUNK).await.unwrap(), 0);
         }
+    }
+
+    #[tokio::test]
+    async fn silences_go_once_over_before_the_cutoff() {
+        let store = temp_store().await;
+        let silence = |id: &str, ends_at: i64, repeat: Option<i64>, deleted_at: Option<i64>| {
+            crate::store::SilenceRow {
+                id: id.into(),
+                created_at: 1,
+                starts_at: 100,
+                ends_at,
+                repeat_every_secs: repeat,
+                creator: "ops".into(),
+                comment: String::new(),
+                matchers: "[]".into(),
+                deleted_at,
+            }
+        };
+        for s in [
+            silence("ended", 4_000, None, None),
+            silence("ends-later", 6_000, None, None),
+            silence("recurring", 200, Some(86_400), None),
+            silence("recurring-deleted", 200, Some(86_400), Some(4_500)),
+            silence("deleted-after-cutoff", 9_000, None, Some(5_500)),
+        ] {
+            store.insert_silence(&s).await.unwrap();
+        }
+        let gone = store
+            .delete_expired(Table::Silences, 5_000, CHUNK)
+            .await
+            .unwrap();
+        assert_eq!(gone, 2);
+        let mut left: Vec<String> = store
+            .silences()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["deleted-after-cutoff", "ends-later", "recurring"]);
     }
 }

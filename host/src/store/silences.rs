@@ -1,5 +1,6 @@
-//! Silences: written once, then only marked deleted (never removed, so
-//! that a backtest over a past range finds the silences of that time).
+//! Silences: written once, then only marked deleted, so that a backtest
+//! over a past range finds the silences of that time; retention removes
+//! those over before its cutoff (see `retention`).
 
 use super::Store;
 use super::rows::SilenceRow;
