@@ -279,6 +279,27 @@ async fn one_held_back_one_acting(svc: &Service, recv: &Receiver, by: &str, t0: 
     assert_eq!(counted.await, 1.0);
 }
 
+/// POST /correlations/test applies the live silences: five slow requests
+/// now make `high_latency`, held back by the silence, not alerting.
+async fn tried_held_back(svc: &Service, by: &str) {
+    let body = json!({"events": [{"type": "slow_request", "count": 5}]});
+    let (status, t) = call(
+        svc,
+        reqwest::Method::POST,
+        "/correlations/test",
+        "",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    let found = (t["findings"].as_array().unwrap().iter())
+        .find(|f| f["name"] == "high_latency")
+        .unwrap_or_else(|| panic!("no high_latency: {t:#}"));
+    let why = (found["alert"].as_bool(), found["suppressed_by"].as_str());
+    assert_eq!(why, (Some(false), Some(by)), "{t:#}");
+    assert_eq!(t["alert_triggered"], false, "{t:#}");
+}
+
 /// Deleted (without the admin token: refused): no longer current.
 async fn delete_silence(svc: &Service, id: &str) {
     let (path, delete) = (format!("/silences/{id}"), reqwest::Method::DELETE);
@@ -306,6 +327,7 @@ async fn a_silence_holds_back_one_rule_until_deleted_and_survives_a_restart() {
     let mut svc = Service::start_with(&db, &[], Some(&yaml)).await;
     let (id, made) = make_silence(&svc).await;
     let by_silence = format!("silence:{id}");
+    tried_held_back(&svc, &by_silence).await;
     let t0 = now_ms();
     one_held_back_one_acting(&svc, &recv, &by_silence, t0).await;
 

@@ -7,6 +7,7 @@ use super::views::{
 };
 use super::{ApiError, ApiResult, ErrorBody, St, require_json, rfc3339};
 use crate::event::{EventError, EventErrorKind};
+use crate::pipeline::suppress::Suppressor;
 use crate::plugin::{Clock, Plugin, convert};
 use axum::Json;
 use axum::extract::State;
@@ -206,7 +207,10 @@ fn parse_test_body(body: &[u8]) -> ApiResult<CorrelationTest> {
 }
 
 /// POST /correlations/test: the correlation plugin on the given events, in
-/// a scratch instance; live state is untouched.
+/// a scratch instance; live state is untouched. The live silences and the
+/// section's inhibit rules (as overridden) apply as they would live, at the
+/// test batch's event time: a held-back finding says why and does not
+/// alert.
 #[utoipa::path(
     post,
     path = "/correlations/test",
@@ -247,9 +251,12 @@ pub(super) async fn test(
             section[k] = v;
         }
     }
+    let inhibit = inhibit_rules(&section)?;
+    let suppressor = Suppressor::new(state.silences.clone(), inhibit);
     let engine = state.engine.clone();
     // The clock: the test batch's watermark, its newest event.
-    let clock = Clock::manual(events.iter().map(|e| e.time_ms).max().unwrap_or(now));
+    let watermark = events.iter().map(|e| e.time_ms).max().unwrap_or(now);
+    let clock = Clock::manual(watermark);
     let run = move || -> ApiResult<CorrelationTestView> {
         let mut p = Plugin::new(engine, component, limits, clock).map_err(|e| {
             ApiError::new(
@@ -266,13 +273,14 @@ pub(super) async fn test(
             )
         })?;
         let batch = convert::batch_to_wit(hxp_plugin_sdk::EventBatch::from_events(&events));
-        let r = p.correlation_process(&batch).map_err(|e| {
+        let mut r = p.correlation_process(&batch).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "plugin_failed",
                 e.to_string(),
             )
         })?;
+        let holds = suppressor.apply(&mut r.findings, &[], watermark);
         let findings: Vec<_> = r
             .findings
             .into_iter()
@@ -283,13 +291,30 @@ pub(super) async fn test(
             patterns_detected: pattern_names(&findings),
             alert_triggered: findings.iter().any(|f| f.alert),
             correlation_score: r.correlation_score,
-            findings,
+            findings: (findings.into_iter().enumerate())
+                .map(|(i, f)| ActiveFindingView::new(f, holds.get(i)))
+                .collect(),
         })
     };
     let result = tokio::task::spawn_blocking(run)
         .await
         .map_err(|e| ApiError::internal(e.into()))??;
     Ok(Json(result))
+}
+
+/// The `inhibit_rules` of the section the test runs with; a bad override
+/// is the caller's mistake (422).
+fn inhibit_rules(section: &Value) -> ApiResult<Vec<crate::config::InhibitRule>> {
+    match section.get("inhibit_rules") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                format!("inhibit_rules: {e}"),
+            )
+        }),
+    }
 }
 
 /// GET /correlations/stats: alert counts per rule and the live state.

@@ -247,22 +247,6 @@ pub struct RecalculationWindow {
 
 // ---- correlations ----
 
-/// A correlation finding (`hxp_plugin_sdk::Finding`; schema only).
-#[derive(ToSchema)]
-#[schema(as = Finding)]
-#[allow(dead_code)]
-pub struct FindingSchema {
-    pub name: String,
-    pub source: String,
-    pub subject: String,
-    pub alert: bool,
-    pub occurrences: u32,
-    pub score: f64,
-    pub message: String,
-    /// Sequence numbers of the events behind it.
-    pub evidence: Vec<u64>,
-}
-
 /// An active finding, and what held it back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActiveFindingView {
@@ -333,10 +317,11 @@ pub struct CorrelationsView {
 pub struct CorrelationTestView {
     pub events: usize,
     pub patterns_detected: Vec<String>,
+    /// A finding alerted that no silence or inhibit rule held back.
     pub alert_triggered: bool,
     pub correlation_score: f64,
-    #[schema(value_type = Vec<FindingSchema>)]
-    pub findings: Vec<Finding>,
+    /// With what would hold each back live (`suppressed_by`).
+    pub findings: Vec<ActiveFindingView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
