@@ -5,7 +5,10 @@
 //! `cargo bench -p hxp-events --bench kafka` (part of `make bench`; needs
 //! `tansu` on PATH or in ~/.cargo/bin, which `make test` installs).
 //!
-//! N events of the realistic mix are produced once into the five topics.
+//! N events of the realistic mix are produced once into the five topics
+//! (`HXP_BENCH_EVENTS`, default 400,000; `HXP_BENCH_PARTITIONS` per topic,
+//! default 3: with 1, each topic is a single partition, the bare consumer's
+//! ceiling being one partition's delivery rate).
 //! Each run starts the release binary in a fresh consumer group with a fresh
 //! database and measures from the first stored event to the last (the
 //! service's own start-up and the group join are not counted), with the CPU
@@ -26,7 +29,10 @@ use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const N: usize = 400_000;
+/// Events produced (`HXP_BENCH_EVENTS`).
+fn n() -> usize {
+    common::env_or("HXP_BENCH_EVENTS", 400_000)
+}
 const RUNS: usize = 3;
 struct Killed(Child);
 impl Drop for Killed {
@@ -105,13 +111,13 @@ fn service_run(
         if n > last {
             (last, last_at) = (n, Instant::now());
         }
-        if n >= N as u64 || last_at.elapsed() > Duration::from_secs(5) {
+        if n >= n() as u64 || last_at.elapsed() > Duration::from_secs(5) {
             break (last, (last_at - t0).as_secs_f64());
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    if n1 < N as u64 {
-        println!("note: {group}: {n1} of {N} events stored");
+    if n1 < n() as u64 {
+        println!("note: {group}: {n1} of {} events stored", n());
     }
     let run = Run {
         rate: (n1 - n0) as f64 / secs,
@@ -134,10 +140,10 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
     let topics = common::kafka_topics();
     let names: Vec<&str> = topics.iter().map(|(_, t)| t.as_str()).collect();
     c.subscribe(&names).unwrap();
-    let mut n = 0usize;
+    let (mut n, n_events) = (0usize, n());
     let mut started: Option<(Instant, f64, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while n < N && Instant::now() < deadline {
+    while n < n_events && Instant::now() < deadline {
         if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
             if started.is_none() {
                 started = Some((
@@ -149,7 +155,7 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
             n += 1;
         }
     }
-    assert_eq!(n, N, "bare consumer read all messages");
+    assert_eq!(n, n_events, "bare consumer read all messages");
     let (t0, s0, b0) = started.unwrap();
     let secs = t0.elapsed().as_secs_f64();
     Run {
@@ -190,9 +196,10 @@ fn main() {
             .create()
             .unwrap();
         let topics = common::kafka_topics();
+        let partitions: i32 = common::env_or("HXP_BENCH_PARTITIONS", 3);
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|(_, t)| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+            .map(|(_, t)| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
             .chain([NewTopic::new(
                 "event-processing-dead-letters",
                 1,
@@ -217,7 +224,7 @@ fn main() {
         let mut rng = hxp_events::cli::loadgen::Rng(42);
         let t = Instant::now();
         let mut pending = Vec::new();
-        for _ in 0..N {
+        for _ in 0..n() {
             let text = hxp_events::cli::loadgen::event(&mut rng, Duration::from_secs(1));
             let topic = common::topic_of(&text);
             let p = p.clone();
@@ -242,12 +249,14 @@ fn main() {
         t.elapsed().as_secs_f64()
     });
     println!(
-        "machine: {}; broker: tansu (memory storage), 5 topics x 3 partitions",
-        common::machine()
+        "machine: {}; broker: tansu (memory storage), 5 topics x {} partition(s)",
+        common::machine(),
+        common::env_or("HXP_BENCH_PARTITIONS", 3)
     );
     println!(
-        "{N} events produced in {produce_secs:.1} s ({:.0}/s)\n",
-        N as f64 / produce_secs
+        "{} events produced in {produce_secs:.1} s ({:.0}/s)\n",
+        n(),
+        n() as f64 / produce_secs
     );
 
     type Config<'a> = (&'a str, Vec<(&'a str, &'a str)>);
