@@ -43,6 +43,10 @@ const SDK: &[File] = &[
         include_str!("../../../plugins/sdk/src/lib.rs"),
     ),
     (
+        "hxp-plugin-sdk/src/duration.rs",
+        include_str!("../../../plugins/sdk/src/duration.rs"),
+    ),
+    (
         "hxp-plugin-sdk/src/expr.rs",
         include_str!("../../../plugins/sdk/src/expr.rs"),
     ),
