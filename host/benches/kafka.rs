@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Events produced (`HXP_BENCH_EVENTS`).
-fn n() -> usize {
+fn event_count() -> usize {
     common::env_or("HXP_BENCH_EVENTS", 400_000)
 }
 const RUNS: usize = 3;
@@ -111,13 +111,13 @@ fn service_run(
         if n > last {
             (last, last_at) = (n, Instant::now());
         }
-        if n >= n() as u64 || last_at.elapsed() > Duration::from_secs(5) {
+        if n >= event_count() as u64 || last_at.elapsed() > Duration::from_secs(5) {
             break (last, (last_at - t0).as_secs_f64());
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    if n1 < n() as u64 {
-        println!("note: {group}: {n1} of {} events stored", n());
+    if n1 < event_count() as u64 {
+        println!("note: {group}: {n1} of {} events stored", event_count());
     }
     let run = Run {
         rate: (n1 - n0) as f64 / secs,
@@ -140,7 +140,7 @@ fn bare_consumer_run(bootstrap: &str, broker_pid: u32, group: &str) -> Run {
     let topics = common::kafka_topics();
     let names: Vec<&str> = topics.iter().map(|(_, t)| t.as_str()).collect();
     c.subscribe(&names).unwrap();
-    let (mut n, n_events) = (0usize, n());
+    let (mut n, n_events) = (0usize, event_count());
     let mut started: Option<(Instant, f64, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(300);
     while n < n_events && Instant::now() < deadline {
@@ -224,7 +224,7 @@ fn main() {
         let mut rng = hxp_events::cli::loadgen::Rng(42);
         let t = Instant::now();
         let mut pending = Vec::new();
-        for _ in 0..n() {
+        for _ in 0..event_count() {
             let text = hxp_events::cli::loadgen::event(&mut rng, Duration::from_secs(1));
             let topic = common::topic_of(&text);
             let p = p.clone();
@@ -255,8 +255,8 @@ fn main() {
     );
     println!(
         "{} events produced in {produce_secs:.1} s ({:.0}/s)\n",
-        n(),
-        n() as f64 / produce_secs
+        event_count(),
+        event_count() as f64 / produce_secs
     );
 
     type Config<'a> = (&'a str, Vec<(&'a str, &'a str)>);
