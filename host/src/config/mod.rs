@@ -302,25 +302,28 @@ mod tests {
                 && e.contains("STREAM_PROCESSING_BATCH_SIZE"),
             "{e}"
         );
-        let e = load("event_correlation:\n  correlation_rules:\n    - {name: x, condition: 'a >', action: alert}\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("rule 'x': cannot parse condition"), "{e}");
-        let e = load("event_correlation:\n  correlation_rules:\n    - {name: s, sequence: ['a > 1', 'b > 1'], within: 5 min}\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("rule 's': within: '5 min': unknown unit"), "{e}");
-        let e = load("event_correlation:\n  correlation_rules:\n    - {name: n, absence: {after: 'a > 1', expect: 'b > 1', within: [1]}}\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("rule 'n': within: [1] is not a duration"), "{e}");
-        let e = load("service:\n  port: 70000\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("service.port"), "{e}");
-        let e = load("database:\n  url: mysql://x\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("database.url"), "{e}");
+        // (the file, what the error names)
+        let rules = "event_correlation:\n  correlation_rules:\n    - ";
+        for (yaml, says) in [
+            (
+                format!("{rules}{{name: x, condition: 'a >', action: alert}}\n"),
+                "rule 'x': cannot parse condition",
+            ),
+            (
+                format!("{rules}{{name: s, sequence: ['a > 1', 'b > 1'], within: 5 min}}\n"),
+                "rule 's': within: '5 min': unknown unit",
+            ),
+            (
+                format!(
+                    "{rules}{{name: n, absence: {{after: 'a > 1', expect: 'b > 1', within: [1]}}}}\n"
+                ),
+                "rule 'n': within: [1] is not a duration",
+            ),
+            ("service:\n  port: 70000\n".into(), "service.port"),
+            ("database:\n  url: mysql://x\n".into(), "database.url"),
+        ] {
+            let e = load(&yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{yaml}: {e}");
+        }
     }
 }
