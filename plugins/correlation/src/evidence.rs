@@ -12,6 +12,18 @@ use std::collections::{BTreeMap, VecDeque};
 /// As saved in the state (versions 1 to 3): name -> subject -> seqs.
 pub type Saved = BTreeMap<String, BTreeMap<String, VecDeque<u64>>>;
 
+/// `seq` as the newest of the last [`EVIDENCE`] (kept once if pushed twice
+/// in a row), for any finding, keyed ones included.
+pub fn push_recent(seqs: &mut VecDeque<u64>, seq: u64) {
+    if seqs.back() == Some(&seq) {
+        return;
+    }
+    if seqs.len() == EVIDENCE {
+        seqs.pop_front();
+    }
+    seqs.push_back(seq);
+}
+
 /// A finding name's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Name(usize);
@@ -54,10 +66,7 @@ impl Evidence {
             Some(d) => d,
             None => subjects.entry(subject.to_string()).or_default(),
         };
-        if seqs.len() == EVIDENCE {
-            seqs.pop_front();
-        }
-        seqs.push_back(seq);
+        push_recent(seqs, seq);
     }
 
     pub fn get(&self, name: &str, subject: &str) -> Option<&VecDeque<u64>> {

@@ -21,15 +21,13 @@
 
 use crate::buckets::Buckets;
 use crate::config::{Detect, KeyField, Rule};
+use crate::evidence::push_recent as push_evidence;
 use crate::hash::{KeyMap, key_map};
 use crate::metrics::{Metric, Totals, feeds, value};
 use hxp_plugin_sdk::expr::Expr;
 use hxp_plugin_sdk::{EventRef, Finding};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
-
-/// Evidence kept per key.
-const EVIDENCE: usize = 10;
 
 /// One key's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -250,9 +248,6 @@ impl KeyedRule {
     /// occurrence at its deadline's second (if still in the window ending
     /// at `head_sec`).
     pub fn fire_due(&mut self, before_ms: i64, head_sec: i64) {
-        if self.deadlines.is_empty() {
-            return;
-        }
         while let Some(&(d, id)) = self.deadlines.first() {
             if d >= before_ms {
                 break;
@@ -649,16 +644,6 @@ fn add_at<T: Clone>(
             true
         }
     }
-}
-
-fn push_evidence(evidence: &mut VecDeque<u64>, seq: u64) {
-    if evidence.back() == Some(&seq) {
-        return;
-    }
-    if evidence.len() == EVIDENCE {
-        evidence.pop_front();
-    }
-    evidence.push_back(seq);
 }
 
 /// The key of `e` for fields `by` (their values joined by ", "), `""`
